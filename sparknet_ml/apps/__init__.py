@@ -1,0 +1,1 @@
+"""Runnable applications (``python -m sparknet_ml.apps.<name>``)."""

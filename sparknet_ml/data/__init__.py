@@ -1,0 +1,1 @@
+"""DataFrame column <-> tensor batches, and the datasets the project trains on."""

@@ -1,0 +1,20 @@
+"""Reference nets as Caffe prototxt text: LeNet and cifar10_quick, with their solvers.
+
+>>> "SoftmaxWithLoss" in prototxt("lenet_train")
+True
+"""
+from __future__ import annotations
+
+import os
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def prototxt(name: str) -> str:
+    """Return the text of ``sparknet_ml/zoo/<name>.prototxt``."""
+    path = os.path.join(_HERE, f"{name}.prototxt")
+    if not os.path.exists(path):
+        known = sorted(f[:-len(".prototxt")] for f in os.listdir(_HERE) if f.endswith(".prototxt"))
+        raise ValueError(f"no zoo prototxt {name!r}; known: {', '.join(known)}")
+    with open(path) as f:
+        return f.read()
