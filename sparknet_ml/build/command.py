@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.skip_system_deps:
             deps.ensure_packages(log=_log)
+        deps.check_library(recipe.boost_python_lib(), (
+            f"Boost.Python must be built for this Python {sys.version.split()[0]}: the "
+            "distribution's libboost-python-dev serves only its own python3; otherwise build "
+            "libs/python from the Boost sources matching your Boost headers and put the "
+            "library on LIBRARY_PATH and LD_LIBRARY_PATH"))
         cuda_arch = resolve_cuda(args.cuda, args.cuda_arch, args.cuda_home)
         sdist = source.resolve_source(args.source, os.path.join(cache_root(), "sources"))
         config = BuildConfig(source_sha256=source.sha256_of(sdist),

