@@ -93,3 +93,11 @@ def test_wheel_record_matches_contents(tmp_path):
                 assert digest == wheel._record_hash(data) and int(size) == len(data)
         assert b"Requires-Dist: six" in zf.read("caffe-9.0.2+cpu.abc.dist-info/METADATA")
         assert zf.read("caffe/build_info.json") == b'{\n  "key": "abc"\n}'
+
+
+def test_build_doc_explains_every_patch():
+    doc = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "caffe-build.md")
+    with open(doc) as f:
+        text = f.read()
+    for patch in patches.PATCHES:
+        assert f"| `{patch.name}` |" in text, f"docs/caffe-build.md does not explain {patch.name}"
