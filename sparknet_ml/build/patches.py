@@ -122,6 +122,41 @@ PATCHES: tuple[Patch, ...] = (
                     "STUB_GPU_FORWARD(ProposalLayer, Forward);")),
     ),
     Patch(
+        name="pycaffe-solver-state",
+        why="SparkNet rounds restart a solver from averaged state: pycaffe gains a settable "
+            "Solver.iter (which also places a multistep schedule) and Solver.history (the "
+            "momentum / moment blobs of every SGD-family solver), so the learning-rate schedule "
+            "follows the global iteration and momentum survives a round.",
+        edits=(
+            Edit("include/caffe/solver.hpp", "  int iter() { return iter_; }\n",
+                 "  int iter() { return iter_; }\n"
+                 "  // sparknet_ml patch pycaffe-solver-state: continue another solver's schedule.\n"
+                 "  void set_iter(int iter) {\n"
+                 "    iter_ = iter;\n"
+                 "    current_step_ = 0;\n"
+                 "    while (current_step_ < param_.stepvalue_size() &&\n"
+                 "           iter_ >= param_.stepvalue(current_step_)) {\n"
+                 "      ++current_step_;\n"
+                 "    }\n"
+                 "  }\n"),
+            Edit("python/caffe/_caffe.cpp",
+                 "BOOST_PYTHON_MEMBER_FUNCTION_OVERLOADS(SolveOverloads, Solve, 0, 1);\n",
+                 "BOOST_PYTHON_MEMBER_FUNCTION_OVERLOADS(SolveOverloads, Solve, 0, 1);\n\n"
+                 "// sparknet_ml patch pycaffe-solver-state: every solver type derives from SGDSolver.\n"
+                 "template <typename Dtype>\n"
+                 "const vector<shared_ptr<Blob<Dtype> > >& Solver_history(Solver<Dtype>* solver) {\n"
+                 "  SGDSolver<Dtype>* sgd = dynamic_cast<SGDSolver<Dtype>*>(solver);\n"
+                 "  if (!sgd) { throw std::runtime_error(\"this solver keeps no history\"); }\n"
+                 "  return sgd->history();\n"
+                 "}\n"),
+            Edit("python/caffe/_caffe.cpp",
+                 '    .add_property("iter", &Solver<Dtype>::iter)\n',
+                 '    .add_property("iter", &Solver<Dtype>::iter, &Solver<Dtype>::set_iter)\n'
+                 '    .add_property("history", bp::make_function(&Solver_history<Dtype>,\n'
+                 '          bp::return_internal_reference<>()))\n'),
+        ),
+    ),
+    Patch(
         name="pycaffe-lazy-optional-imports",
         why="caffe.io imports scikit-image and SciPy at import time (and uses skimage's resize "
             "without importing it); they are needed only to load or resize image files, so they "
