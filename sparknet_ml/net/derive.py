@@ -1,0 +1,356 @@
+"""Training and deployment nets derived from one user net (SparkNet's ``replaceDataLayers``).
+
+A user's net reads its examples through data layers (``Data`` from LMDB, ``Input``, ...).
+sparknet_ml feeds batches itself, so every data layer becomes one ``Input`` layer named
+``data`` whose tops are the data blob and, for training, the label blob. Each function takes
+anything :func:`~sparknet_ml.net.prototxt.parse_net` reads and never changes its argument.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Sequence
+
+from caffe.proto import caffe_pb2
+
+from .layers import DATA_LAYER_TYPES, check_bottoms, check_layers
+from .prototxt import NetSpecError, parse_net
+
+# Data layers that apply their transform_param to what they read; the others ignore it.
+_TRANSFORMING_TYPES = {"Data": "data_param", "ImageData": "image_data_param",
+                       "MemoryData": None, "WindowData": "window_data_param"}
+# Fields of the layer's own parameter that Caffe's upgrade moves into transform_param.
+_LEGACY_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
+_UNSUPPORTED_TRANSFORM_FIELDS = ("mean_file", "crop_size", "crop_h", "crop_w", "old_resize_param")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployNet:
+    """A net for scoring, with the blob to read predictions from.
+
+    Attributes
+    ----------
+    net : caffe_pb2.NetParameter
+        TEST-phase net fed by one ``Input`` layer ``data``, with no loss or label consumers.
+    output_blob : str
+        The blob holding predictions: the logits when ``classification``.
+    classification : bool
+        True when the training loss was ``SoftmaxWithLoss``.
+    """
+
+    net: caffe_pb2.NetParameter
+    output_blob: str
+    classification: bool
+
+
+def _meets_rule(rule: caffe_pb2.NetStateRule, phase: int, level: int, stages: Sequence[str]) -> bool:
+    """Caffe's ``Net::StateMeetsRule``."""
+    return ((not rule.HasField("phase") or rule.phase == phase)
+            and (not rule.HasField("min_level") or level >= rule.min_level)
+            and (not rule.HasField("max_level") or level <= rule.max_level)
+            and all(s in stages for s in rule.stage)
+            and not any(s in stages for s in rule.not_stage))
+
+
+def filter_phase(net, phase: int, level: int = 0, stages: Sequence[str] = ()) -> caffe_pb2.NetParameter:
+    """Keep the layers that Caffe's ``Net::FilterNet`` keeps for a state.
+
+    Parameters
+    ----------
+    net : str, os.PathLike or caffe_pb2.NetParameter
+        The net.
+    phase : int
+        ``caffe_pb2.TRAIN`` or ``caffe_pb2.TEST``.
+    level, stages : int, sequence of str
+        The rest of the NetState, as ``caffe.Net(..., level=, stages=)`` takes them.
+
+    Returns
+    -------
+    caffe_pb2.NetParameter
+        A copy with the admitted layers, their include/exclude rules removed (the result is
+        the same net in any phase), and ``state`` set to the given one.
+    """
+    if phase not in (caffe_pb2.TRAIN, caffe_pb2.TEST):
+        raise NetSpecError(f"phase must be caffe_pb2.TRAIN or caffe_pb2.TEST, got {phase!r}")
+    source = parse_net(net)
+    kept = []
+    for layer in source.layer:
+        if layer.include and layer.exclude:
+            raise NetSpecError(
+                f"layer {layer.name!r}: specify either include or exclude rules, not both")
+        if layer.include:
+            admitted = any(_meets_rule(r, phase, level, stages) for r in layer.include)
+        else:
+            admitted = not any(_meets_rule(r, phase, level, stages) for r in layer.exclude)
+        if admitted:
+            layer.ClearField("include")
+            layer.ClearField("exclude")
+            kept.append(layer)
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(source)
+    out.ClearField("layer")
+    out.layer.extend(kept)
+    out.state.Clear()
+    out.state.phase = phase
+    out.state.level = level
+    out.state.stage.extend(stages)
+    return out
+
+
+def _data_layers(net: caffe_pb2.NetParameter) -> list[caffe_pb2.LayerParameter]:
+    return [layer for layer in net.layer if layer.type in DATA_LAYER_TYPES]
+
+
+def _data_tops(net: caffe_pb2.NetParameter) -> tuple[str, str | None]:
+    tops = list(net.input) + [top for layer in _data_layers(net) for top in layer.top]
+    tops = list(dict.fromkeys(tops))
+    if not tops:
+        raise NetSpecError(f"net {net.name!r} has no data layer "
+                           f"(one of {', '.join(sorted(DATA_LAYER_TYPES))})")
+    if len(tops) > 2:
+        raise NetSpecError(f"net {net.name!r}: its data layers give {len(tops)} blobs {tops}; "
+                           "sparknet_ml feeds a data blob and at most a label blob "
+                           "(filter the net by phase first?)")
+    return tops[0], (tops[1] if len(tops) == 2 else None)
+
+
+def data_layer_tops(net) -> tuple[str, str | None]:
+    """Return the data blob and the label blob (or None) that the net's data layers produce.
+
+    The first top of the data layers (in order, legacy ``input`` fields first) is the data,
+    the second distinct top, if any, the label: ``Data`` with tops data/label and a pair of
+    ``Input`` layers ``data`` and ``label`` give the same answer. Filter by phase first when
+    TRAIN and TEST data layers name their tops differently.
+
+    Raises
+    ------
+    NetSpecError
+        When there is no data layer or the data layers give more than two blobs.
+    """
+    return _data_tops(parse_net(net))
+
+
+def _example_shape(layer: caffe_pb2.LayerParameter, index: int) -> tuple[int, ...] | None:
+    """The shape of one example of top ``index`` of data layer ``layer``, when the layer says it."""
+    def pick(repeated):
+        if len(repeated) == 1:
+            return repeated[0]
+        return repeated[index] if index < len(repeated) else None
+
+    if layer.type == "Input" and layer.input_param.shape:
+        shape = pick(layer.input_param.shape)
+        return tuple(shape.dim[1:]) if shape is not None and shape.dim else None
+    if layer.type == "DummyData":
+        p = layer.dummy_data_param
+        if p.shape:
+            shape = pick(p.shape)
+            return tuple(shape.dim[1:]) if shape is not None and shape.dim else None
+        if p.channels and p.height and p.width:
+            return (pick(p.channels), pick(p.height), pick(p.width))
+    if layer.type == "MemoryData" and index == 0:
+        p = layer.memory_data_param
+        if p.channels and p.height and p.width:
+            return (p.channels, p.height, p.width)
+    if layer.type == "ImageData" and index == 0:
+        p, t = layer.image_data_param, layer.transform_param
+        channels = 3 if p.is_color else 1
+        if t.crop_size:
+            return (channels, t.crop_size, t.crop_size)
+        if p.new_height and p.new_width:
+            return (channels, p.new_height, p.new_width)
+    return None
+
+
+def infer_input_shape(net) -> tuple[int, ...] | None:
+    """Return the shape of one example of the data blob (e.g. C, H, W), or None when unknown.
+
+    Read from an ``Input`` layer's ``input_param.shape``, ``DummyData`` shapes, ``MemoryData``
+    channels/height/width, ``ImageData`` crop or resize size, or the legacy
+    ``input_shape``/``input_dim`` net fields; the first (batch) dimension is dropped. ``Data`` and
+    ``HDF5Data`` layers do not say their shape.
+    """
+    net = parse_net(net)
+    data_top, _ = _data_tops(net)
+    if data_top in net.input:
+        i = list(net.input).index(data_top)
+        if i < len(net.input_shape):
+            return tuple(net.input_shape[i].dim[1:])
+        if len(net.input_dim) >= 4 * i + 4:
+            return tuple(net.input_dim[4 * i + 1:4 * i + 4])
+    for layer in _data_layers(net):
+        if data_top in layer.top:
+            shape = _example_shape(layer, list(layer.top).index(data_top))
+            if shape is not None:
+                return shape
+    return None
+
+
+def _float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (Caffe stores these as float)."""
+    for digits in range(1, 10):
+        short = float(f"{value:.{digits}g}")
+        if struct.pack("f", short) == struct.pack("f", value):
+            return short
+    return value
+
+
+def input_transform(net) -> tuple[float, tuple[float, ...]]:
+    """Return ``(scale, mean_values)`` of the data layers' ``transform_param``.
+
+    Caffe computes ``(x - mean_value[c]) * scale``; an empty ``mean_values`` means no mean, one
+    value applies to every channel. ``mirror`` and other augmentation is ignored: sparknet_ml does
+    not augment. Layers that do not transform (``Input``, ``HDF5Data``, ...) give ``(1.0, ())``.
+
+    Raises
+    ------
+    NetSpecError
+        For ``mean_file`` (give ``mean_value`` instead), cropping or resizing, legacy transform
+        fields in ``data_param``, or data layers that transform differently (e.g. TRAIN vs TEST).
+    """
+    net = parse_net(net)
+    data_top, _ = _data_tops(net)
+    found = None
+    for layer in _data_layers(net):
+        if layer.type not in _TRANSFORMING_TYPES or data_top not in layer.top:
+            continue
+        own = _TRANSFORMING_TYPES[layer.type]
+        for field in _LEGACY_TRANSFORM_FIELDS if own else ():
+            if getattr(layer, own).HasField(field):
+                raise NetSpecError(f"layer {layer.name!r}: {own}.{field} is deprecated; move it to "
+                                   "transform_param (Caffe's tools/upgrade_net_proto_text does)")
+        t = layer.transform_param
+        for field in _UNSUPPORTED_TRANSFORM_FIELDS:
+            if t.HasField(field) and getattr(t, field):
+                hint = ("give mean_value instead" if field == "mean_file"
+                        else "crop or resize the data yourself")
+                raise NetSpecError(
+                    f"layer {layer.name!r}: transform_param.{field} is not supported; {hint}")
+        this = (_float32(t.scale), tuple(_float32(m) for m in t.mean_value))
+        if found is not None and found[0] != this:
+            raise NetSpecError(f"layers {found[1]!r} and {layer.name!r} transform the data differently "
+                               f"({found[0]} vs {this}); sparknet_ml applies one transform")
+        found = (this, layer.name)
+    return found[0] if found else (1.0, ())
+
+
+def _with_input(net: caffe_pb2.NetParameter, tops: list[str],
+                shapes: list[list[int]]) -> caffe_pb2.NetParameter:
+    """A copy of ``net`` whose data layers and legacy inputs are one ``Input`` layer ``data``."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    for field in ("layer", "input", "input_shape", "input_dim"):
+        out.ClearField(field)
+    blob_shapes = [caffe_pb2.BlobShape(dim=s) for s in shapes]
+    out.layer.add(name="data", type="Input", top=tops,
+                  input_param=caffe_pb2.InputParameter(shape=blob_shapes))
+    out.layer.extend(layer for layer in net.layer if layer.type not in DATA_LAYER_TYPES)
+    return out
+
+
+def _is_loss(layer: caffe_pb2.LayerParameter) -> bool:
+    return layer.type.endswith("Loss") or any(w != 0 for w in layer.loss_weight)
+
+
+def _batch_shape(input_shape: Sequence[int], batch_size: int) -> list[int]:
+    """``[batch_size, *input_shape]``, checked."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NetSpecError(f"batch_size must be a positive int, got {batch_size!r}")
+    dims = list(input_shape)
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise NetSpecError(f"input_shape must be a non-empty list of positive ints, got {input_shape!r}")
+    return [batch_size, *dims]
+
+
+def train_net(net, input_shape: Sequence[int], batch_size: int) -> caffe_pb2.NetParameter:
+    """Return the TRAIN-phase net fed by one ``Input`` layer ``data``.
+
+    Parameters
+    ----------
+    net : str, os.PathLike or caffe_pb2.NetParameter
+        The user's net: stock Caffe (``Data`` layers per phase) or sparknet_ml style.
+    input_shape : sequence of int
+        Shape of one example, e.g. ``[1, 28, 28]``.
+    batch_size : int
+        Examples per batch.
+
+    Returns
+    -------
+    caffe_pb2.NetParameter
+        Tops of ``data``: the data blob ``[batch_size, *input_shape]`` and, when the net has
+        one, the label blob ``[batch_size]``; no include/exclude rules; ``state.phase`` TRAIN.
+
+    Raises
+    ------
+    NetSpecError
+        No data layer, no loss layer, a bottom nothing produces, or a disallowed layer type.
+    """
+    train = filter_phase(net, caffe_pb2.TRAIN)
+    data_top, label_top = _data_tops(train)
+    shape = _batch_shape(input_shape, batch_size)
+    tops, shapes = [data_top], [shape]
+    if label_top is not None:
+        tops.append(label_top)
+        shapes.append([batch_size])
+    out = _with_input(train, tops, shapes)
+    if not any(_is_loss(layer) for layer in out.layer):
+        raise NetSpecError(f"net {out.name!r} has no loss layer in the TRAIN phase")
+    check_layers(out)
+    check_bottoms(out)
+    return out
+
+
+def deploy_net(net, input_shape: Sequence[int], batch_size: int) -> DeployNet:
+    """Return the TEST-phase net for scoring, fed by the data blob only.
+
+    Loss layers and every layer that needs the label (``Accuracy``, ...), directly or through
+    other removed layers, are dropped. The output is the first bottom of the last loss layer
+    (a type ending in ``Loss`` or a layer with a ``loss_weight``), or without a loss the last
+    top of the last layer.
+
+    Parameters
+    ----------
+    net : str, os.PathLike or caffe_pb2.NetParameter
+        The user's net.
+    input_shape : sequence of int
+        Shape of one example.
+    batch_size : int
+        Rows per forward pass.
+
+    Returns
+    -------
+    DeployNet
+
+    Raises
+    ------
+    NetSpecError
+        No data layer, a bottom nothing produces, a disallowed layer type, or a loss whose
+        first bottom needs the label.
+    """
+    test = filter_phase(net, caffe_pb2.TEST)
+    data_top, label_top = _data_tops(test)
+    shape = _batch_shape(input_shape, batch_size)
+    tops = [data_top] + ([label_top] if label_top is not None else [])
+    full = _with_input(test, tops, [shape, [batch_size]][:len(tops)])
+    check_layers(full)
+    check_bottoms(full)
+    available, kept, losses = {data_top}, [], []
+    for layer in full.layer[1:]:
+        if _is_loss(layer):
+            losses.append(layer)
+        elif all(b in available for b in layer.bottom):
+            kept.append(layer)
+            available.update(layer.top)
+    if losses:
+        loss = losses[-1]
+        output, classification = loss.bottom[0], loss.type == "SoftmaxWithLoss"
+        if output not in available:
+            raise NetSpecError(f"loss layer {loss.name!r}: its first bottom {output!r} depends on "
+                               "the label, so it cannot be a prediction")
+    elif kept:
+        output, classification = kept[-1].top[-1], False
+    else:
+        raise NetSpecError(f"net {test.name!r} has no layers after its data layers")
+    out = _with_input(test, [data_top], [shape])
+    del out.layer[1:]
+    out.layer.extend(kept)
+    return DeployNet(net=out, output_blob=output, classification=classification)

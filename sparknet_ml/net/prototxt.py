@@ -1,0 +1,107 @@
+"""Safe parsing of Caffe prototxt text: protobuf ``text_format`` only, nothing executed.
+
+>>> net = parse_net('name: "tiny" layer { name: "data" type: "Input" top: "data" }')
+>>> net.layer[0].type
+'Input'
+>>> net_to_text(net).splitlines()[0]
+'name: "tiny"'
+"""
+from __future__ import annotations
+
+import os
+
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
+
+class NetSpecError(ValueError):
+    """A net or solver specification that sparknet_ml cannot use; the message names the culprit."""
+
+
+def _parse(value, message_type: type[Message]) -> Message:
+    """Parse ``value`` (text, path or message) into a new ``message_type``."""
+    kind = message_type.DESCRIPTOR.name
+    if isinstance(value, message_type):
+        copy = message_type()
+        copy.CopyFrom(value)
+        return copy
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        if not os.path.isfile(path):
+            raise NetSpecError(f"{kind}: no such file {path!r}")
+        return _parse_file(path, message_type)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{kind}: expected prototxt text, a path or a {kind}, got {type(value).__name__}")
+    looks_like_path = "\n" not in value and "{" not in value
+    if looks_like_path and os.path.isfile(value):
+        return _parse_file(value, message_type)
+    try:
+        return _parse_text(value, message_type, source="text")
+    except NetSpecError as e:
+        if looks_like_path and value.strip():
+            raise NetSpecError(f"{kind}: {value!r} is neither an existing file nor valid prototxt text "
+                               f"({e})") from None
+        raise
+
+
+def _parse_file(path: str, message_type: type[Message]) -> Message:
+    """Parse the prototxt file at ``path``."""
+    with open(path) as f:
+        return _parse_text(f.read(), message_type, source=repr(path))
+
+
+def _parse_text(text: str, message_type: type[Message], source: str) -> Message:
+    """Parse prototxt ``text``; a ParseError becomes a NetSpecError with line and column."""
+    try:
+        return text_format.Parse(text, message_type())
+    except text_format.ParseError as e:
+        line, column = e.GetLine(), e.GetColumn()
+        detail = str(e).removeprefix(f"{line}:{column} : ")
+        raise NetSpecError(f"{message_type.DESCRIPTOR.name} {source}: line {line} column {column}: "
+                           f"{detail}") from None
+
+
+def parse_net(value) -> caffe_pb2.NetParameter:
+    """Parse a Caffe net.
+
+    Parameters
+    ----------
+    value : str, os.PathLike or caffe_pb2.NetParameter
+        Prototxt text, the path of a prototxt file (a str containing a newline or ``{`` is
+        always text), or a NetParameter, which is copied.
+
+    Returns
+    -------
+    caffe_pb2.NetParameter
+        A new message, never ``value`` itself.
+
+    Raises
+    ------
+    NetSpecError
+        On a syntax error (with line and column), a missing file, or a net in the V1
+        ``layers`` format.
+    """
+    net = _parse(value, caffe_pb2.NetParameter)
+    if net.layers:
+        raise NetSpecError(
+            f"net {net.name!r} uses the deprecated V1 'layers' field (first: {net.layers[0].name!r}); "
+            "upgrade it to 'layer' with Caffe's tools/upgrade_net_proto_text")
+    return net
+
+
+def parse_solver(value) -> caffe_pb2.SolverParameter:
+    """Parse a Caffe solver; ``value`` follows the rules of :func:`parse_net`.
+
+    Returns
+    -------
+    caffe_pb2.SolverParameter
+        A new message.
+    """
+    return _parse(value, caffe_pb2.SolverParameter)
+
+
+def net_to_text(net: caffe_pb2.NetParameter) -> str:
+    """Return ``net`` as prototxt text that :func:`parse_net` reads back unchanged."""
+    return text_format.MessageToString(net)

@@ -1,0 +1,382 @@
+"""Train/deploy net derivation from stock Caffe nets, checked against the built pycaffe."""
+import math
+import os
+
+import numpy as np
+import pytest
+from caffe.proto import caffe_pb2
+
+from sparknet_ml import zoo
+from sparknet_ml.net import (NetSpecError, data_layer_tops, deploy_net, filter_phase, infer_input_shape,
+                             input_transform, net_to_text, parse_net, train_net)
+
+# BVLC Caffe's examples/mnist/lenet_train_test.prototxt, verbatim.
+LENET_TRAIN_TEST = """name: "LeNet"
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include {
+    phase: TRAIN
+  }
+  transform_param {
+    scale: 0.00390625
+  }
+  data_param {
+    source: "examples/mnist/mnist_train_lmdb"
+    batch_size: 64
+    backend: LMDB
+  }
+}
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include {
+    phase: TEST
+  }
+  transform_param {
+    scale: 0.00390625
+  }
+  data_param {
+    source: "examples/mnist/mnist_test_lmdb"
+    batch_size: 100
+    backend: LMDB
+  }
+}
+layer {
+  name: "conv1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1"
+  param {
+    lr_mult: 1
+  }
+  param {
+    lr_mult: 2
+  }
+  convolution_param {
+    num_output: 20
+    kernel_size: 5
+    stride: 1
+    weight_filler {
+      type: "xavier"
+    }
+    bias_filler {
+      type: "constant"
+    }
+  }
+}
+layer {
+  name: "pool1"
+  type: "Pooling"
+  bottom: "conv1"
+  top: "pool1"
+  pooling_param {
+    pool: MAX
+    kernel_size: 2
+    stride: 2
+  }
+}
+layer {
+  name: "conv2"
+  type: "Convolution"
+  bottom: "pool1"
+  top: "conv2"
+  param {
+    lr_mult: 1
+  }
+  param {
+    lr_mult: 2
+  }
+  convolution_param {
+    num_output: 50
+    kernel_size: 5
+    stride: 1
+    weight_filler {
+      type: "xavier"
+    }
+    bias_filler {
+      type: "constant"
+    }
+  }
+}
+layer {
+  name: "pool2"
+  type: "Pooling"
+  bottom: "conv2"
+  top: "pool2"
+  pooling_param {
+    pool: MAX
+    kernel_size: 2
+    stride: 2
+  }
+}
+layer {
+  name: "ip1"
+  type: "InnerProduct"
+  bottom: "pool2"
+  top: "ip1"
+  param {
+    lr_mult: 1
+  }
+  param {
+    lr_mult: 2
+  }
+  inner_product_param {
+    num_output: 500
+    weight_filler {
+      type: "xavier"
+    }
+    bias_filler {
+      type: "constant"
+    }
+  }
+}
+layer {
+  name: "relu1"
+  type: "ReLU"
+  bottom: "ip1"
+  top: "ip1"
+}
+layer {
+  name: "ip2"
+  type: "InnerProduct"
+  bottom: "ip1"
+  top: "ip2"
+  param {
+    lr_mult: 1
+  }
+  param {
+    lr_mult: 2
+  }
+  inner_product_param {
+    num_output: 10
+    weight_filler {
+      type: "xavier"
+    }
+    bias_filler {
+      type: "constant"
+    }
+  }
+}
+layer {
+  name: "accuracy"
+  type: "Accuracy"
+  bottom: "ip2"
+  bottom: "label"
+  top: "accuracy"
+  include {
+    phase: TEST
+  }
+}
+layer {
+  name: "loss"
+  type: "SoftmaxWithLoss"
+  bottom: "ip2"
+  bottom: "label"
+  top: "loss"
+}
+"""
+BODY = ["conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2"]
+
+
+def names(net):
+    return [layer.name for layer in net.layer]
+
+
+def with_transform(text):
+    """LENET_TRAIN_TEST with the TRAIN data layer's transform_param replaced by ``text``."""
+    return LENET_TRAIN_TEST.replace("transform_param {\n    scale: 0.00390625\n  }", text, 1)
+
+
+def test_filter_phase_follows_include_rules():
+    original = parse_net(LENET_TRAIN_TEST)
+    train = filter_phase(original, caffe_pb2.TRAIN)
+    test = filter_phase(original, caffe_pb2.TEST)
+    assert names(train) == ["mnist", *BODY, "loss"]
+    assert names(test) == ["mnist", *BODY, "accuracy", "loss"]
+    assert train.layer[0].data_param.batch_size == 64 and test.layer[0].data_param.batch_size == 100
+    assert not any(layer.include or layer.exclude for layer in [*train.layer, *test.layer])
+    assert (train.state.phase, test.state.phase) == (caffe_pb2.TRAIN, caffe_pb2.TEST)
+    assert original == parse_net(LENET_TRAIN_TEST) and len(original.layer) == 11
+
+
+def test_filter_phase_levels_stages_and_exclude():
+    text = """
+    layer { name: "a" type: "ReLU" include { min_level: 1 } }
+    layer { name: "b" type: "ReLU" include { max_level: -1 } include { phase: TEST } }
+    layer { name: "c" type: "ReLU" include { stage: "deploy" } }
+    layer { name: "d" type: "ReLU" exclude { phase: TRAIN not_stage: "keep" } }
+    layer { name: "e" type: "ReLU" exclude { stage: "deploy" } }
+    """
+    assert names(filter_phase(text, caffe_pb2.TRAIN)) == ["e"]
+    assert names(filter_phase(text, caffe_pb2.TEST)) == ["b", "d", "e"]
+    leveled = filter_phase(text, caffe_pb2.TRAIN, level=1, stages=["deploy", "keep"])
+    assert names(leveled) == ["a", "c", "d"]
+    with pytest.raises(NetSpecError, match="layer 'x': specify either include or exclude"):
+        filter_phase('layer { name: "x" include { phase: TRAIN } exclude { phase: TEST } }',
+                     caffe_pb2.TRAIN)
+    with pytest.raises(NetSpecError, match="phase"):
+        filter_phase(text, 7)
+
+
+def test_data_layer_tops():
+    assert data_layer_tops(LENET_TRAIN_TEST) == ("data", "label")
+    two_inputs = ('layer { name: "data" type: "Input" top: "data" }\n'
+                  'layer { name: "label" type: "Input" top: "label" }\n')
+    assert data_layer_tops(two_inputs) == ("data", "label")
+    legacy = 'input: "x" layer { name: "r" type: "ReLU" bottom: "x" top: "r" }'
+    assert data_layer_tops(legacy) == ("x", None)
+    with pytest.raises(NetSpecError, match="no data layer"):
+        data_layer_tops('layer { name: "r" type: "ReLU" }')
+    with pytest.raises(NetSpecError, match=r"3 blobs \['data', 'label', 'extra'\]"):
+        data_layer_tops(two_inputs + 'layer { name: "x" type: "DummyData" top: "extra" }')
+
+
+@pytest.mark.parametrize("text, shape", [
+    ('layer { name: "d" type: "Input" top: "data" top: "label"'
+     ' input_param { shape { dim: 64 dim: 1 dim: 28 dim: 28 } shape { dim: 64 } } }', (1, 28, 28)),
+    ('layer { name: "d" type: "Input" top: "label" top: "data"'
+     ' input_param { shape { dim: 64 dim: 3 dim: 32 dim: 32 } } }', (3, 32, 32)),
+    ('layer { name: "d" type: "Input" top: "data" input_param { shape { dim: 8 dim: 20 } } }', (20,)),
+    ('input: "data" input_dim: 10 input_dim: 3 input_dim: 227 input_dim: 227', (3, 227, 227)),
+    ('input: "data" input_shape { dim: 10 dim: 3 dim: 224 dim: 224 }', (3, 224, 224)),
+    ('layer { name: "d" type: "MemoryData" top: "data" top: "label"'
+     ' memory_data_param { batch_size: 4 channels: 1 height: 8 width: 8 } }', (1, 8, 8)),
+    ('layer { name: "d" type: "DummyData" top: "data"'
+     ' dummy_data_param { shape { dim: 2 dim: 5 } } }', (5,)),
+    (LENET_TRAIN_TEST, None),
+])
+def test_infer_input_shape(text, shape):
+    assert infer_input_shape(text) == shape
+
+
+def test_infer_input_shape_of_zoo_nets():
+    assert infer_input_shape(zoo.prototxt("lenet_train")) == (1, 28, 28)
+    assert infer_input_shape(zoo.prototxt("cifar10_quick_train")) == (3, 32, 32)
+
+
+def test_input_transform():
+    assert input_transform(LENET_TRAIN_TEST) == (0.00390625, ())
+    assert input_transform(zoo.prototxt("lenet_train")) == (1.0, ())
+    means = with_transform(
+        "transform_param { scale: 0.1 mean_value: 104 mean_value: 117 mean_value: 123 }")
+    assert input_transform(filter_phase(means, caffe_pb2.TRAIN)) == (0.1, (104.0, 117.0, 123.0))
+    with pytest.raises(NetSpecError, match="'mnist' and 'mnist' transform the data differently"):
+        input_transform(means)
+    mirrored = with_transform("transform_param { scale: 0.00390625 mirror: true }")
+    assert input_transform(mirrored) == (0.00390625, ())
+
+
+@pytest.mark.parametrize("transform, message", [
+    ('transform_param { mean_file: "mean.binaryproto" }', "transform_param.mean_file.*give mean_value"),
+    ("transform_param { crop_size: 24 }", "transform_param.crop_size"),
+])
+def test_input_transform_rejects_files_and_crops(transform, message):
+    with pytest.raises(NetSpecError, match=f"layer 'mnist': {message}"):
+        input_transform(with_transform(transform))
+
+
+def test_input_transform_rejects_legacy_data_param_fields():
+    legacy = LENET_TRAIN_TEST.replace("backend: LMDB", "backend: LMDB\n    scale: 0.5", 1)
+    with pytest.raises(NetSpecError, match=r"layer 'mnist': data_param.scale is deprecated"):
+        input_transform(legacy)
+
+
+def test_train_net_replaces_data_layers():
+    net = train_net(LENET_TRAIN_TEST, [1, 28, 28], 32)
+    assert names(net) == ["data", *BODY, "loss"]
+    data = net.layer[0]
+    assert data.type == "Input" and list(data.top) == ["data", "label"]
+    assert [list(s.dim) for s in data.input_param.shape] == [[32, 1, 28, 28], [32]]
+    assert not data.include and not data.exclude and not data.HasField("transform_param")
+    assert net.state.phase == caffe_pb2.TRAIN
+    assert net.layer[1:] == filter_phase(LENET_TRAIN_TEST, caffe_pb2.TRAIN).layer[1:]
+
+
+def test_train_net_errors():
+    with pytest.raises(NetSpecError, match="no loss layer"):
+        train_net(LENET_TRAIN_TEST.replace("SoftmaxWithLoss", "Softmax"), [1, 28, 28], 8)
+    with pytest.raises(NetSpecError, match="no data layer"):
+        train_net(LENET_TRAIN_TEST.replace('type: "Data"', 'type: "ReLU"'), [1, 28, 28], 8)
+    with pytest.raises(NetSpecError, match="batch_size"):
+        train_net(LENET_TRAIN_TEST, [1, 28, 28], 0)
+    with pytest.raises(NetSpecError, match="input_shape"):
+        train_net(LENET_TRAIN_TEST, [], 8)
+    python_loss = LENET_TRAIN_TEST.replace('type: "SoftmaxWithLoss"', 'type: "Python"')
+    with pytest.raises(NetSpecError, match="layer 'loss' has type 'Python'"):
+        train_net(python_loss + 'layer { name: "l2" type: "EuclideanLoss" bottom: "ip2" bottom: "ip2" }',
+                  [1, 28, 28], 8)
+
+
+def test_deploy_net_drops_loss_and_label_consumers():
+    deploy = deploy_net(LENET_TRAIN_TEST, [1, 28, 28], 16)
+    assert names(deploy.net) == ["data", *BODY]
+    assert list(deploy.net.layer[0].top) == ["data"]
+    assert [list(s.dim) for s in deploy.net.layer[0].input_param.shape] == [[16, 1, 28, 28]]
+    assert (deploy.output_blob, deploy.classification) == ("ip2", True)
+    assert deploy.net.state.phase == caffe_pb2.TEST
+
+
+def test_deploy_net_removes_dependents_transitively_and_handles_other_losses():
+    text = zoo.prototxt("lenet_train").replace("SoftmaxWithLoss", "EuclideanLoss") + """
+    layer { name: "acc" type: "Accuracy" bottom: "ip2" bottom: "label" top: "acc" }
+    layer { name: "acc2" type: "Power" bottom: "acc" top: "acc2" }
+    layer { name: "loss_user" type: "Power" bottom: "loss" top: "loss_user" }
+    """
+    deploy = deploy_net(text, [1, 28, 28], 4)
+    assert names(deploy.net) == ["data", *BODY]
+    assert (deploy.output_blob, deploy.classification) == ("ip2", False)
+
+
+def test_deploy_net_without_loss_uses_last_top():
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"'
+            ' inner_product_param { num_output: 3 } }\n'
+            'layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }\n')
+    deploy = deploy_net(text, [4], 2)
+    assert (deploy.output_blob, deploy.classification) == ("prob", False)
+    assert names(deploy.net) == ["data", "ip", "prob"]
+
+
+def test_deploy_net_rejects_prediction_that_needs_label():
+    text = zoo.prototxt("lenet_train") + (
+        'layer { name: "mix" type: "Concat" bottom: "ip2" bottom: "label" top: "mix" }\n'
+        'layer { name: "loss2" type: "EuclideanLoss" bottom: "mix" bottom: "mix" top: "loss2" }\n')
+    with pytest.raises(NetSpecError, match="loss layer 'loss2': its first bottom 'mix' depends on"):
+        deploy_net(text, [1, 28, 28], 4)
+
+
+@pytest.fixture
+def caffe_cpu():
+    os.environ["GLOG_minloglevel"] = "2"
+    import caffe
+    caffe.set_mode_cpu()
+    return caffe
+
+
+def build(caffe, tmp_path, net, phase):
+    path = tmp_path / f"{net.name}_{phase}.prototxt"
+    path.write_text(net_to_text(net))
+    return caffe.Net(str(path), phase)
+
+
+def test_pycaffe_accepts_derived_nets(caffe_cpu, tmp_path):
+    rng = np.random.default_rng(0)
+    train = build(caffe_cpu, tmp_path, train_net(LENET_TRAIN_TEST, [1, 28, 28], 8), caffe_cpu.TRAIN)
+    train.blobs["data"].data[...] = rng.random((8, 1, 28, 28))
+    train.blobs["label"].data[...] = rng.integers(0, 10, size=8)
+    loss = float(train.forward()["loss"])
+    assert math.isfinite(loss) and 0.5 < loss < 10
+
+    deploy = deploy_net(LENET_TRAIN_TEST, [1, 28, 28], 5)
+    scorer = build(caffe_cpu, tmp_path, deploy.net, caffe_cpu.TEST)
+    assert "label" not in scorer.blobs and "loss" not in scorer.blobs
+    scorer.blobs["data"].data[...] = rng.random((5, 1, 28, 28))
+    out = scorer.forward()
+    assert list(out) == [deploy.output_blob] and out["ip2"].shape == (5, 10)
+    assert {k: v[0].data.shape for k, v in scorer.params.items()} == \
+        {k: v[0].data.shape for k, v in train.params.items()}
