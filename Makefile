@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 demo: setup
-	$(BIN)/python -m sparknet_ml.apps.fashion_mnist_pycaffe
+	$(BIN)/python -m sparknet_ml.apps.fashion_mnist
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

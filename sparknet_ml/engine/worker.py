@@ -1,0 +1,191 @@
+"""What a Spark task runs: SparkNet's local SGD round and batched scoring, on numpy blocks.
+
+No Spark imports: these functions are driven by Spark tasks in production and by plain
+numpy / pyarrow data in unit tests and on the GPU machine (which has no Java).
+
+Solver state and purity
+-----------------------
+A round is a pure function of (state, block, seed, partition, round). The state is the
+net's learnable blobs **and** the solver's history (momentum, Adam moments...): both are
+broadcast, both are averaged on the driver. Each round the cached solver is reset to that
+state, its iteration counter is set to the global iteration ``round * tau`` (so the
+learning-rate schedule runs across rounds), Caffe's RNG is seeded from (seed, partition,
+round), and the batches are drawn from a permutation that depends on (seed, partition,
+epoch) only — never on the task attempt, so a retried task repeats its result exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .solver import make_solver, set_device
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything a worker needs to build its solver; JSON-simple and hashable.
+
+    Attributes
+    ----------
+    net_text : str
+        Training net prototxt whose single Input layer feeds ``data_top`` (and ``label_top``).
+    solver_text : str
+        Solver prototxt (file paths already removed).
+    batch_size : int
+        Examples per iteration per worker.
+    data_top, label_top : str
+        Blob names the Input layer produces.
+    gpu : int or None
+        GPU id, or None for the CPU.
+    """
+
+    net_text: str
+    solver_text: str
+    batch_size: int
+    data_top: str = "data"
+    label_top: str = "label"
+    gpu: int | None = None
+
+    def key(self) -> str:
+        """Digest identifying the solver this spec builds."""
+        text = "\0".join((self.net_text, self.solver_text, str(self.batch_size), self.data_top,
+                          self.label_top, str(self.gpu)))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class SolverState:
+    """Learnable blobs (in ``net.params`` order) and the solver's history blobs."""
+
+    weights: list[np.ndarray]
+    history: list[np.ndarray]
+
+
+@dataclass
+class RoundResult:
+    """What one partition returns from a round."""
+
+    state: SolverState | None  # None when the partition had no data
+    samples: int
+    loss: float                # mean training loss over the round's iterations
+
+
+# One solver per spec per Python worker process, reused across rounds and tasks.
+_SOLVERS: dict[str, object] = {}
+
+
+def cached_solver(spec: TrainSpec):
+    """Return this process's solver for ``spec``, building it on first use."""
+    solver = _SOLVERS.get(spec.key())
+    if solver is None:
+        set_device(spec.gpu)
+        solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+        _SOLVERS[spec.key()] = solver
+    return solver
+
+
+def get_state(solver) -> SolverState:
+    """Copy the solver's learnable blobs and history out as float32 arrays."""
+    weights = [blob.data.copy() for blobs in solver.net.params.values() for blob in blobs]
+    history = [blob.data.copy() for blob in solver.history]
+    return SolverState(weights, history)
+
+
+def set_state(solver, state: SolverState) -> None:
+    """Load ``state`` into the solver's learnable blobs and history."""
+    blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
+    if len(blobs) != len(state.weights) or len(solver.history) != len(state.history):
+        raise ValueError(f"state has {len(state.weights)} weights and {len(state.history)} "
+                         f"history blobs; the net has {len(blobs)} and {len(solver.history)}")
+    for blob, value in zip(blobs, state.weights):
+        blob.data[...] = value
+    for blob, value in zip(solver.history, state.history):
+        blob.data[...] = value
+
+
+def batch_indices(n: int, batch_size: int, first_iter: int, iters: int, seed: int,
+                  partition: int) -> np.ndarray:
+    """Row indices of ``iters`` batches starting at global iteration ``first_iter``.
+
+    The partition is walked epoch by epoch, each epoch in its own permutation drawn from
+    (seed, partition, epoch), so the rows of any round follow from its inputs alone.
+    """
+    start = first_iter * batch_size
+    positions = np.arange(start, start + iters * batch_size)
+    epochs = positions // n
+    rows = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        order = np.random.default_rng((seed, partition, int(epoch))).permutation(n)
+        here = epochs == epoch
+        rows[here] = order[positions[here] % n]
+    return rows.reshape(iters, batch_size)
+
+
+def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state: SolverState,
+                round_index: int, tau: int, seed: int, partition: int) -> RoundResult:
+    """Run ``tau`` solver iterations from ``state`` on one partition's block.
+
+    Parameters
+    ----------
+    spec : TrainSpec
+        How to build the solver.
+    features : ndarray, float32, shape (n, *input_shape)
+        The partition's examples, already transformed (scale / mean).
+    labels : ndarray, float32, shape (n,)
+    state : SolverState
+        Weights and history broadcast for this round.
+    round_index, tau, seed, partition : int
+        The round r (global iterations r*tau .. r*tau+tau-1), and what fixes the data order.
+    """
+    n = len(features)
+    if n == 0:
+        return RoundResult(None, 0, 0.0)
+    import caffe
+    solver = cached_solver(spec)
+    set_state(solver, state)
+    solver.iter = round_index * tau
+    caffe.set_random_seed(int.from_bytes(hashlib.sha256(
+        f"{seed}/{partition}/{round_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF)
+    data = solver.net.blobs[spec.data_top].data
+    label = solver.net.blobs[spec.label_top].data if spec.label_top else None
+    loss_blob = solver.net.blobs[solver.net.outputs[0]]
+    losses = np.empty(tau)
+    for k, rows in enumerate(batch_indices(n, spec.batch_size, round_index * tau, tau, seed,
+                                           partition)):
+        np.take(features, rows, axis=0, out=data)
+        if label is not None:
+            np.take(labels, rows, out=label)
+        solver.step(1)
+        losses[k] = float(loss_blob.data)
+    return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()))
+
+
+def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float]:
+    """Average the partitions' states weighted by samples seen (empty partitions skipped).
+
+    Returns
+    -------
+    state : SolverState
+    samples : int
+        Total samples seen this round.
+    loss : float
+        Sample-weighted mean training loss.
+    """
+    seen = [r for r in results if r.samples > 0]
+    if not seen:
+        raise ValueError("no partition saw any data this round")
+    total = sum(r.samples for r in seen)
+    weights = [r.samples / total for r in seen]
+
+    def mean(arrays):
+        out = np.zeros_like(arrays[0], dtype=np.float64)
+        for w, a in zip(weights, arrays):
+            out += w * a
+        return out.astype(np.float32)
+
+    state = SolverState(
+        [mean([r.state.weights[i] for r in seen]) for i in range(len(seen[0].state.weights))],
+        [mean([r.state.history[i] for r in seen]) for i in range(len(seen[0].state.history))])
+    return state, total, float(sum(w * r.loss for w, r in zip(weights, seen)))

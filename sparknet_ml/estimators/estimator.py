@@ -1,0 +1,259 @@
+"""SparkNetEstimator: SparkNet's distributed Caffe training as a Spark ML Estimator."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.util import MLReadable, MLWritable
+
+from .. import net as netlib
+from ..distributed.rounds import InputSpec, cache_blocks, run_rounds
+from ..engine.worker import SolverState, TrainSpec
+from ..params import _SparkNetParams
+from . import columns
+
+
+@dataclass(frozen=True)
+class NetPlan:
+    """The nets and input handling derived, on the driver, from a stage's params."""
+
+    train: TrainSpec
+    inputs: InputSpec
+    deploy: "netlib.DeployNet"
+    data_top: str
+
+
+def plan_nets(stage, features_col=None) -> NetPlan:
+    """Parse and derive the training and deploy nets of ``stage``; no Spark job, no Caffe."""
+    net = netlib.parse_net(stage.getNetPrototxt())
+    netlib.check_layers(net)
+    shape = stage.getInputShape() or netlib.infer_input_shape(netlib.filter_phase(net, 0))
+    if not shape:
+        raise ValueError("inputShape is not set and the net states no input shape: "
+                         "set inputShape=[C, H, W]")
+    shape = tuple(int(d) for d in shape)
+    batch = stage.getBatchSize()
+    train_net = netlib.train_net(net, shape, batch)
+    data_top, label_top = netlib.data_layer_tops(train_net)
+    solver = netlib.parse_solver(stage.getSolverPrototxt())
+    if stage.getBaseLr() is not None:
+        solver.base_lr = stage.getBaseLr()
+    if not solver.base_lr > 0:
+        raise ValueError(f"solver base_lr must be positive, got {solver.base_lr}")
+    scale, mean = netlib.input_transform(net)
+    return NetPlan(
+        train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
+                        data_top, label_top or ""),
+        inputs=InputSpec(features_col or stage.getFeaturesCol(), stage.getLabelCol(), shape,
+                         float(scale), tuple(float(m) for m in mean)),
+        deploy=netlib.deploy_net(net, shape, batch),
+        data_top=data_top)
+
+
+def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None):
+    """Build the solver once on the driver (CPU): seeded fillers, then optional fine-tuning
+    weights. Returns the state and the (layer name, blob count) layout of ``net.params``."""
+    import caffe
+    from ..engine.solver import make_solver
+    from ..persistence.caffemodel import read_caffemodel
+    from ..engine.scoring import load_weights
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(seed % (2 ** 31))
+    solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+    if initial_weights:
+        given = read_caffemodel(initial_weights)
+        matching = {name: blobs for name, blobs in given.items() if name in solver.net.params}
+        if not matching:
+            raise ValueError(f"initialWeights {initial_weights}: no layer of the caffemodel "
+                             f"({', '.join(sorted(given)) or 'none'}) is a learnable layer "
+                             f"of the net ({', '.join(solver.net.params)})")
+        current = {name: [b.data for b in blobs] for name, blobs in solver.net.params.items()}
+        load_weights(solver.net, {**current, **matching})
+    layout = [(name, len(blobs)) for name, blobs in solver.net.params.items()]
+    from ..engine.worker import get_state
+    return get_state(solver), layout
+
+
+def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
+    """Split a state's flat weight list into {layer name: blobs}."""
+    weights, i = {}, 0
+    for name, count in layout:
+        weights[name] = state.weights[i:i + count]
+        i += count
+    return weights
+
+
+class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
+    """Trains a Caffe net on a DataFrame with SparkNet's scheme.
+
+    Each of ``maxIter`` rounds broadcasts the weights, runs ``syncInterval`` local SGD
+    iterations of the Caffe solver on every partition's own data, and averages the
+    partitions' weights (and solver history) weighted by samples seen.
+
+    Examples
+    --------
+    >>> from sparknet_ml import SparkNetEstimator, zoo
+    >>> est = SparkNetEstimator(netPrototxt=zoo.prototxt("lenet_train"),
+    ...                         solverPrototxt=zoo.prototxt("lenet_solver"),
+    ...                         inputShape=[1, 28, 28], syncInterval=10, maxIter=5)
+    >>> est.getSyncInterval(), est.getBatchSize()
+    (10, 64)
+    """
+
+    @keyword_only
+    def __init__(self, *, netPrototxt=None, solverPrototxt=None, featuresCol="features",
+                 labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
+                 numWorkers=None, seed=None, predictionCol="prediction",
+                 probabilityCol="probability", rawPredictionCol="rawPrediction",
+                 outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
+                 validationInterval=5, baseLr=None):
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, netPrototxt=None, solverPrototxt=None, featuresCol="features",
+                  labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
+                  numWorkers=None, seed=None, predictionCol="prediction",
+                  probabilityCol="probability", rawPredictionCol="rawPrediction",
+                  outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
+                  validationInterval=5, baseLr=None):
+        """Sets params; same keywords as the constructor."""
+        return self._set(**self._input_kwargs)
+
+    def setNetPrototxt(self, value):
+        """Sets netPrototxt (text, a file path or a NetParameter)."""
+        return self._set(netPrototxt=value)
+
+    def setSolverPrototxt(self, value):
+        """Sets solverPrototxt (text, a file path or a SolverParameter)."""
+        return self._set(solverPrototxt=value)
+
+    def setFeaturesCol(self, value):
+        """Sets featuresCol."""
+        return self._set(featuresCol=value)
+
+    def setLabelCol(self, value):
+        """Sets labelCol."""
+        return self._set(labelCol=value)
+
+    def setInputShape(self, value):
+        """Sets inputShape."""
+        return self._set(inputShape=value)
+
+    def setBatchSize(self, value):
+        """Sets batchSize."""
+        return self._set(batchSize=value)
+
+    def setSyncInterval(self, value):
+        """Sets syncInterval (tau)."""
+        return self._set(syncInterval=value)
+
+    def setMaxIter(self, value):
+        """Sets maxIter (number of averaging rounds)."""
+        return self._set(maxIter=value)
+
+    def setNumWorkers(self, value):
+        """Sets numWorkers."""
+        return self._set(numWorkers=value)
+
+    def setSeed(self, value):
+        """Sets seed."""
+        return self._set(seed=value)
+
+    def setPredictionCol(self, value):
+        """Sets predictionCol."""
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value):
+        """Sets probabilityCol."""
+        return self._set(probabilityCol=value)
+
+    def setRawPredictionCol(self, value):
+        """Sets rawPredictionCol."""
+        return self._set(rawPredictionCol=value)
+
+    def setOutputBlobs(self, value):
+        """Sets outputBlobs."""
+        return self._set(outputBlobs=value)
+
+    def setInitialWeights(self, value):
+        """Sets initialWeights (a .caffemodel path)."""
+        return self._set(initialWeights=value)
+
+    def setUseGpu(self, value):
+        """Sets useGpu ('auto', 'true', 'false')."""
+        return self._set(useGpu=value)
+
+    def setValidationCol(self, value):
+        """Sets validationCol."""
+        return self._set(validationCol=value)
+
+    def setValidationInterval(self, value):
+        """Sets validationInterval."""
+        return self._set(validationInterval=value)
+
+    def setBaseLr(self, value):
+        """Sets baseLr (overrides the solver's base_lr)."""
+        return self._set(baseLr=value)
+
+    def _fit(self, dataset):
+        from ..distributed.rounds import validation_accuracy
+        from ..engine.scoring import ScoreSpec
+        from .model import SparkNetModel
+        for name in ("netPrototxt", "solverPrototxt"):
+            if not self.isDefined(name):
+                raise ValueError(f"{name} is not set")
+        plan = plan_nets(self)
+        columns.check_features(dataset.schema, plan.inputs.features_col)
+        columns.check_label(dataset.schema, plan.inputs.label_col)
+        validation = self.getValidationCol()
+        if validation:
+            columns.check_boolean(dataset.schema, validation)
+        gpu = columns.resolve_gpu(self.getUseGpu())
+        train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
+        workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
+        sc = dataset.sparkSession.sparkContext
+        cached = []
+        try:
+            blocks, sizes = cache_blocks(dataset.filter(~dataset[validation]) if validation
+                                         else dataset, plan.inputs, workers)
+            cached.append(blocks)
+            if sum(sizes) == 0:
+                raise ValueError("the DataFrame has no rows to train on")
+            state, layout = initial_state(train, self.getSeed(), self.getInitialWeights())
+            validate = None
+            if validation:
+                held_out, _ = cache_blocks(dataset.filter(dataset[validation]), plan.inputs,
+                                           workers)
+                cached.append(held_out)
+                spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
+                                 plan.data_top, (plan.deploy.output_blob,), gpu)
+                validate = lambda s: validation_accuracy(  # noqa: E731
+                    sc, held_out, spec, named_weights(s, layout))
+            state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
+                                        self.getSyncInterval(), self.getSeed(), validate,
+                                        self.getValidationInterval())
+        finally:
+            for rdd in cached:
+                rdd.unpersist()
+        model = SparkNetModel._create(
+            weights=named_weights(state, layout), deploy_text=netlib.net_to_text(plan.deploy.net),
+            output_blob=plan.deploy.output_blob, classification=plan.deploy.classification,
+            data_top=plan.data_top, history=[h.__dict__ for h in history],
+            scale=plan.inputs.scale, mean=list(plan.inputs.mean),
+            input_shape=list(plan.inputs.input_shape))
+        model._resetUid(self.uid)
+        return self._copyValues(model)
+
+    @classmethod
+    def read(cls):
+        """Returns an MLReader that checks the saved class before loading."""
+        from ..persistence import StageReader
+        return StageReader(cls)
+
+    def write(self):
+        """Returns an MLWriter: params as JSON metadata, nothing pickled."""
+        from ..persistence import StageWriter
+        return StageWriter(self)

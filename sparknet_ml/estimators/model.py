@@ -1,0 +1,171 @@
+"""SparkNetModel: a trained Caffe net as a Spark ML Model, scoring Arrow batches."""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+from pyspark.ml import Model
+from pyspark.ml.util import MLReadable, MLWritable
+
+from ..distributed.rounds import InputSpec, transform_features
+from ..engine.scoring import ScoreSpec, Weights, cached_net, forward, softmax, weights_key
+from ..params import _SparkNetParams
+from . import columns
+
+
+def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights_bc,
+                  classification: bool, names: tuple[str, ...]):
+    """mapInArrow function: append the model's output columns to every Arrow batch."""
+    import pyarrow as pa
+    from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
+    net = None
+    for batch in batches:
+        if net is None:
+            net = cached_net(spec, key, lambda: weights_bc.value)
+        x = transform_features(features_to_array(batch.column(inputs.features_col),
+                                                 inputs.input_shape, name=inputs.features_col),
+                               inputs)
+        outputs = forward(net, spec, x)
+        logits, extra = outputs[0], outputs[1:]
+        raw_name, prob_name, pred_name, *blob_names = names
+        new = {raw_name: vectors_to_arrow(logits)}
+        if classification:
+            new[prob_name] = vectors_to_arrow(softmax(logits))
+            new[pred_name] = pa.array(logits.argmax(axis=1).astype(np.float64))
+        else:
+            new[pred_name] = pa.array(logits[:, 0].astype(np.float64))
+        for name, values in zip(blob_names, extra):
+            new[name] = arrays_to_arrow(values)
+        yield pa.RecordBatch.from_arrays(batch.columns + list(new.values()),
+                                         names=batch.schema.names + list(new))
+
+
+class SparkNetModel(Model, _SparkNetParams, MLReadable, MLWritable):
+    """A trained Caffe net. ``transform`` keeps every input column and adds
+    ``rawPrediction`` (logits, Vector), ``probability`` (softmax, Vector) and ``prediction``
+    (double) for classification nets, plus one ``array<float>`` column per ``outputBlobs``
+    name."""
+
+    def __init__(self):
+        super().__init__()
+        self._weights: Weights = {}
+        self._meta: dict = {}
+
+    @classmethod
+    def _create(cls, weights: Weights, **meta) -> "SparkNetModel":
+        model = cls()
+        model._weights = weights
+        model._meta = meta
+        return model
+
+    @property
+    def weights(self) -> Weights:
+        """Learnable blobs by layer name (float32 arrays)."""
+        return self._weights
+
+    @property
+    def deployPrototxt(self) -> str:
+        """The derived deploy net (Input layer, no loss) as prototxt text."""
+        return self._meta["deploy_text"]
+
+    @property
+    def history(self):
+        """Per-round training statistics as a pandas DataFrame."""
+        import pandas as pd
+        return pd.DataFrame(self._meta.get("history", []))
+
+    def setFeaturesCol(self, value):
+        """Sets featuresCol."""
+        return self._set(featuresCol=value)
+
+    def setPredictionCol(self, value):
+        """Sets predictionCol."""
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value):
+        """Sets probabilityCol."""
+        return self._set(probabilityCol=value)
+
+    def setRawPredictionCol(self, value):
+        """Sets rawPredictionCol."""
+        return self._set(rawPredictionCol=value)
+
+    def setOutputBlobs(self, value):
+        """Sets outputBlobs."""
+        return self._set(outputBlobs=value)
+
+    def setBatchSize(self, value):
+        """Sets batchSize (rows per forward pass)."""
+        return self._set(batchSize=value)
+
+    def setUseGpu(self, value):
+        """Sets useGpu."""
+        return self._set(useGpu=value)
+
+    def _score_spec(self) -> ScoreSpec:
+        from .. import net as netlib
+        meta = self._meta
+        deploy = netlib.parse_net(meta["deploy_text"])
+        batch = self.getBatchSize()
+        for layer in deploy.layer:
+            if layer.type == "Input":
+                for shape in layer.input_param.shape:
+                    shape.dim[0] = batch
+        known = {top for layer in deploy.layer for top in layer.top}
+        for blob in self.getOutputBlobs():
+            if blob not in known:
+                raise ValueError(f"outputBlobs: the deploy net has no blob {blob!r}; it has "
+                                 f"{', '.join(sorted(known))}")
+        return ScoreSpec(netlib.net_to_text(deploy), batch, meta["data_top"],
+                         (meta["output_blob"], *self.getOutputBlobs()),
+                         columns.resolve_gpu(self.getUseGpu()))
+
+    def _transform(self, dataset):
+        from pyspark.ml.linalg import VectorUDT
+        from pyspark.sql import types as T
+        meta = self._meta
+        columns.check_features(dataset.schema, self.getFeaturesCol())
+        spec = self._score_spec()
+        classification = meta["classification"]
+        names = (self.getRawPredictionCol(), self.getProbabilityCol(), self.getPredictionCol(),
+                 *self.getOutputBlobs())
+        added = [T.StructField(self.getRawPredictionCol(), VectorUDT())]
+        if classification:
+            added.append(T.StructField(self.getProbabilityCol(), VectorUDT()))
+        added.append(T.StructField(self.getPredictionCol(), T.DoubleType()))
+        added += [T.StructField(b, T.ArrayType(T.FloatType())) for b in self.getOutputBlobs()]
+        clash = [f.name for f in added if f.name in dataset.columns]
+        if clash:
+            raise ValueError(f"output column(s) {', '.join(clash)} already exist in the input")
+        inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
+                           meta["scale"], tuple(meta["mean"]))
+        sc = dataset.sparkSession.sparkContext
+        weights_bc = sc.broadcast(self._weights)
+        fn = functools.partial(score_batches, spec=spec, inputs=inputs,
+                               key=weights_key(self._weights), weights_bc=weights_bc,
+                               classification=classification, names=names)
+        return dataset.mapInArrow(fn, T.StructType(dataset.schema.fields + added))
+
+    def saveCaffeModel(self, directory: str) -> None:
+        """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:
+        ``caffe.Net("deploy.prototxt", caffe.TEST, weights="weights.caffemodel")``."""
+        from .. import net as netlib
+        from ..persistence.caffemodel import caffemodel_bytes
+        os.makedirs(directory, exist_ok=True)
+        deploy = netlib.parse_net(self._meta["deploy_text"])
+        with open(os.path.join(directory, "deploy.prototxt"), "w") as f:
+            f.write(self._meta["deploy_text"])
+        with open(os.path.join(directory, "weights.caffemodel"), "wb") as f:
+            f.write(caffemodel_bytes(deploy, self._weights))
+
+    @classmethod
+    def read(cls):
+        """Returns an MLReader that checks the saved class before loading."""
+        from ..persistence import StageReader
+        return StageReader(cls)
+
+    def write(self):
+        """Returns an MLWriter: JSON metadata, deploy.prototxt and weights.caffemodel."""
+        from ..persistence import StageWriter
+        return StageWriter(self)

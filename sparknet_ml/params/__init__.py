@@ -1,0 +1,149 @@
+"""Spark ML Params of SparkNetEstimator and SparkNetModel (pyspark.ml conventions).
+
+Every value is JSON-simple (strings, numbers, lists, None) so stages persist as JSON.
+"""
+from __future__ import annotations
+
+import os
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasMaxIter,
+                                     HasPredictionCol, HasProbabilityCol,
+                                     HasRawPredictionCol, HasSeed)
+
+
+def _prototxt_text(value) -> str:
+    """Prototxt text from text, a file path or a protobuf message."""
+    if hasattr(value, "SerializeToString"):
+        from google.protobuf import text_format
+        return text_format.MessageToString(value)
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and "\n" not in value
+                                          and "{" not in value and os.path.isfile(value)):
+        with open(value) as f:
+            return f.read()
+    return TypeConverters.toString(value)
+
+
+# Converters raise TypeError: pyspark then names the param in the message.
+def _positive_int(value) -> int:
+    value = TypeConverters.toInt(value)
+    if value <= 0:
+        raise TypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _optional(converter):
+    return lambda value: None if value is None else converter(value)
+
+
+def _use_gpu(value) -> str:
+    text = str(value).lower()
+    if text not in ("auto", "true", "false"):
+        raise TypeError(f"must be 'auto', 'true' or 'false', got {value!r}")
+    return text
+
+
+def _positive_float(value) -> float:
+    value = TypeConverters.toFloat(value)
+    if not value > 0:  # also rejects NaN
+        raise TypeError(f"must be a positive number, got {value}")
+    return value
+
+
+class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol,
+                      HasRawPredictionCol, HasMaxIter, HasSeed):
+    """Params shared by SparkNetEstimator and SparkNetModel."""
+
+    netPrototxt = Param(Params._dummy(), "netPrototxt",
+                        "Caffe net prototxt text (the setter also takes a file path or a "
+                        "caffe_pb2.NetParameter); data layers are replaced by DataFrame inputs",
+                        typeConverter=_prototxt_text)
+    solverPrototxt = Param(Params._dummy(), "solverPrototxt",
+                           "Caffe solver prototxt text (or a file path, or a SolverParameter); "
+                           "net and snapshot paths in it are ignored",
+                           typeConverter=_prototxt_text)
+    inputShape = Param(Params._dummy(), "inputShape",
+                       "shape of one example, e.g. [C, H, W]; inferred from the net when it "
+                       "states one", typeConverter=_optional(TypeConverters.toListInt))
+    batchSize = Param(Params._dummy(), "batchSize",
+                      "examples per solver iteration per worker (and per forward when scoring)",
+                      typeConverter=_positive_int)
+    syncInterval = Param(Params._dummy(), "syncInterval",
+                         "tau: local SGD iterations per worker between weight averages",
+                         typeConverter=_positive_int)
+    numWorkers = Param(Params._dummy(), "numWorkers",
+                       "partitions trained in parallel (default: the DataFrame's partitions)",
+                       typeConverter=_optional(_positive_int))
+    outputBlobs = Param(Params._dummy(), "outputBlobs",
+                        "blobs added as array<float> columns by transform (feature extraction)",
+                        typeConverter=TypeConverters.toListString)
+    initialWeights = Param(Params._dummy(), "initialWeights",
+                           "path of a .caffemodel to start training from (fine-tuning)",
+                           typeConverter=_optional(TypeConverters.toString))
+    useGpu = Param(Params._dummy(), "useGpu",
+                   "'auto' (GPU when pycaffe has CUDA and a GPU is visible), 'true', 'false'",
+                   typeConverter=_use_gpu)
+    validationCol = Param(Params._dummy(), "validationCol",
+                          "boolean column marking rows held out of training for validation",
+                          typeConverter=_optional(TypeConverters.toString))
+    validationInterval = Param(Params._dummy(), "validationInterval",
+                               "rounds between validation accuracy evaluations (and after "
+                               "the last round), when validationCol is set",
+                               typeConverter=_positive_int)
+    baseLr = Param(Params._dummy(), "baseLr",
+                   "overrides the solver's base_lr (for parameter grids)",
+                   typeConverter=_optional(_positive_float))
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(batchSize=64, syncInterval=50, maxIter=40, numWorkers=None,
+                         inputShape=None, outputBlobs=[], initialWeights=None, useGpu="auto",
+                         validationCol=None, validationInterval=5, baseLr=None)
+
+    def getNetPrototxt(self) -> str:
+        """Gets the value of netPrototxt."""
+        return self.getOrDefault(self.netPrototxt)
+
+    def getSolverPrototxt(self) -> str:
+        """Gets the value of solverPrototxt."""
+        return self.getOrDefault(self.solverPrototxt)
+
+    def getInputShape(self) -> list | None:
+        """Gets the value of inputShape."""
+        return self.getOrDefault(self.inputShape)
+
+    def getBatchSize(self) -> int:
+        """Gets the value of batchSize."""
+        return self.getOrDefault(self.batchSize)
+
+    def getSyncInterval(self) -> int:
+        """Gets the value of syncInterval."""
+        return self.getOrDefault(self.syncInterval)
+
+    def getNumWorkers(self) -> int | None:
+        """Gets the value of numWorkers."""
+        return self.getOrDefault(self.numWorkers)
+
+    def getOutputBlobs(self) -> list:
+        """Gets the value of outputBlobs."""
+        return self.getOrDefault(self.outputBlobs)
+
+    def getInitialWeights(self) -> str | None:
+        """Gets the value of initialWeights."""
+        return self.getOrDefault(self.initialWeights)
+
+    def getUseGpu(self) -> str:
+        """Gets the value of useGpu."""
+        return self.getOrDefault(self.useGpu)
+
+    def getValidationCol(self) -> str | None:
+        """Gets the value of validationCol."""
+        return self.getOrDefault(self.validationCol)
+
+    def getValidationInterval(self) -> int:
+        """Gets the value of validationInterval."""
+        return self.getOrDefault(self.validationInterval)
+
+    def getBaseLr(self) -> float | None:
+        """Gets the value of baseLr."""
+        return self.getOrDefault(self.baseLr)

@@ -1,0 +1,235 @@
+"""SparkNetEstimator / SparkNetModel on a real local[2] session and real Fashion-MNIST."""
+import numpy as np
+import pytest
+
+pytest.importorskip("caffe")
+
+from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
+from pyspark.ml.evaluation import MulticlassClassificationEvaluator  # noqa: E402
+from pyspark.ml.feature import StandardScaler  # noqa: E402
+from pyspark.ml.functions import array_to_vector, vector_to_array  # noqa: E402
+from pyspark.ml.linalg import DenseVector  # noqa: E402
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder  # noqa: E402
+
+from sparknet_ml import SparkNetEstimator, SparkNetModel, zoo  # noqa: E402
+from sparknet_ml.data import fashion_mnist  # noqa: E402
+
+STOCK_LENET = """
+name: "LeNet"
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_train_lmdb" batch_size: 64 backend: LMDB } }
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TEST }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_test_lmdb" batch_size: 100 backend: LMDB } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 20 kernel_size: 5 stride: 1
+    weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  inner_product_param { num_output: 100 weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  inner_product_param { num_output: 10 weight_filler { type: "xavier" } bias_filler { type: "constant" } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy"
+  include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"""
+STOCK_SOLVER = """net: "examples/mnist/lenet_train_test.prototxt"
+test_iter: 100 test_interval: 500 base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005
+lr_policy: "inv" gamma: 0.0001 power: 0.75 display: 100 max_iter: 10000
+snapshot: 5000 snapshot_prefix: "examples/mnist/lenet" solver_mode: CPU
+"""
+
+
+def fashion_df(spark, split, rows, scale=1 / 255.0, partitions=2):
+    images, labels = fashion_mnist.load(split)
+    import pandas as pd
+    pdf = pd.DataFrame({"pixels": list(images[:rows].reshape(rows, -1).astype(np.float64) * scale),
+                        "label": labels[:rows].astype(np.float64)})
+    df = spark.createDataFrame(pdf).repartition(partitions)
+    return df.withColumn("features", array_to_vector("pixels")).drop("pixels")
+
+
+@pytest.fixture(scope="module")
+def train_df(spark):
+    return fashion_df(spark, "train", 4000).cache()
+
+
+@pytest.fixture(scope="module")
+def test_df(spark):
+    return fashion_df(spark, "test", 1000).cache()
+
+
+def lenet(**params):
+    return SparkNetEstimator(netPrototxt=zoo.prototxt("lenet_train"),
+                             solverPrototxt=zoo.prototxt("lenet_solver"), seed=7,
+                             **{"syncInterval": 10, "maxIter": 8, **params})
+
+
+@pytest.fixture(scope="module")
+def model(train_df):
+    return lenet().fit(train_df)
+
+
+def accuracy(scored):
+    return MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored)
+
+
+def test_fit_and_transform_learn_fashion_mnist(model, test_df):
+    scored = model.transform(test_df)
+    assert scored.columns == ["label", "features", "rawPrediction", "probability", "prediction"]
+    row = scored.first()
+    assert isinstance(row.rawPrediction, DenseVector) and len(row.probability) == 10
+    assert row.probability.toArray().sum() == pytest.approx(1.0, abs=1e-6)
+    assert row.prediction == float(np.argmax(row.rawPrediction.toArray()))
+    assert accuracy(scored) > 0.6  # chance is 0.1
+    history = model.history
+    assert list(history["round"]) == list(range(1, 9))
+    assert history["samples"].iloc[0] == 2 * 10 * 64  # 2 workers x tau x batch
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    assert model.uid.startswith("SparkNetEstimator")
+
+
+def test_fit_is_deterministic_and_does_not_mutate_the_estimator(train_df, model):
+    est = lenet()
+    before = {p.name: v for p, v in est.extractParamMap().items()}
+    again = est.fit(train_df)
+    assert {p.name: v for p, v in est.extractParamMap().items()} == before
+    for name, blobs in model.weights.items():
+        for mine, theirs in zip(blobs, again.weights[name]):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_model_save_load_gives_identical_predictions(model, test_df, tmp_path):
+    path = str(tmp_path / "lenet")
+    model.write().overwrite().save(path)
+    loaded = SparkNetModel.load(path)
+    assert loaded.uid == model.uid
+    assert loaded.getSyncInterval() == 10 and loaded.getNetPrototxt() == model.getNetPrototxt()
+    mine = model.transform(test_df).select(vector_to_array("rawPrediction")).collect()
+    theirs = loaded.transform(test_df).select(vector_to_array("rawPrediction")).collect()
+    assert mine == theirs
+    with pytest.raises(ValueError, match="not a 'sparknet_ml.estimators.estimator"):
+        SparkNetEstimator.load(path)
+
+
+def test_save_caffe_model_loads_in_plain_pycaffe(model, test_df, tmp_path):
+    import caffe
+    model.saveCaffeModel(str(tmp_path))
+    net = caffe.Net(str(tmp_path / "deploy.prototxt"), caffe.TEST,
+                    weights=str(tmp_path / "weights.caffemodel"))
+    rows = test_df.limit(64).collect()
+    net.blobs["data"].data[...] = np.stack([r.features.toArray() for r in rows]).reshape(
+        64, 1, 28, 28)
+    logits = net.forward()["ip2"]
+    spark_logits = [r.rawPrediction.toArray() for r in
+                    model.transform(test_df.limit(64)).collect()]
+    np.testing.assert_allclose(logits, np.stack(spark_logits), rtol=1e-5, atol=1e-5)
+
+
+def test_estimator_save_load_keeps_params(tmp_path):
+    est = lenet(batchSize=32, outputBlobs=["ip1"])
+    est.write().save(str(tmp_path / "est"))
+    loaded = SparkNetEstimator.load(str(tmp_path / "est"))
+    assert loaded.uid == est.uid
+    assert (loaded.getBatchSize(), loaded.getOutputBlobs()) == (32, ["ip1"])
+    assert loaded.getSolverPrototxt() == est.getSolverPrototxt()
+
+
+def test_pipeline_with_scaler_survives_save_and_load(train_df, test_df, tmp_path):
+    scaler = StandardScaler(inputCol="features", outputCol="scaled", withMean=False)
+    pipeline = Pipeline(stages=[scaler, lenet(featuresCol="scaled", maxIter=4)])
+    fitted = pipeline.fit(train_df)
+    fitted.write().overwrite().save(str(tmp_path / "pipe"))
+    loaded = PipelineModel.load(str(tmp_path / "pipe"))
+    assert isinstance(loaded.stages[1], SparkNetModel)
+    mine = fitted.transform(test_df).select("prediction").collect()
+    assert mine == loaded.transform(test_df).select("prediction").collect()
+    assert accuracy(fitted.transform(test_df)) > 0.4
+
+
+def test_cross_validator_picks_a_model(train_df):
+    est = lenet(maxIter=3)
+    grid = (ParamGridBuilder().addGrid(est.syncInterval, [2, 10])
+            .addGrid(est.baseLr, [0.01, 1e-6]).build())
+    cv = CrossValidator(estimator=est, estimatorParamMaps=grid, numFolds=2, parallelism=2,
+                        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
+                        seed=1)
+    fitted = cv.fit(train_df.limit(1200))
+    assert isinstance(fitted.bestModel, SparkNetModel)
+    assert len(fitted.avgMetrics) == 4
+    best = fitted.bestModel
+    assert best.getBaseLr() == 0.01 and best.getSyncInterval() == 10  # most SGD steps win
+
+
+def test_stock_caffe_prototxt_trains_unchanged(spark, test_df):
+    raw = fashion_df(spark, "train", 3000, scale=1.0)  # 0..255: the net's transform scales
+    model = SparkNetEstimator(netPrototxt=STOCK_LENET, solverPrototxt=STOCK_SOLVER,
+                              inputShape=[1, 28, 28], syncInterval=10, maxIter=6,
+                              seed=3).fit(raw)
+    test_raw = fashion_df(spark, "test", 1000, scale=1.0)
+    assert accuracy(model.transform(test_raw)) > 0.6
+
+
+def test_output_blobs_extract_features(model, test_df):
+    row = model.copy({model.outputBlobs: ["ip1", "pool2"]}).transform(test_df).first()
+    assert len(row.ip1) == 500 and len(row.pool2) == 50 * 4 * 4
+    with pytest.raises(ValueError, match="no blob 'nope'"):
+        model.copy({model.outputBlobs: ["nope"]}).transform(test_df)
+
+
+def test_bad_columns_fail_before_any_spark_job(spark, train_df):
+    tracker = spark.sparkContext.statusTracker()
+    jobs = len(tracker.getJobIdsForGroup())
+    with pytest.raises(ValueError, match="column 'pixels' not found"):
+        lenet(featuresCol="pixels").fit(train_df)
+    with pytest.raises(ValueError, match="label column 'features' has type"):
+        lenet(labelCol="features").fit(train_df)
+    with pytest.raises(TypeError, match='param "syncInterval". must be a positive integer'):
+        lenet(syncInterval=0)
+    with pytest.raises(TypeError, match='param "baseLr". must be a positive number, got nan'):
+        lenet(baseLr=float("nan"))
+    assert len(tracker.getJobIdsForGroup()) == jobs
+
+
+def test_validation_column_is_held_out_and_scored_every_interval(spark, train_df):
+    from pyspark.sql import functions as F
+    df = train_df.withColumn("held_out", F.rand(seed=1) < 0.2)
+    model = lenet(validationCol="held_out", validationInterval=3, maxIter=7).fit(df)
+    history = model.history
+    scored = history.dropna(subset=["validation_accuracy"])
+    assert list(scored["round"]) == [3, 6, 7]
+    assert scored["validation_accuracy"].iloc[-1] > 0.5
+    per_round = 2 * 10 * 64
+    assert (history["samples"] == per_round).all()
+
+
+def test_dsl_net_and_fine_tuning_from_a_caffemodel(train_df, test_df, model, tmp_path):
+    from sparknet_ml.net import (ConvolutionLayer, InnerProductLayer, NetParam, Pooling,
+                                 PoolingLayer, RDDLayer, ReLULayer, SoftmaxWithLoss)
+    net = NetParam("LeNet",
+                   RDDLayer("data", shape=[64, 1, 28, 28]), RDDLayer("label", shape=[64, 1]),
+                   ConvolutionLayer("conv1", ["data"], kernel=(5, 5), numOutput=20),
+                   PoolingLayer("pool1", ["conv1"], pooling=Pooling.Max, kernel=(2, 2),
+                                stride=(2, 2)),
+                   ConvolutionLayer("conv2", ["pool1"], kernel=(5, 5), numOutput=50),
+                   PoolingLayer("pool2", ["conv2"], pooling=Pooling.Max, kernel=(2, 2),
+                                stride=(2, 2)),
+                   InnerProductLayer("ip1", ["pool2"], numOutput=500),
+                   ReLULayer("relu1", ["ip1"]),
+                   InnerProductLayer("ip2", ["relu1"], numOutput=10),
+                   SoftmaxWithLoss("loss", ["ip2", "label"]))
+    model.saveCaffeModel(str(tmp_path))
+    est = SparkNetEstimator(netPrototxt=net, solverPrototxt=zoo.prototxt("lenet_solver"),
+                            initialWeights=str(tmp_path / "weights.caffemodel"),
+                            syncInterval=1, maxIter=1, seed=7)
+    assert est.getInputShape() is None  # inferred from the RDDLayer
+    tuned = est.fit(train_df)
+    before, after = accuracy(model.transform(test_df)), accuracy(tuned.transform(test_df))
+    assert after > before - 0.05  # one more round from the trained weights, not from scratch
+    assert after > 0.6

@@ -1,0 +1,99 @@
+"""The worker engine without Spark: rounds are pure and continue one solver run exactly."""
+import numpy as np
+import pytest
+
+caffe = pytest.importorskip("caffe")
+
+from sparknet_ml.engine.solver import make_solver  # noqa: E402
+from sparknet_ml.engine.worker import (RoundResult, SolverState, TrainSpec,  # noqa: E402
+                                       average_results, batch_indices, get_state, set_state,
+                                       train_round)
+
+TINY_NET = """
+name: "tiny"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 8 dim: 4 } shape { dim: 8 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+SOLVER = """base_lr: 0.1 momentum: 0.9 weight_decay: 0.001 lr_policy: "multistep"
+gamma: 0.5 stepvalue: 7 stepvalue: 15 type: "SGD" """
+
+
+def tiny_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n).astype(np.float32)
+    features = (rng.normal(size=(n, 4)) + labels[:, None]).astype(np.float32)
+    return features, labels
+
+
+@pytest.fixture
+def spec():
+    caffe.set_mode_cpu()
+    return TrainSpec(TINY_NET, SOLVER, batch_size=8)
+
+
+def initial(spec, seed=1):
+    caffe.set_random_seed(seed)
+    return get_state(make_solver(spec.net_text, spec.solver_text, spec.batch_size))
+
+
+def test_batch_order_depends_only_on_seed_partition_and_epoch():
+    first = batch_indices(10, 4, first_iter=0, iters=5, seed=3, partition=1)
+    assert first.shape == (5, 4)
+    assert sorted(first.ravel()[:10]) == list(range(10))  # epoch 0 is a permutation
+    again = batch_indices(10, 4, first_iter=2, iters=3, seed=3, partition=1)
+    np.testing.assert_array_equal(again, first[2:])
+    other = batch_indices(10, 4, first_iter=0, iters=5, seed=3, partition=2)
+    assert not np.array_equal(other, first)
+
+
+def test_a_round_is_a_pure_function_of_its_inputs(spec):
+    x, y = tiny_data()
+    state = initial(spec)
+    a = train_round(spec, x, y, state, round_index=2, tau=5, seed=9, partition=0)
+    train_round(spec, x[::-1].copy(), y, state, round_index=0, tau=3, seed=1, partition=1)
+    b = train_round(spec, x, y, state, round_index=2, tau=5, seed=9, partition=0)
+    for u, v in zip(a.state.weights + a.state.history, b.state.weights + b.state.history):
+        np.testing.assert_array_equal(u, v)
+    assert a.samples == 40 and a.loss == b.loss
+
+
+def test_rounds_of_one_worker_continue_a_single_solver_run_exactly(spec):
+    """State = weights + momentum history, iter = global iteration: splitting the run into
+    rounds changes nothing, across the multistep learning-rate drops at 7 and 15."""
+    x, y = tiny_data()
+    state = initial(spec)
+    rounds = state
+    for r in range(4):
+        rounds = train_round(spec, x, y, rounds, r, tau=5, seed=4, partition=0).state
+    single = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+    set_state(single, state)
+    for rows in batch_indices(len(x), 8, 0, 20, seed=4, partition=0):
+        single.net.blobs["data"].data[...] = x[rows]
+        single.net.blobs["label"].data[...] = y[rows]
+        single.step(1)
+    assert single.iter == 20
+    for u, v in zip(rounds.weights + rounds.history, get_state(single).weights
+                    + get_state(single).history):
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
+    assert np.abs(rounds.history[0]).max() > 0  # momentum was carried, not reset
+
+
+def test_average_weights_by_samples_and_skip_empty_partitions():
+    one = SolverState([np.full(2, 1.0, np.float32)], [np.zeros(2, np.float32)])
+    three = SolverState([np.full(2, 3.0, np.float32)], [np.ones(2, np.float32)])
+    state, samples, loss = average_results([RoundResult(one, 10, 1.0), RoundResult(None, 0, 0.0),
+                                            RoundResult(three, 30, 2.0)])
+    np.testing.assert_allclose(state.weights[0], [2.5, 2.5])
+    np.testing.assert_allclose(state.history[0], [0.75, 0.75])
+    assert samples == 40 and loss == pytest.approx(1.75)
+    with pytest.raises(ValueError, match="no partition saw any data"):
+        average_results([RoundResult(None, 0, 0.0)])
+
+
+def test_empty_partition_returns_no_state(spec):
+    result = train_round(spec, np.empty((0, 4), np.float32), np.empty(0, np.float32),
+                         initial(spec), 0, 5, 0, 0)
+    assert result.state is None and result.samples == 0
