@@ -6,62 +6,19 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..engine.worker import RoundResult, SolverState, TrainSpec, average_results, train_round
+from ..engine.worker import (RoundResult, SolverState, TrainSpec, average_results, normalize,
+                             train_round)
+from .blocks import InputSpec, drop_blocks, load_block, store_block, to_rows
 
 log = logging.getLogger("sparknet_ml")
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """How DataFrame columns become a net's input blobs."""
-
-    features_col: str
-    label_col: str
-    input_shape: tuple[int, ...]
-    scale: float = 1.0
-    mean: tuple[float, ...] = ()
-
-
-def to_block(batches, spec: InputSpec):
-    """mapInArrow function: each Arrow batch → one row of float32 bytes (features, labels)."""
-    import pyarrow as pa
-    from ..data.arrow import features_to_array, labels_to_array
-    for batch in batches:
-        x = transform_features(features_to_array(batch.column(spec.features_col),
-                                                 spec.input_shape, name=spec.features_col),
-                               spec)
-        y = labels_to_array(batch.column(spec.label_col), name=spec.label_col)
-        yield pa.RecordBatch.from_pydict({"features": [x.tobytes()], "labels": [y.tobytes()]})
-
-
-def transform_features(x: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Apply the replaced data layer's transform: ``(x - mean) * scale`` (Caffe's order)."""
-    if spec.mean:
-        x = x - np.asarray(spec.mean, np.float32).reshape((1, -1) + (1,) * (x.ndim - 2))
-    if spec.scale != 1.0:
-        x = x * np.float32(spec.scale)
-    return np.ascontiguousarray(x, np.float32)
-
-
-def merge_block(rows, input_shape):
-    """Concatenate a partition's converted rows into one (features, labels) block."""
-    features, labels = [], []
-    for row in rows:
-        features.append(np.frombuffer(row.features, np.float32))
-        labels.append(np.frombuffer(row.labels, np.float32))
-    x = np.concatenate(features) if features else np.empty(0, np.float32)
-    y = np.concatenate(labels) if labels else np.empty(0, np.float32)
-    yield x.reshape((-1,) + tuple(input_shape)), y
-
-
-def cache_blocks(df, spec: InputSpec, num_workers: int):
-    """Convert ``df`` once into one cached float32 block per worker partition.
+def cache_blocks(df, spec: InputSpec, num_workers: int, fit_id: str):
+    """Convert ``df`` once into one block per worker partition (see :mod:`.blocks`).
 
     Returns
     -------
-    blocks : RDD of (features, labels)
+    handles : RDD of BlockHandle, persisted
     sizes : list of int
         Rows per partition.
     """
@@ -69,40 +26,49 @@ def cache_blocks(df, spec: InputSpec, num_workers: int):
     if df.rdd.getNumPartitions() != num_workers:
         df = df.repartition(num_workers)
     converted = df.select(spec.features_col, spec.label_col).mapInArrow(
-        functools.partial(to_block, spec=spec), "features binary, labels binary")
-    blocks = converted.rdd.mapPartitions(
-        functools.partial(merge_block, input_shape=spec.input_shape))
-    blocks.setName("sparknet_ml training blocks").persist(StorageLevel.MEMORY_ONLY)
-    sizes = blocks.map(lambda block: len(block[1])).collect()
-    return blocks, sizes
+        functools.partial(to_rows, spec=spec), "features binary, labels binary")
+    handles = converted.rdd.mapPartitionsWithIndex(functools.partial(
+        store_block, input_shape=spec.input_shape, fit_id=fit_id))
+    handles.setName(f"sparknet_ml blocks {fit_id}").persist(StorageLevel.MEMORY_AND_DISK)
+    sizes = handles.map(lambda handle: handle.rows).collect()
+    return handles, sizes
 
 
-def round_task(index, blocks, spec: TrainSpec, state_bc, round_index: int, tau: int, seed: int):
+def release_blocks(handles) -> None:
+    """Delete the blocks' files (a best-effort job) and unpersist their handles."""
+    handles.foreachPartition(drop_blocks)
+    handles.unpersist()
+
+
+def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau: int, seed: int):
     """The task of one partition in one round (module level: nothing of the driver's closes
     over it but its arguments)."""
-    for features, labels in blocks:
+    for handle in handles:
+        features, labels = load_block(handle)
         yield train_round(spec, features, labels, state_bc.value, round_index, tau, seed, index)
 
 
-def validate_task(blocks, spec, key: str, weights_bc):
+def validate_task(handles, spec, inputs: InputSpec, key: str, weights_bc):
     """Count correct top-1 predictions of the broadcast weights on a validation block."""
     from ..engine.scoring import cached_net, forward
-    for features, labels in blocks:
+    for handle in handles:
+        features, labels = load_block(handle)
         if len(labels) == 0:
             yield 0, 0
             continue
         net = cached_net(spec, key, lambda: weights_bc.value)
-        logits = forward(net, spec, features)[0]
+        logits = forward(net, spec, normalize(features, inputs.scale, inputs.mean))[0]
         yield int((logits.argmax(axis=1) == labels).sum()), len(labels)
 
 
-def validation_accuracy(sc, blocks, spec, weights) -> float:
+def validation_accuracy(sc, handles, spec, inputs: InputSpec, weights) -> float:
     """Top-1 accuracy of ``weights`` on the cached validation blocks (one Spark job)."""
     from ..engine.scoring import weights_key
     weights_bc = sc.broadcast(weights)
     try:
-        counts = blocks.mapPartitions(functools.partial(
-            validate_task, spec=spec, key=weights_key(weights), weights_bc=weights_bc)).collect()
+        counts = handles.mapPartitions(functools.partial(
+            validate_task, spec=spec, inputs=inputs, key=weights_key(weights),
+            weights_bc=weights_bc)).collect()
     finally:
         weights_bc.unpersist()
     total = sum(n for _, n in counts)
@@ -121,7 +87,7 @@ class RoundStats:
     validation_accuracy: float | None = None
 
 
-def run_rounds(sc, blocks, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
+def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
                seed: int, validate=None, validate_every: int = 1
                ) -> tuple[SolverState, list[RoundStats]]:
     """Run SparkNet rounds: each one a Spark job over the cached blocks.
@@ -129,7 +95,7 @@ def run_rounds(sc, blocks, spec: TrainSpec, state: SolverState, rounds: int, tau
     Parameters
     ----------
     sc : SparkContext
-    blocks : RDD of (features, labels), one element per partition
+    handles : RDD of BlockHandle, one per partition
     spec : TrainSpec
     state : SolverState
         Weights and history to start from.
@@ -144,7 +110,7 @@ def run_rounds(sc, blocks, spec: TrainSpec, state: SolverState, rounds: int, tau
         state_bc = sc.broadcast(state)
         sc.setJobDescription(f"SparkNet round {r + 1}/{rounds} (tau={tau})")
         try:
-            results: list[RoundResult] = blocks.mapPartitionsWithIndex(functools.partial(
+            results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
                 round_task, spec=spec, state_bc=state_bc, round_index=r, tau=tau,
                 seed=seed)).collect()
         finally:

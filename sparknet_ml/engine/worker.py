@@ -39,6 +39,8 @@ class TrainSpec:
         Blob names the Input layer produces.
     gpu : int or None
         GPU id, or None for the CPU.
+    scale, mean : float, tuple of float
+        The input transform applied to every batch (see :func:`normalize`).
     """
 
     net_text: str
@@ -47,6 +49,8 @@ class TrainSpec:
     data_top: str = "data"
     label_top: str = "label"
     gpu: int | None = None
+    scale: float = 1.0
+    mean: tuple[float, ...] = ()
 
     def key(self) -> str:
         """Digest identifying the solver this spec builds."""
@@ -70,6 +74,20 @@ class RoundResult:
     state: SolverState | None  # None when the partition had no data
     samples: int
     loss: float                # mean training loss over the round's iterations
+
+
+def normalize(x: np.ndarray, scale: float, mean: tuple[float, ...], out=None) -> np.ndarray:
+    """The replaced data layer's transform ``(x - mean) * scale`` (Caffe's order), as float32.
+
+    ``mean`` holds one value per channel (axis 1) or is empty; ``out`` may be a net's blob.
+    """
+    out = np.empty(x.shape, np.float32) if out is None else out
+    out[...] = x
+    if mean:
+        out -= np.asarray(mean, np.float32).reshape((1, -1) + (1,) * (x.ndim - 2))
+    if scale != 1.0:
+        out *= np.float32(scale)
+    return out
 
 
 # One solver per spec per Python worker process, reused across rounds and tasks.
@@ -131,8 +149,8 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     ----------
     spec : TrainSpec
         How to build the solver.
-    features : ndarray, float32, shape (n, *input_shape)
-        The partition's examples, already transformed (scale / mean).
+    features : ndarray, uint8 or float32, shape (n, *input_shape)
+        The partition's raw examples (``spec``'s transform is applied per batch).
     labels : ndarray, float32, shape (n,)
     state : SolverState
         Weights and history broadcast for this round.
@@ -154,7 +172,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     losses = np.empty(tau)
     for k, rows in enumerate(batch_indices(n, spec.batch_size, round_index * tau, tau, seed,
                                            partition)):
-        np.take(features, rows, axis=0, out=data)
+        normalize(features[rows], spec.scale, spec.mean, out=data)
         if label is not None:
             np.take(labels, rows, out=label)
         solver.step(1)

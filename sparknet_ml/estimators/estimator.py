@@ -1,6 +1,7 @@
 """SparkNetEstimator: SparkNet's distributed Caffe training as a Spark ML Estimator."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,8 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import MLReadable, MLWritable
 
 from .. import net as netlib
-from ..distributed.rounds import InputSpec, cache_blocks, run_rounds
+from ..distributed.blocks import InputSpec
+from ..distributed.rounds import cache_blocks, release_blocks, run_rounds
 from ..engine.worker import SolverState, TrainSpec
 from ..params import _SparkNetParams
 from . import columns
@@ -45,7 +47,8 @@ def plan_nets(stage, features_col=None) -> NetPlan:
     scale, mean = netlib.input_transform(net)
     return NetPlan(
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
-                        data_top, label_top or ""),
+                        data_top, label_top or "", scale=float(scale),
+                        mean=tuple(float(m) for m in mean)),
         inputs=InputSpec(features_col or stage.getFeaturesCol(), stage.getLabelCol(), shape,
                          float(scale), tuple(float(m) for m in mean)),
         deploy=netlib.deploy_net(net, shape, batch),
@@ -215,10 +218,11 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
         train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
         workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
         sc = dataset.sparkSession.sparkContext
+        fit_id = uuid.uuid4().hex
         cached = []
         try:
             blocks, sizes = cache_blocks(dataset.filter(~dataset[validation]) if validation
-                                         else dataset, plan.inputs, workers)
+                                         else dataset, plan.inputs, workers, fit_id)
             cached.append(blocks)
             if sum(sizes) == 0:
                 raise ValueError("the DataFrame has no rows to train on")
@@ -226,18 +230,18 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
             validate = None
             if validation:
                 held_out, _ = cache_blocks(dataset.filter(dataset[validation]), plan.inputs,
-                                           workers)
+                                           workers, fit_id + "-validation")
                 cached.append(held_out)
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
                                  plan.data_top, (plan.deploy.output_blob,), gpu)
                 validate = lambda s: validation_accuracy(  # noqa: E731
-                    sc, held_out, spec, named_weights(s, layout))
+                    sc, held_out, spec, plan.inputs, named_weights(s, layout))
             state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
                                         self.getSyncInterval(), self.getSeed(), validate,
                                         self.getValidationInterval())
         finally:
-            for rdd in cached:
-                rdd.unpersist()
+            for handles in cached:
+                release_blocks(handles)
         model = SparkNetModel._create(
             weights=named_weights(state, layout), deploy_text=netlib.net_to_text(plan.deploy.net),
             output_blob=plan.deploy.output_blob, classification=plan.deploy.classification,

@@ -8,8 +8,9 @@ import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.util import MLReadable, MLWritable
 
-from ..distributed.rounds import InputSpec, transform_features
+from ..distributed.blocks import InputSpec
 from ..engine.scoring import ScoreSpec, Weights, cached_net, forward, softmax, weights_key
+from ..engine.worker import normalize
 from ..params import _SparkNetParams
 from . import columns
 
@@ -23,9 +24,8 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
     for batch in batches:
         if net is None:
             net = cached_net(spec, key, lambda: weights_bc.value)
-        x = transform_features(features_to_array(batch.column(inputs.features_col),
-                                                 inputs.input_shape, name=inputs.features_col),
-                               inputs)
+        x = normalize(features_to_array(batch.column(inputs.features_col), inputs.input_shape,
+                                        name=inputs.features_col), inputs.scale, inputs.mean)
         outputs = forward(net, spec, x)
         logits, extra = outputs[0], outputs[1:]
         raw_name, prob_name, pred_name, *blob_names = names

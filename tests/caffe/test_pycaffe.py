@@ -2,7 +2,6 @@
 import math
 import os
 import subprocess
-import sys
 import sysconfig
 
 import numpy as np

@@ -1,0 +1,63 @@
+"""Per-partition blocks on local disk: compact storage, atomic files, mmap reads."""
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+
+from sparknet_ml.distributed import blocks
+from sparknet_ml.engine.worker import normalize
+
+
+def rows_of(x, y, chunks=2):
+    for xs, ys in zip(np.array_split(x, chunks), np.array_split(y, chunks)):
+        yield types.SimpleNamespace(features=xs.astype(np.float32).tobytes(),
+                                    labels=ys.astype(np.float32).tobytes())
+
+
+def test_pixels_are_stored_as_uint8_and_read_back_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    x = np.random.default_rng(0).integers(0, 256, (10, 1, 4, 4)).astype(np.float32)
+    y = np.arange(10, dtype=np.float32)
+    (handle,) = blocks.store_block(3, rows_of(x, y), (1, 4, 4), "fit1")
+    assert handle.rows == 10 and handle.partition == 3
+    assert handle.features_path.startswith(str(tmp_path / "sparknet_ml-blocks" / "fit1"))
+    features, labels = blocks.load_block(handle)
+    assert features.dtype == np.uint8 and isinstance(features, np.memmap)
+    np.testing.assert_array_equal(features, x)
+    np.testing.assert_array_equal(labels, y)
+    blocks.drop_blocks([handle])
+    with pytest.raises(FileNotFoundError, match="training block of partition 3 is on host"):
+        blocks.load_block(handle)
+
+
+def test_non_pixel_values_stay_float32(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4)
+    (handle,) = blocks.store_block(0, rows_of(x, np.zeros(6)), (4,), "fit2")
+    features, _ = blocks.load_block(handle)
+    assert features.dtype == np.float32
+    np.testing.assert_array_equal(features, x)
+    assert blocks.compact(np.array([0.0, 255.0, 256.0])).dtype != np.uint8
+    assert blocks.compact(np.array([0.0, 2.5])).dtype != np.uint8
+
+
+def test_empty_partition_gives_an_empty_block(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    (handle,) = blocks.store_block(1, iter(()), (1, 2, 2), "fit3")
+    features, labels = blocks.load_block(handle)
+    assert handle.rows == 0 and features.shape == (0, 1, 2, 2) and labels.shape == (0,)
+
+
+def test_normalize_applies_mean_then_scale_per_channel():
+    x = np.full((2, 3, 2, 2), 10, np.uint8)
+    out = normalize(x, 0.5, (1.0, 2.0, 3.0))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :, 0, 0], [[4.5, 4.0, 3.5]] * 2)
+    blob = np.empty((2, 3, 2, 2), np.float32)
+    assert normalize(x, 1.0, (), out=blob) is blob and (blob == 10).all()
+
+
+def test_handles_are_small_and_hashable():
+    handle = blocks.BlockHandle(0, "/a", "/b", 5, "host")
+    assert dataclasses.replace(handle) == handle and hash(handle) == hash(dataclasses.replace(handle))
