@@ -233,3 +233,39 @@ def test_dsl_net_and_fine_tuning_from_a_caffemodel(train_df, test_df, model, tmp
     before, after = accuracy(model.transform(test_df)), accuracy(tuned.transform(test_df))
     assert after > before - 0.05  # one more round from the trained weights, not from scratch
     assert after > 0.6
+
+
+def test_image_folder_trains_and_scores(spark, tmp_path):
+    """Spark's image data source (struct column, BGR bytes) straight into a conv net."""
+    from pyspark.sql import functions as F
+    from tests.spark.test_data_arrow_spark import _write_png
+    images, labels = fashion_mnist.load("test")
+    for i in range(60):
+        gray = np.pad(images[i], 2)  # 32x32
+        _write_png(tmp_path / f"{labels[i]}_{i}.png", np.repeat(gray[:, :, None], 3, axis=2))
+    df = (spark.read.format("image").load(str(tmp_path))
+          .withColumn("label", F.regexp_extract("image.origin", r"/(\d)_\d+\.png$", 1)
+                      .cast("double")))
+    est = SparkNetEstimator(netPrototxt=zoo.prototxt("cifar10_quick_train"),
+                            solverPrototxt=zoo.prototxt("cifar10_quick_solver"),
+                            featuresCol="image", batchSize=16, syncInterval=5, maxIter=2,
+                            numWorkers=3, seed=1)
+    model = est.fit(df)
+    assert est.getInputShape() is None and model.getInputShape() is None  # [3, 32, 32] inferred
+    assert list(model.history["samples"]) == [3 * 5 * 16] * 2  # repartitioned to 3 workers
+    scored = model.transform(df)
+    assert scored.count() == 60 and "image" in scored.columns
+    assert scored.filter(F.col("prediction").isNull()).count() == 0
+
+
+def _cuda_build():
+    from sparknet_ml.estimators.columns import caffe_has_cuda
+    return caffe_has_cuda()
+
+
+@pytest.mark.skipif(_cuda_build(), reason="pycaffe here is a CUDA build")
+def test_use_gpu_true_on_a_cpu_build_fails_clearly(train_df):
+    with pytest.raises(ValueError, match="useGpu='true' but pycaffe is a CPU-only build"):
+        lenet(useGpu="true").fit(train_df)
+    with pytest.raises(TypeError, match='param "useGpu". must be'):
+        lenet(useGpu="sometimes")
