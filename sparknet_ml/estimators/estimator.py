@@ -24,10 +24,9 @@ class NetPlan:
     train: TrainSpec
     inputs: InputSpec
     deploy: "netlib.DeployNet"
-    data_top: str
 
 
-def plan_nets(stage, features_col=None) -> NetPlan:
+def plan_nets(stage) -> NetPlan:
     """Parse and derive the training and deploy nets of ``stage``; no Spark job, no Caffe."""
     net = netlib.parse_net(stage.getNetPrototxt())
     netlib.check_layers(net)
@@ -45,23 +44,22 @@ def plan_nets(stage, features_col=None) -> NetPlan:
     if not solver.base_lr > 0:
         raise ValueError(f"solver base_lr must be positive, got {solver.base_lr}")
     scale, mean = netlib.input_transform(net)
+    scale, mean = float(scale), tuple(float(m) for m in mean)
     return NetPlan(
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
-                        data_top, label_top or "", scale=float(scale),
-                        mean=tuple(float(m) for m in mean)),
-        inputs=InputSpec(features_col or stage.getFeaturesCol(), stage.getLabelCol(), shape,
-                         float(scale), tuple(float(m) for m in mean)),
-        deploy=netlib.deploy_net(net, shape, batch),
-        data_top=data_top)
+                        data_top, label_top or "", scale=scale, mean=mean),
+        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape, scale, mean),
+        deploy=netlib.deploy_net(net, shape, batch))
 
 
 def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None):
     """Build the solver once on the driver (CPU): seeded fillers, then optional fine-tuning
     weights. Returns the state and the (layer name, blob count) layout of ``net.params``."""
     import caffe
-    from ..engine.solver import make_solver
-    from ..persistence.caffemodel import read_caffemodel
     from ..engine.scoring import load_weights
+    from ..engine.solver import make_solver
+    from ..engine.worker import get_state
+    from ..persistence.caffemodel import read_caffemodel
     caffe.set_mode_cpu()
     caffe.set_random_seed(seed % (2 ** 31))
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
@@ -75,7 +73,6 @@ def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None):
         current = {name: [b.data for b in blobs] for name, blobs in solver.net.params.items()}
         load_weights(solver.net, {**current, **matching})
     layout = [(name, len(blobs)) for name, blobs in solver.net.params.items()]
-    from ..engine.worker import get_state
     return get_state(solver), layout
 
 
@@ -233,7 +230,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
                                            workers, fit_id + "-validation")
                 cached.append(held_out)
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
-                                 plan.data_top, (plan.deploy.output_blob,), gpu)
+                                 train.data_top, (plan.deploy.output_blob,), gpu)
                 validate = lambda s: validation_accuracy(  # noqa: E731
                     sc, held_out, spec, plan.inputs, named_weights(s, layout))
             state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
@@ -245,7 +242,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
         model = SparkNetModel._create(
             weights=named_weights(state, layout), deploy_text=netlib.net_to_text(plan.deploy.net),
             output_blob=plan.deploy.output_blob, classification=plan.deploy.classification,
-            data_top=plan.data_top, history=[h.__dict__ for h in history],
+            data_top=train.data_top, history=[h.__dict__ for h in history],
             scale=plan.inputs.scale, mean=list(plan.inputs.mean),
             input_shape=list(plan.inputs.input_shape))
         model._resetUid(self.uid)

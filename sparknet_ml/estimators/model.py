@@ -105,19 +105,15 @@ class SparkNetModel(Model, _SparkNetParams, MLReadable, MLWritable):
 
     def _score_spec(self) -> ScoreSpec:
         from .. import net as netlib
+        from ..engine.solver import net_with_batch
         meta = self._meta
-        deploy = netlib.parse_net(meta["deploy_text"])
-        batch = self.getBatchSize()
-        for layer in deploy.layer:
-            if layer.type == "Input":
-                for shape in layer.input_param.shape:
-                    shape.dim[0] = batch
+        deploy = net_with_batch(meta["deploy_text"], self.getBatchSize())
         known = {top for layer in deploy.layer for top in layer.top}
         for blob in self.getOutputBlobs():
             if blob not in known:
                 raise ValueError(f"outputBlobs: the deploy net has no blob {blob!r}; it has "
                                  f"{', '.join(sorted(known))}")
-        return ScoreSpec(netlib.net_to_text(deploy), batch, meta["data_top"],
+        return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
                          columns.resolve_gpu(self.getUseGpu()))
 
