@@ -56,7 +56,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from _machine import machine
     from sparknet_ml.data import fashion_mnist
-    from sparknet_ml.engine import solver  # noqa: F401  (quiets glog before caffe loads)
+    os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe loads glog
     import caffe
     info = json.load(open(os.path.join(os.path.dirname(caffe.__file__), "build_info.json")))
     devices = args.devices.split(",") if args.devices != "auto" else (

@@ -174,7 +174,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
                                            partition)):
         normalize(features[rows], spec.scale, spec.mean, out=data)
         if label is not None:
-            np.take(labels, rows, out=label)
+            label[...] = labels[rows]
         solver.step(1)
         losses[k] = float(loss_blob.data)
     return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()))

@@ -13,7 +13,7 @@ from .. import net as netlib
 from ..distributed.blocks import InputSpec
 from ..distributed.rounds import cache_blocks, release_blocks, run_rounds
 from ..engine.worker import SolverState, TrainSpec
-from ..params import _SparkNetParams
+from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
 
 
@@ -85,7 +85,7 @@ def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
     return weights
 
 
-class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
+class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
     """Trains a Caffe net on a DataFrame with SparkNet's scheme.
 
     Each of ``maxIter`` rounds broadcasts the weights, runs ``syncInterval`` local SGD
@@ -130,10 +130,6 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
         """Sets solverPrototxt (text, a file path or a SolverParameter)."""
         return self._set(solverPrototxt=value)
 
-    def setFeaturesCol(self, value):
-        """Sets featuresCol."""
-        return self._set(featuresCol=value)
-
     def setLabelCol(self, value):
         """Sets labelCol."""
         return self._set(labelCol=value)
@@ -141,10 +137,6 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
     def setInputShape(self, value):
         """Sets inputShape."""
         return self._set(inputShape=value)
-
-    def setBatchSize(self, value):
-        """Sets batchSize."""
-        return self._set(batchSize=value)
 
     def setSyncInterval(self, value):
         """Sets syncInterval (tau)."""
@@ -162,29 +154,9 @@ class SparkNetEstimator(Estimator, _SparkNetParams, MLReadable, MLWritable):
         """Sets seed."""
         return self._set(seed=value)
 
-    def setPredictionCol(self, value):
-        """Sets predictionCol."""
-        return self._set(predictionCol=value)
-
-    def setProbabilityCol(self, value):
-        """Sets probabilityCol."""
-        return self._set(probabilityCol=value)
-
-    def setRawPredictionCol(self, value):
-        """Sets rawPredictionCol."""
-        return self._set(rawPredictionCol=value)
-
-    def setOutputBlobs(self, value):
-        """Sets outputBlobs."""
-        return self._set(outputBlobs=value)
-
     def setInitialWeights(self, value):
         """Sets initialWeights (a .caffemodel path)."""
         return self._set(initialWeights=value)
-
-    def setUseGpu(self, value):
-        """Sets useGpu ('auto', 'true', 'false')."""
-        return self._set(useGpu=value)
 
     def setValidationCol(self, value):
         """Sets validationCol."""

@@ -11,7 +11,7 @@ from pyspark.ml.util import MLReadable, MLWritable
 from ..distributed.blocks import InputSpec
 from ..engine.scoring import ScoreSpec, Weights, cached_net, forward, softmax, weights_key
 from ..engine.worker import normalize
-from ..params import _SparkNetParams
+from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
 
 
@@ -41,7 +41,7 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
                                          names=batch.schema.names + list(new))
 
 
-class SparkNetModel(Model, _SparkNetParams, MLReadable, MLWritable):
+class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
     """A trained Caffe net. ``transform`` keeps every input column and adds
     ``rawPrediction`` (logits, Vector), ``probability`` (softmax, Vector) and ``prediction``
     (double) for classification nets, plus one ``array<float>`` column per ``outputBlobs``
@@ -74,34 +74,6 @@ class SparkNetModel(Model, _SparkNetParams, MLReadable, MLWritable):
         """Per-round training statistics as a pandas DataFrame."""
         import pandas as pd
         return pd.DataFrame(self._meta.get("history", []))
-
-    def setFeaturesCol(self, value):
-        """Sets featuresCol."""
-        return self._set(featuresCol=value)
-
-    def setPredictionCol(self, value):
-        """Sets predictionCol."""
-        return self._set(predictionCol=value)
-
-    def setProbabilityCol(self, value):
-        """Sets probabilityCol."""
-        return self._set(probabilityCol=value)
-
-    def setRawPredictionCol(self, value):
-        """Sets rawPredictionCol."""
-        return self._set(rawPredictionCol=value)
-
-    def setOutputBlobs(self, value):
-        """Sets outputBlobs."""
-        return self._set(outputBlobs=value)
-
-    def setBatchSize(self, value):
-        """Sets batchSize (rows per forward pass)."""
-        return self._set(batchSize=value)
-
-    def setUseGpu(self, value):
-        """Sets useGpu."""
-        return self._set(useGpu=value)
 
     def _score_spec(self) -> ScoreSpec:
         from .. import net as netlib

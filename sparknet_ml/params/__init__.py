@@ -147,3 +147,35 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def getBaseLr(self) -> float | None:
         """Gets the value of baseLr."""
         return self.getOrDefault(self.baseLr)
+
+
+class _ScoringSetters:
+    """Setters of the params that matter when scoring: shared by the estimator and the model."""
+
+    def setFeaturesCol(self, value):
+        """Sets featuresCol."""
+        return self._set(featuresCol=value)
+
+    def setPredictionCol(self, value):
+        """Sets predictionCol."""
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value):
+        """Sets probabilityCol."""
+        return self._set(probabilityCol=value)
+
+    def setRawPredictionCol(self, value):
+        """Sets rawPredictionCol."""
+        return self._set(rawPredictionCol=value)
+
+    def setOutputBlobs(self, value):
+        """Sets outputBlobs (blobs added as array<float> columns by transform)."""
+        return self._set(outputBlobs=value)
+
+    def setBatchSize(self, value):
+        """Sets batchSize."""
+        return self._set(batchSize=value)
+
+    def setUseGpu(self, value):
+        """Sets useGpu ('auto', 'true', 'false')."""
+        return self._set(useGpu=value)

@@ -269,3 +269,15 @@ def test_use_gpu_true_on_a_cpu_build_fails_clearly(train_df):
         lenet(useGpu="true").fit(train_df)
     with pytest.raises(TypeError, match='param "useGpu". must be'):
         lenet(useGpu="sometimes")
+
+
+def test_net_and_solver_params_take_text_paths_and_messages(tmp_path):
+    from sparknet_ml.net import parse_net, parse_solver
+    (tmp_path / "net.prototxt").write_text(zoo.prototxt("lenet_train"))
+    (tmp_path / "solver.prototxt").write_text(zoo.prototxt("lenet_solver"))
+    est = SparkNetEstimator(netPrototxt=str(tmp_path / "net.prototxt"),
+                            solverPrototxt=tmp_path / "solver.prototxt")
+    assert est.getNetPrototxt() == zoo.prototxt("lenet_train")
+    assert parse_solver(est.getSolverPrototxt()).base_lr == pytest.approx(0.01)
+    est.setNetPrototxt(parse_net(zoo.prototxt("lenet_train")))
+    assert parse_net(est.getNetPrototxt()) == parse_net(zoo.prototxt("lenet_train"))
