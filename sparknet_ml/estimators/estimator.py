@@ -186,6 +186,9 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         gpu = columns.resolve_gpu(self.getUseGpu())
         train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
         workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
+        # The initial weights (and any initialWeights caffemodel) are checked on the driver
+        # before the first Spark job.
+        state, layout = initial_state(train, self.getSeed(), self.getInitialWeights())
         sc = dataset.sparkSession.sparkContext
         fit_id = uuid.uuid4().hex
         cached = []
@@ -195,7 +198,6 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             cached.append(blocks)
             if sum(sizes) == 0:
                 raise ValueError("the DataFrame has no rows to train on")
-            state, layout = initial_state(train, self.getSeed(), self.getInitialWeights())
             validate = None
             if validation:
                 held_out, _ = cache_blocks(dataset.filter(dataset[validation]), plan.inputs,
