@@ -8,7 +8,11 @@ is cached (Spark's locality preference); if an executor is lost, Spark recompute
 handles — converting those partitions again — on another one.
 
 Features whose values are all integers in 0..255 (pixels) are stored as uint8, else float32;
-the net's input transform (scale, mean) is applied per batch when the block is read.
+the net's input transform (scale, mean) is applied per batch when the block is read. Rows are
+stored in a canonical order (sorted by label and feature bytes), so a block converted again
+after a lost executor or a restarted driver is bit-identical whatever order Spark's shuffle
+delivered its rows in. Rows with a null or non-finite feature or label are dropped and counted:
+the driver refuses them or, with ``handleInvalid="skip"``, trains without them.
 """
 from __future__ import annotations
 
@@ -33,24 +37,45 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class BlockHandle:
-    """Where one partition's block lives: what Spark caches instead of the data."""
+    """Where one partition's block lives, and what the validation pass found in it: what
+    Spark caches instead of the data."""
 
     partition: int
     features_path: str
     labels_path: str
     rows: int
     host: str
+    invalid: int = 0             # rows dropped: null or non-finite feature or label
+    label_min: float = 0.0
+    label_max: float = 0.0
+    fractional_labels: int = 0   # labels that are not integers
+
+
+ROWS_SCHEMA = "features binary, labels binary, invalid long"
 
 
 def to_rows(batches, spec: InputSpec):
-    """mapInArrow function: each Arrow batch → one row of raw float32 features and labels."""
+    """mapInArrow function: each Arrow batch → one row of raw float32 features and labels,
+    with the count of invalid rows (null or non-finite) it dropped."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     from ..data.arrow import features_to_array, labels_to_array
     for batch in batches:
-        x = features_to_array(batch.column(spec.features_col), spec.input_shape,
-                              name=spec.features_col)
-        y = labels_to_array(batch.column(spec.label_col), name=spec.label_col)
-        yield pa.RecordBatch.from_pydict({"features": [x.tobytes()], "labels": [y.tobytes()]})
+        features, labels = batch.column(spec.features_col), batch.column(spec.label_col)
+        present = pc.and_(pc.is_valid(features), pc.is_valid(labels))
+        nulls = len(batch) - pc.sum(present.cast(pa.int64())).as_py() if len(batch) else 0
+        if nulls:
+            features, labels = features.filter(present), labels.filter(present)
+        x = features_to_array(features, spec.input_shape, name=spec.features_col)
+        y = labels_to_array(labels, name=spec.label_col)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) & np.isfinite(y)
+        if not finite.all():
+            x, y = x[finite], y[finite]
+        yield pa.RecordBatch.from_pydict({"features": [x.tobytes()], "labels": [y.tobytes()],
+                                          "invalid": [nulls + int((~finite).sum())]},
+                                         schema=pa.schema([("features", pa.binary()),
+                                                           ("labels", pa.binary()),
+                                                           ("invalid", pa.int64())]))
 
 
 def compact(x: np.ndarray) -> np.ndarray:
@@ -72,20 +97,35 @@ def _save(path: str, array: np.ndarray) -> None:
     os.replace(path + ".tmp", path)  # a retried task rewrites the same content atomically
 
 
+def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row order sorted by (label, feature bytes): independent of the order rows arrived in."""
+    if len(y) == 0:
+        return np.arange(0)
+    keys = np.concatenate([y.astype(">f4").view(np.uint8).reshape(len(y), 4),
+                           np.ascontiguousarray(x).reshape(len(y), -1).view(np.uint8)], axis=1)
+    return np.argsort(keys.view(np.dtype((np.void, keys.shape[1]))).ravel(), kind="stable")
+
+
 def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str):
     """Merge a partition's converted rows into one block on local disk; yield its handle."""
-    features, labels = [], []
+    features, labels, invalid = [], [], 0
     for row in rows:
         features.append(np.frombuffer(row.features, np.float32))
         labels.append(np.frombuffer(row.labels, np.float32))
-    x = np.concatenate(features) if features else np.empty(0, np.float32)
+        invalid += row.invalid
     y = np.concatenate(labels) if labels else np.empty(0, np.float32)
+    x = compact(np.concatenate(features) if features else np.empty(0, np.float32))
+    x = x.reshape((len(y),) + tuple(input_shape))
+    order = canonical_order(x, y)
+    x, y = x[order], y[order]
     directory = block_dir(fit_id)
     os.makedirs(directory, exist_ok=True)
     handle = BlockHandle(index, os.path.join(directory, f"part-{index:05d}-features.npy"),
                          os.path.join(directory, f"part-{index:05d}-labels.npy"), len(y),
-                         socket.gethostname())
-    _save(handle.features_path, compact(x).reshape((-1,) + tuple(input_shape)))
+                         socket.gethostname(), invalid,
+                         float(y.min()) if len(y) else 0.0, float(y.max()) if len(y) else 0.0,
+                         int((y != np.round(y)).sum()))
+    _save(handle.features_path, x)
     _save(handle.labels_path, y)
     yield handle
 
@@ -121,3 +161,37 @@ def drop_blocks(handles) -> None:
         for path in (handle.features_path, handle.labels_path):
             if os.path.exists(path):
                 os.remove(path)
+
+
+def check_summary(summary: list[BlockHandle], spec: InputSpec, handle_invalid: str,
+                  classes: int | None) -> None:
+    """The driver's verdict on the validation pass, before round 1.
+
+    Parameters
+    ----------
+    summary : list of BlockHandle
+        What the caching job found in every partition.
+    handle_invalid : {"error", "skip"}
+        Whether rows with null or NaN/Inf values stop the fit or were dropped for good.
+    classes : int or None
+        Outputs of a classification net (labels must be integers in [0, classes)); None for
+        other nets.
+    """
+    invalid = sum(h.invalid for h in summary)
+    if invalid and handle_invalid == "error":
+        raise ValueError(f"{invalid} rows have a null or NaN/Inf value in {spec.features_col!r} "
+                         f"or {spec.label_col!r}; clean them or set handleInvalid='skip'")
+    filled = [h for h in summary if h.rows]
+    if not filled:
+        raise ValueError("the DataFrame has no rows to train on"
+                         + (f" ({invalid} invalid rows skipped)" if invalid else ""))
+    if classes is None:
+        return
+    fractional = sum(h.fractional_labels for h in filled)
+    if fractional:
+        raise ValueError(f"label column {spec.label_col!r}: {fractional} labels are not "
+                         "integers; a classification net needs class indices")
+    low, high = min(h.label_min for h in filled), max(h.label_max for h in filled)
+    if low < 0 or high >= classes:
+        raise ValueError(f"label column {spec.label_col!r} ranges over [{low:g}, {high:g}] but "
+                         f"the net has {classes} outputs: labels must be in [0, {classes - 1}]")

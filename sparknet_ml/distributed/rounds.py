@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..engine.worker import (RoundResult, SolverState, TrainSpec, average_results, normalize,
                              train_round)
-from .blocks import InputSpec, drop_blocks, load_block, store_block, to_rows
+from .blocks import ROWS_SCHEMA, InputSpec, drop_blocks, load_block, store_block, to_rows
 
 log = logging.getLogger("sparknet_ml")
 
@@ -16,22 +19,33 @@ log = logging.getLogger("sparknet_ml")
 def cache_blocks(df, spec: InputSpec, num_workers: int, fit_id: str):
     """Convert ``df`` once into one block per worker partition (see :mod:`.blocks`).
 
+    This job is also the validation pass over the data: a feature of the wrong length fails
+    it with a ValueError naming the column; the returned handles count the invalid rows
+    dropped and give the label range.
+
     Returns
     -------
     handles : RDD of BlockHandle, persisted
-    sizes : list of int
-        Rows per partition.
+    summary : list of BlockHandle
+        The handles themselves, collected (small): rows, invalid rows, label range.
     """
     from pyspark import StorageLevel
+    from pyspark.errors import PythonException
     if df.rdd.getNumPartitions() != num_workers:
         df = df.repartition(num_workers)
     converted = df.select(spec.features_col, spec.label_col).mapInArrow(
-        functools.partial(to_rows, spec=spec), "features binary, labels binary")
+        functools.partial(to_rows, spec=spec), ROWS_SCHEMA)
     handles = converted.rdd.mapPartitionsWithIndex(functools.partial(
         store_block, input_shape=spec.input_shape, fit_id=fit_id))
     handles.setName(f"sparknet_ml blocks {fit_id}").persist(StorageLevel.MEMORY_AND_DISK)
-    sizes = handles.map(lambda handle: handle.rows).collect()
-    return handles, sizes
+    try:
+        summary = handles.collect()
+    except PythonException as err:  # surface our own ValueError, not a Python traceback
+        message = str(err)
+        if "ValueError: " not in message:
+            raise
+        raise ValueError(message.split("ValueError: ")[-1].strip().splitlines()[0]) from None
+    return handles, summary
 
 
 def release_blocks(handles) -> None:
@@ -40,9 +54,54 @@ def release_blocks(handles) -> None:
     handles.unpersist()
 
 
-def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau: int, seed: int):
+@dataclass(frozen=True)
+class FaultInjection:
+    """Test switch: the first attempt of partition 0's task fails in the given rounds.
+
+    Set with the Spark conf ``spark.sparknet.test.failRounds="2,5"`` (1-based rounds) and
+    ``spark.sparknet.test.failMode`` = ``raise`` (an exception, the default), ``exit``
+    (``os._exit(134)``, like a Caffe abort) or ``slow`` (a straggler: sleeps
+    ``spark.sparknet.test.slowSeconds``, default 5, for speculation to overtake it).
+    """
+
+    rounds: frozenset
+    mode: str = "raise"
+    slow_seconds: float = 5.0
+
+    @classmethod
+    def from_conf(cls, conf) -> "FaultInjection | None":
+        rounds = conf.get("spark.sparknet.test.failRounds", "")
+        if not rounds.strip():
+            return None
+        mode = conf.get("spark.sparknet.test.failMode", "raise")
+        if mode not in ("raise", "exit", "slow"):
+            raise ValueError(f"spark.sparknet.test.failMode must be raise, exit or slow, "
+                             f"not {mode!r}")
+        return cls(frozenset(int(r) for r in rounds.split(",")), mode,
+                   float(conf.get("spark.sparknet.test.slowSeconds", "5")))
+
+    def apply(self, round_number: int, partition: int) -> None:
+        """Fail (or stall) here when this is partition 0's first attempt in a chosen round."""
+        from pyspark import TaskContext
+        if round_number not in self.rounds or partition != 0:
+            return
+        if TaskContext.get().attemptNumber() != 0:
+            return
+        if self.mode == "exit":
+            os._exit(134)
+        if self.mode == "slow":
+            time.sleep(self.slow_seconds)
+            return
+        raise RuntimeError(f"sparknet_ml test: injected failure in round {round_number}, "
+                           f"partition {partition}")
+
+
+def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau: int, seed: int,
+               faults: FaultInjection | None = None):
     """The task of one partition in one round (module level: nothing of the driver's closes
     over it but its arguments)."""
+    if faults is not None:
+        faults.apply(round_index + 1, index)
     for handle in handles:
         features, labels = load_block(handle)
         yield train_round(spec, features, labels, state_bc.value, round_index, tau, seed, index)
@@ -87,8 +146,21 @@ class RoundStats:
     validation_accuracy: float | None = None
 
 
+def check_finite(round_number: int, results: list[RoundResult], state: SolverState) -> None:
+    """Stop a diverged fit, naming the round (and the partition when its own loss shows it)."""
+    for r in results:
+        if r.samples and not np.isfinite(r.loss):
+            raise FloatingPointError(f"round {round_number}: the loss of partition {r.partition} "
+                                     f"is {r.loss} (training diverged: lower base_lr)")
+    for i, weights in enumerate(state.weights):
+        if not np.isfinite(weights).all():
+            raise FloatingPointError(f"round {round_number}: averaged weight blob {i} holds "
+                                     "NaN or Inf (training diverged: lower base_lr)")
+
+
 def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
-               seed: int, validate=None, validate_every: int = 1
+               seed: int, validate=None, validate_every: int = 1, start: int = 0,
+               history=None, faults: FaultInjection | None = None, checkpoint=None
                ) -> tuple[SolverState, list[RoundStats]]:
     """Run SparkNet rounds: each one a Spark job over the cached blocks.
 
@@ -103,20 +175,27 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
     validate : callable, optional
         Maps a state to a validation accuracy; called every ``validate_every`` rounds and
         after the last one.
+    start, history :
+        Rounds already done (resuming from a checkpoint) and their statistics.
+    faults : FaultInjection, optional
+        Test switch injecting task failures.
+    checkpoint : callable, optional
+        Called as ``checkpoint(rounds_done, state, history)`` after every round.
     """
-    history = []
-    for r in range(rounds):
+    history = list(history or [])
+    for r in range(start, rounds):
         started = time.perf_counter()
         state_bc = sc.broadcast(state)
         sc.setJobDescription(f"SparkNet round {r + 1}/{rounds} (tau={tau})")
         try:
             results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
                 round_task, spec=spec, state_bc=state_bc, round_index=r, tau=tau,
-                seed=seed)).collect()
+                seed=seed, faults=faults)).collect()
         finally:
             sc.setJobDescription(None)
             state_bc.unpersist()
         state, samples, loss = average_results(results)
+        check_finite(r + 1, results, state)
         seconds = time.perf_counter() - started
         stats = RoundStats(r + 1, loss, samples, seconds, samples / seconds)
         if validate is not None and ((r + 1) % validate_every == 0 or r + 1 == rounds):
@@ -126,4 +205,6 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
                  stats.samples_per_second, seconds,
                  "" if stats.validation_accuracy is None
                  else f"  validation accuracy {stats.validation_accuracy:.4f}")
+        if checkpoint is not None:
+            checkpoint(r + 1, state, history)
     return state, history

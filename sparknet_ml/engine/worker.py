@@ -74,6 +74,7 @@ class RoundResult:
     state: SolverState | None  # None when the partition had no data
     samples: int
     loss: float                # mean training loss over the round's iterations
+    partition: int = -1
 
 
 def normalize(x: np.ndarray, scale: float, mean: tuple[float, ...], out=None) -> np.ndarray:
@@ -159,7 +160,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     """
     n = len(features)
     if n == 0:
-        return RoundResult(None, 0, 0.0)
+        return RoundResult(None, 0, 0.0, partition)
     import caffe
     solver = cached_solver(spec)
     set_state(solver, state)
@@ -177,7 +178,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
             label[...] = labels[rows]
         solver.step(1)
         losses[k] = float(loss_blob.data)
-    return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()))
+    return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()), partition)
 
 
 def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float]:

@@ -1,7 +1,8 @@
-"""Driver-side checks of input columns and of the GPU choice, before any Spark job."""
+"""Driver-side checks of input columns, batch memory and the GPU choice, before any Spark job."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -45,6 +46,20 @@ def check_boolean(schema: T.StructType, name: str) -> None:
     if not isinstance(dtype, T.BooleanType):
         raise ValueError(f"validation column {name!r} has type {dtype.simpleString()}; "
                          "expected boolean")
+
+
+MAX_INPUT_BATCH_BYTES = 2 ** 30
+"""Largest float32 input batch, ``batchSize * prod(inputShape) * 4`` bytes (1 GiB)."""
+
+
+def check_input_memory(batch: int, shape) -> None:
+    """Raise when a float32 batch of ``batch`` examples of ``shape`` is over
+    :data:`MAX_INPUT_BATCH_BYTES`."""
+    size = int(batch) * math.prod(int(d) for d in shape) * 4
+    if size > MAX_INPUT_BATCH_BYTES:
+        raise ValueError(f"batchSize={batch} x inputShape={list(shape)} x 4 bytes = {size} bytes "
+                         f"per input batch, over the {MAX_INPUT_BATCH_BYTES} bytes cap "
+                         "(MAX_INPUT_BATCH_BYTES); lower batchSize or inputShape")
 
 
 def caffe_has_cuda() -> bool:

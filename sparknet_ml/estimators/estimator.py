@@ -10,8 +10,10 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import MLReadable, MLWritable
 
 from .. import net as netlib
-from ..distributed.blocks import InputSpec
-from ..distributed.rounds import cache_blocks, release_blocks, run_rounds
+from ..distributed.blocks import InputSpec, check_summary
+from ..distributed.checkpoint import fit_signature, load_checkpoint, save_checkpoint
+from ..distributed.rounds import (FaultInjection, RoundStats, cache_blocks, log, release_blocks,
+                                  run_rounds)
 from ..engine.worker import SolverState, TrainSpec
 from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
@@ -27,15 +29,27 @@ class NetPlan:
 
 
 def plan_nets(stage) -> NetPlan:
-    """Parse and derive the training and deploy nets of ``stage``; no Spark job, no Caffe."""
+    """Parse and derive the training and deploy nets of ``stage``; no Spark job, no Caffe.
+
+    Raises
+    ------
+    ValueError
+        Naming the param, layer or shape at fault: maxIter <= 0, a bad or oversized net or
+        solver, a disallowed layer, a blob or input batch over its cap, base_lr <= 0 or NaN.
+    """
+    from ..net.layers import check_blob_shapes
+    if stage.getMaxIter() <= 0:
+        raise ValueError(f"maxIter must be a positive integer, got {stage.getMaxIter()}")
     net = netlib.parse_net(stage.getNetPrototxt())
     netlib.check_layers(net)
+    check_blob_shapes(net)
     shape = stage.getInputShape() or netlib.infer_input_shape(netlib.filter_phase(net, 0))
     if not shape:
         raise ValueError("inputShape is not set and the net states no input shape: "
                          "set inputShape=[C, H, W]")
     shape = tuple(int(d) for d in shape)
     batch = stage.getBatchSize()
+    columns.check_input_memory(batch, shape)
     train_net = netlib.train_net(net, shape, batch)
     data_top, label_top = netlib.data_layer_tops(train_net)
     solver = netlib.parse_solver(stage.getSolverPrototxt())
@@ -52,9 +66,10 @@ def plan_nets(stage) -> NetPlan:
         deploy=netlib.deploy_net(net, shape, batch))
 
 
-def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None):
+def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, output_blob: str):
     """Build the solver once on the driver (CPU): seeded fillers, then optional fine-tuning
-    weights. Returns the state and the (layer name, blob count) layout of ``net.params``."""
+    weights. Returns the state, the (layer name, blob count) layout of ``net.params`` and the
+    number of values per example in ``output_blob``."""
     import caffe
     from ..engine.scoring import load_weights
     from ..engine.solver import make_solver
@@ -73,7 +88,8 @@ def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None):
         current = {name: [b.data for b in blobs] for name, blobs in solver.net.params.items()}
         load_weights(solver.net, {**current, **matching})
     layout = [(name, len(blobs)) for name, blobs in solver.net.params.items()]
-    return get_state(solver), layout
+    outputs = int(np.prod(solver.net.blobs[output_blob].data.shape[1:]))
+    return get_state(solver), layout, outputs
 
 
 def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
@@ -108,7 +124,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                  numWorkers=None, seed=None, predictionCol="prediction",
                  probabilityCol="probability", rawPredictionCol="rawPrediction",
                  outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
-                 validationInterval=5, baseLr=None):
+                 validationInterval=5, handleInvalid="error", checkpointDir=None,
+                 checkpointInterval=10, baseLr=None):
         super().__init__()
         self._set(**self._input_kwargs)
 
@@ -118,7 +135,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                   numWorkers=None, seed=None, predictionCol="prediction",
                   probabilityCol="probability", rawPredictionCol="rawPrediction",
                   outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
-                  validationInterval=5, baseLr=None):
+                  validationInterval=5, handleInvalid="error", checkpointDir=None,
+                  checkpointInterval=10, baseLr=None):
         """Sets params; same keywords as the constructor."""
         return self._set(**self._input_kwargs)
 
@@ -166,6 +184,18 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         """Sets validationInterval."""
         return self._set(validationInterval=value)
 
+    def setHandleInvalid(self, value):
+        """Sets handleInvalid ('error' or 'skip')."""
+        return self._set(handleInvalid=value)
+
+    def setCheckpointDir(self, value):
+        """Sets checkpointDir."""
+        return self._set(checkpointDir=value)
+
+    def setCheckpointInterval(self, value):
+        """Sets checkpointInterval."""
+        return self._set(checkpointInterval=value)
+
     def setBaseLr(self, value):
         """Sets baseLr (overrides the solver's base_lr)."""
         return self._set(baseLr=value)
@@ -185,19 +215,21 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             columns.check_boolean(dataset.schema, validation)
         gpu = columns.resolve_gpu(self.getUseGpu())
         train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
-        workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
         # The initial weights (and any initialWeights caffemodel) are checked on the driver
-        # before the first Spark job.
-        state, layout = initial_state(train, self.getSeed(), self.getInitialWeights())
+        # before the first Spark job (counting partitions can run one).
+        state, layout, outputs = initial_state(train, self.getSeed(), self.getInitialWeights(),
+                                               plan.deploy.output_blob)
+        workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
         sc = dataset.sparkSession.sparkContext
+        faults = FaultInjection.from_conf(sc.getConf())
         fit_id = uuid.uuid4().hex
         cached = []
         try:
-            blocks, sizes = cache_blocks(dataset.filter(~dataset[validation]) if validation
-                                         else dataset, plan.inputs, workers, fit_id)
+            blocks, summary = cache_blocks(dataset.filter(~dataset[validation]) if validation
+                                           else dataset, plan.inputs, workers, fit_id)
             cached.append(blocks)
-            if sum(sizes) == 0:
-                raise ValueError("the DataFrame has no rows to train on")
+            check_summary(summary, plan.inputs, self.getHandleInvalid(),
+                          outputs if plan.deploy.classification else None)
             validate = None
             if validation:
                 held_out, _ = cache_blocks(dataset.filter(dataset[validation]), plan.inputs,
@@ -207,9 +239,11 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                                  train.data_top, (plan.deploy.output_blob,), gpu)
                 validate = lambda s: validation_accuracy(  # noqa: E731
                     sc, held_out, spec, plan.inputs, named_weights(s, layout))
+            start, state, history, checkpoint = self._resume(train, summary, layout, state)
             state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
                                         self.getSyncInterval(), self.getSeed(), validate,
-                                        self.getValidationInterval())
+                                        self.getValidationInterval(), start, history, faults,
+                                        checkpoint)
         finally:
             for handles in cached:
                 release_blocks(handles)
@@ -221,6 +255,31 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             input_shape=list(plan.inputs.input_shape))
         model._resetUid(self.uid)
         return self._copyValues(model)
+
+    def _resume(self, train: TrainSpec, summary, layout, state):
+        """Rounds done, state and history to start from (the latest checkpoint in
+        checkpointDir, if any), and the checkpoint callback for run_rounds (or None)."""
+        directory = self.getCheckpointDir()
+        if not directory:
+            return 0, state, [], None
+        tau, interval, rounds = (self.getSyncInterval(), self.getCheckpointInterval(),
+                                 self.getMaxIter())
+        signature = fit_signature(net=train.net_text, solver=train.solver_text,
+                                  batch=train.batch_size, tau=tau, seed=self.getSeed(),
+                                  scale=train.scale, mean=train.mean,
+                                  rows=[h.rows for h in summary])
+        start, history = 0, []
+        found = load_checkpoint(directory, signature, layout)
+        if found is not None:
+            start, state, done = found
+            history = [RoundStats(**stats) for stats in done]
+            log.info("resuming from the checkpoint after round %d in %s", start, directory)
+
+        def checkpoint(done: int, current, stats) -> None:
+            if done % interval == 0 or done == rounds:
+                save_checkpoint(directory, done, current, layout, [h.__dict__ for h in stats],
+                                signature, done * tau)
+        return start, state, history, checkpoint
 
     @classmethod
     def read(cls):

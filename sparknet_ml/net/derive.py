@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from caffe.proto import caffe_pb2
 
-from .layers import DATA_LAYER_TYPES, check_bottoms, check_layers
+from .layers import DATA_LAYER_TYPES, check_blob_shape, check_bottoms, check_layers
 from .prototxt import NetSpecError, parse_net
 
 # Data layers that apply their transform_param to what they read; the others ignore it.
@@ -252,12 +252,14 @@ def _is_loss(layer: caffe_pb2.LayerParameter) -> bool:
 
 
 def _batch_shape(input_shape: Sequence[int], batch_size: int) -> list[int]:
-    """``[batch_size, *input_shape]``, checked."""
+    """``[batch_size, *input_shape]``, checked (also against ``MAX_BLOB_ELEMENTS``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise NetSpecError(f"batch_size must be a positive int, got {batch_size!r}")
     dims = list(input_shape)
     if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise NetSpecError(f"input_shape must be a non-empty list of positive ints, got {input_shape!r}")
+    check_blob_shape("layer 'data' (Input fed from the DataFrame, [batch_size, *input_shape])",
+                     [batch_size, *dims])
     return [batch_size, *dims]
 
 
@@ -282,7 +284,8 @@ def train_net(net, input_shape: Sequence[int], batch_size: int) -> caffe_pb2.Net
     Raises
     ------
     NetSpecError
-        No data layer, no loss layer, a bottom nothing produces, or a disallowed layer type.
+        No data layer, no loss layer, a bottom nothing produces, a disallowed layer type, or
+        a data blob over ``MAX_BLOB_ELEMENTS``.
     """
     train = filter_phase(net, caffe_pb2.TRAIN)
     data_top, label_top = _data_tops(train)
@@ -323,8 +326,8 @@ def deploy_net(net, input_shape: Sequence[int], batch_size: int) -> DeployNet:
     Raises
     ------
     NetSpecError
-        No data layer, a bottom nothing produces, a disallowed layer type, or a loss whose
-        first bottom needs the label.
+        No data layer, a bottom nothing produces, a disallowed layer type, a data blob over
+        ``MAX_BLOB_ELEMENTS``, or a loss whose first bottom needs the label.
     """
     test = filter_phase(net, caffe_pb2.TEST)
     data_top, label_top = _data_tops(test)

@@ -11,9 +11,16 @@ rest of the SSD / Faster R-CNN detection family (``PriorBox``, ``MultiBoxLoss``,
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from caffe.proto import caffe_pb2
 
 from .prototxt import NetSpecError
+
+MAX_BLOB_ELEMENTS = 2 ** 28
+"""Most elements of any blob shape a net states (2**28, 1 GiB of float32): Caffe allocates
+blobs on first use, and aborts the process on a negative or int-overflowing dimension."""
 
 DATA_LAYER_TYPES = frozenset({
     "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Input", "DummyData"})
@@ -78,3 +85,62 @@ def check_bottoms(net: caffe_pb2.NetParameter) -> None:
                 raise NetSpecError(
                     f"layer {layer.name!r}: bottom {bottom!r} is not a top of any earlier layer")
         produced.update(layer.top)
+
+
+def check_blob_shape(owner: str, shape: Sequence[int]) -> None:
+    """Raise unless ``shape`` has no negative dimension and at most :data:`MAX_BLOB_ELEMENTS`.
+
+    Raises
+    ------
+    NetSpecError
+        Naming ``owner`` (the layer or blob) and the shape.
+    """
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise NetSpecError(f"{owner}: shape {dims} has a negative dimension")
+    count = math.prod(dims)
+    if count > MAX_BLOB_ELEMENTS:
+        raise NetSpecError(f"{owner}: shape {dims} has {count} elements, over the "
+                           f"{MAX_BLOB_ELEMENTS} cap (MAX_BLOB_ELEMENTS)")
+
+
+def _stated_shapes(net: caffe_pb2.NetParameter):
+    """(owner, shape) of every blob shape written in ``net``."""
+    for i, shape in enumerate(net.input_shape):
+        yield f"net input {i}", shape.dim
+    for i in range(0, len(net.input_dim), 4):
+        yield f"net input {i // 4}", net.input_dim[i:i + 4]
+    for layer in net.layer:
+        owner = f"layer {layer.name!r} ({layer.type})"
+        if layer.type == "Input":
+            shapes = [s.dim for s in layer.input_param.shape]
+        elif layer.type == "DummyData":
+            p = layer.dummy_data_param
+            legacy = (p.num, p.channels, p.height, p.width)
+            shapes = [s.dim for s in p.shape] + [
+                [r[min(i, len(r) - 1)] if r else 0 for r in legacy]
+                for i in range(max(len(r) for r in legacy))]
+        elif layer.type == "MemoryData":
+            p = layer.memory_data_param
+            shapes = [(p.batch_size, p.channels, p.height, p.width)]
+        elif layer.type == "Parameter":
+            shapes = [layer.parameter_param.shape.dim]
+        else:
+            shapes = []
+        for shape in shapes:
+            yield owner, shape
+
+
+def check_blob_shapes(net: caffe_pb2.NetParameter) -> None:
+    """Raise unless every blob shape ``net`` states passes :func:`check_blob_shape`.
+
+    Checked: legacy ``input_shape`` / ``input_dim``, ``Input`` and ``DummyData`` shapes,
+    ``MemoryData`` batch shapes and ``Parameter`` shapes, in every phase.
+
+    Raises
+    ------
+    NetSpecError
+        Naming the first layer at fault and the shape.
+    """
+    for owner, shape in _stated_shapes(net):
+        check_blob_shape(owner, shape)

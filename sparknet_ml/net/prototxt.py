@@ -19,6 +19,18 @@ class NetSpecError(ValueError):
     """A net or solver specification that sparknet_ml cannot use; the message names the culprit."""
 
 
+MAX_PROTOTXT_BYTES = 16 * 2 ** 20
+"""Largest net or solver prototxt parsed (16 MiB): text_format's parse time and memory grow
+with the text, so larger inputs are refused before parsing."""
+
+
+def _check_size(size: int, kind: str, source: str) -> None:
+    """Raise when a prototxt of ``size`` bytes is over :data:`MAX_PROTOTXT_BYTES`."""
+    if size > MAX_PROTOTXT_BYTES:
+        raise NetSpecError(f"{kind} {source}: {size} bytes of prototxt, over the "
+                           f"{MAX_PROTOTXT_BYTES} bytes cap (MAX_PROTOTXT_BYTES)")
+
+
 def _parse(value, message_type: type[Message]) -> Message:
     """Parse ``value`` (text, path or message) into a new ``message_type``."""
     kind = message_type.DESCRIPTOR.name
@@ -34,6 +46,7 @@ def _parse(value, message_type: type[Message]) -> Message:
     if not isinstance(value, str):
         raise TypeError(
             f"{kind}: expected prototxt text, a path or a {kind}, got {type(value).__name__}")
+    _check_size(len(value.encode()), kind, "text")
     looks_like_path = "\n" not in value and "{" not in value
     if looks_like_path and os.path.isfile(value):
         return _parse_file(value, message_type)
@@ -48,6 +61,7 @@ def _parse(value, message_type: type[Message]) -> Message:
 
 def _parse_file(path: str, message_type: type[Message]) -> Message:
     """Parse the prototxt file at ``path``."""
+    _check_size(os.path.getsize(path), message_type.DESCRIPTOR.name, repr(path))
     with open(path) as f:
         return _parse_text(f.read(), message_type, source=repr(path))
 
@@ -80,8 +94,8 @@ def parse_net(value) -> caffe_pb2.NetParameter:
     Raises
     ------
     NetSpecError
-        On a syntax error (with line and column), a missing file, or a net in the V1
-        ``layers`` format.
+        On a syntax error (with line and column), a missing file, text or a file over
+        :data:`MAX_PROTOTXT_BYTES`, or a net in the V1 ``layers`` format.
     """
     net = _parse(value, caffe_pb2.NetParameter)
     if net.layers:

@@ -36,11 +36,14 @@ def _optional(converter):
     return lambda value: None if value is None else converter(value)
 
 
-def _use_gpu(value) -> str:
-    text = str(value).lower()
-    if text not in ("auto", "true", "false"):
-        raise TypeError(f"must be 'auto', 'true' or 'false', got {value!r}")
-    return text
+def _choice(*choices):
+    def convert(value) -> str:
+        text = str(value).lower()
+        if text not in choices:
+            raise TypeError(f"must be one of {', '.join(repr(c) for c in choices)}, "
+                            f"got {value!r}")
+        return text
+    return convert
 
 
 def _positive_float(value) -> float:
@@ -82,13 +85,24 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
                            typeConverter=_optional(TypeConverters.toString))
     useGpu = Param(Params._dummy(), "useGpu",
                    "'auto' (GPU when pycaffe has CUDA and a GPU is visible), 'true', 'false'",
-                   typeConverter=_use_gpu)
+                   typeConverter=_choice("auto", "true", "false"))
     validationCol = Param(Params._dummy(), "validationCol",
                           "boolean column marking rows held out of training for validation",
                           typeConverter=_optional(TypeConverters.toString))
     validationInterval = Param(Params._dummy(), "validationInterval",
                                "rounds between validation accuracy evaluations (and after "
                                "the last round), when validationCol is set",
+                               typeConverter=_positive_int)
+    handleInvalid = Param(Params._dummy(), "handleInvalid",
+                          "rows with a null or NaN/Inf feature or label: 'error' (default) "
+                          "stops before round 1, 'skip' trains without them",
+                          typeConverter=_choice("error", "skip"))
+    checkpointDir = Param(Params._dummy(), "checkpointDir",
+                          "folder for checkpoints (weights, solver state, round, history); a "
+                          "fit given the same folder resumes from its latest checkpoint",
+                          typeConverter=_optional(TypeConverters.toString))
+    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
+                               "rounds between checkpoints (and after the last round)",
                                typeConverter=_positive_int)
     baseLr = Param(Params._dummy(), "baseLr",
                    "overrides the solver's base_lr (for parameter grids)",
@@ -98,7 +112,8 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
         super().__init__(*args)
         self._setDefault(batchSize=64, syncInterval=50, maxIter=40, numWorkers=None,
                          inputShape=None, outputBlobs=[], initialWeights=None, useGpu="auto",
-                         validationCol=None, validationInterval=5, baseLr=None)
+                         validationCol=None, validationInterval=5, handleInvalid="error",
+                         checkpointDir=None, checkpointInterval=10, baseLr=None)
 
     def getNetPrototxt(self) -> str:
         """Gets the value of netPrototxt."""
@@ -143,6 +158,18 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def getValidationInterval(self) -> int:
         """Gets the value of validationInterval."""
         return self.getOrDefault(self.validationInterval)
+
+    def getHandleInvalid(self) -> str:
+        """Gets the value of handleInvalid."""
+        return self.getOrDefault(self.handleInvalid)
+
+    def getCheckpointDir(self) -> str | None:
+        """Gets the value of checkpointDir."""
+        return self.getOrDefault(self.checkpointDir)
+
+    def getCheckpointInterval(self) -> int:
+        """Gets the value of checkpointInterval."""
+        return self.getOrDefault(self.checkpointInterval)
 
     def getBaseLr(self) -> float | None:
         """Gets the value of baseLr."""

@@ -1,6 +1,7 @@
 """MLWriter / MLReader for both stages: Spark's JSON metadata, plus for models the deploy
 prototxt and a caffemodel. Nothing is pickled; loading checks the class the metadata names
-instead of importing it."""
+instead of importing it, reads no file that resolves outside the saved directory, and
+refuses prototxt params that name a file (their converter would read it)."""
 from __future__ import annotations
 
 import json
@@ -21,12 +22,39 @@ def class_name(cls) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
+def _file_inside(root: str, path: str) -> str:
+    """``path`` resolved (symlinks followed), after checking it is a regular file in ``root``."""
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
+        raise ValueError(f"{path} resolves to {real}, which is not a regular file inside "
+                         f"{root}; refusing to read it")
+    return real
+
+
+def _check_prototxt_params(path: str, metadata: dict) -> None:
+    """Refuse saved prototxt params that look like a path to an existing file: saved values
+    are always text, and setting a path would read that file."""
+    for name in ("netPrototxt", "solverPrototxt"):
+        value = metadata["paramMap"].get(name)
+        if (isinstance(value, str) and "\n" not in value and "{" not in value
+                and os.path.exists(value)):
+            raise ValueError(f"{path}: param {name} names the file {value!r} instead of "
+                             "holding prototxt text; refusing to read it")
+
+
 class StageWriter(MLWriter):
     """Writes a SparkNetEstimator or SparkNetModel."""
 
     def __init__(self, instance):
         super().__init__()
         self.instance = instance
+
+    def save(self, path: str) -> None:
+        """Save to ``path``; an existing local ``path`` needs ``write().overwrite()``."""
+        if not self.shouldOverwrite and os.path.exists(path):
+            raise ValueError(f"{path} already exists; use write().overwrite().save(path) "
+                             "to replace it")
+        super().save(path)
 
     def saveImpl(self, path: str) -> None:
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
@@ -55,19 +83,29 @@ class StageReader(MLReader):
         self.cls = cls
 
     def load(self, path: str):
+        """Load the stage saved at ``path``.
+
+        Raises
+        ------
+        ValueError
+            When the metadata names another class (nothing is imported), a prototxt param
+            names a file, or a model file resolves outside ``path``.
+        """
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
         if metadata["class"] != class_name(self.cls):
             raise ValueError(f"{path} holds a {metadata['class']!r}, not a "
                              f"{class_name(self.cls)!r}")
+        _check_prototxt_params(path, metadata)
         instance = self.cls()
         if hasattr(instance, "_weights"):
+            root = os.path.realpath(path)
             directory = os.path.join(path, _MODEL_DIR)
-            with open(os.path.join(directory, _META)) as f:
+            with open(_file_inside(root, os.path.join(directory, _META))) as f:
                 meta = json.load(f)
             shapes = meta.pop("layers")
-            with open(os.path.join(directory, _DEPLOY)) as f:
+            with open(_file_inside(root, os.path.join(directory, _DEPLOY))) as f:
                 meta["deploy_text"] = f.read()
-            weights = read_caffemodel(os.path.join(directory, _WEIGHTS))
+            weights = read_caffemodel(_file_inside(root, os.path.join(directory, _WEIGHTS)))
             found = {name: [list(b.shape) for b in blobs] for name, blobs in weights.items()}
             if found != shapes:
                 raise ValueError(f"{directory}/{_WEIGHTS} does not match {_META}: "

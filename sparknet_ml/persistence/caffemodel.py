@@ -1,9 +1,14 @@
 """Read and write Caffe's binary ``.caffemodel`` (a NetParameter whose layers carry blobs)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 Weights = dict[str, list[np.ndarray]]
+
+MAX_CAFFEMODEL_BYTES = 2 * 2 ** 30
+"""Largest ``.caffemodel`` read (2 GiB, protobuf's own message limit), checked before reading."""
 
 
 def _blob_array(blob) -> np.ndarray:
@@ -43,7 +48,17 @@ def parse_caffemodel(data: bytes) -> Weights:
 
 
 def read_caffemodel(path: str) -> Weights:
-    """Learnable blobs by layer name from a ``.caffemodel`` file."""
+    """Learnable blobs by layer name from a ``.caffemodel`` file.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``: a file over :data:`MAX_CAFFEMODEL_BYTES`, or as :func:`parse_caffemodel`.
+    """
+    size = os.path.getsize(path)
+    if size > MAX_CAFFEMODEL_BYTES:
+        raise ValueError(f"{path}: {size} bytes, over the {MAX_CAFFEMODEL_BYTES} bytes cap "
+                         "(MAX_CAFFEMODEL_BYTES)")
     with open(path, "rb") as f:
         try:
             return parse_caffemodel(f.read())

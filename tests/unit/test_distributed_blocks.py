@@ -12,7 +12,7 @@ from sparknet_ml.engine.worker import normalize
 def rows_of(x, y, chunks=2):
     for xs, ys in zip(np.array_split(x, chunks), np.array_split(y, chunks)):
         yield types.SimpleNamespace(features=xs.astype(np.float32).tobytes(),
-                                    labels=ys.astype(np.float32).tobytes())
+                                    labels=ys.astype(np.float32).tobytes(), invalid=1)
 
 
 def test_pixels_are_stored_as_uint8_and_read_back_exactly(tmp_path, monkeypatch):
@@ -20,11 +20,12 @@ def test_pixels_are_stored_as_uint8_and_read_back_exactly(tmp_path, monkeypatch)
     x = np.random.default_rng(0).integers(0, 256, (10, 1, 4, 4)).astype(np.float32)
     y = np.arange(10, dtype=np.float32)
     (handle,) = blocks.store_block(3, rows_of(x, y), (1, 4, 4), "fit1")
-    assert handle.rows == 10 and handle.partition == 3
+    assert handle.rows == 10 and handle.partition == 3 and handle.invalid == 2
+    assert (handle.label_min, handle.label_max, handle.fractional_labels) == (0, 9, 0)
     assert handle.features_path.startswith(str(tmp_path / "sparknet_ml-blocks" / "fit1"))
     features, labels = blocks.load_block(handle)
     assert features.dtype == np.uint8 and isinstance(features, np.memmap)
-    np.testing.assert_array_equal(features, x)
+    np.testing.assert_array_equal(features, x)  # labels 0..9 ascending: already canonical
     np.testing.assert_array_equal(labels, y)
     blocks.drop_blocks([handle])
     with pytest.raises(FileNotFoundError, match="training block of partition 3 is on host"):
@@ -34,10 +35,13 @@ def test_pixels_are_stored_as_uint8_and_read_back_exactly(tmp_path, monkeypatch)
 def test_non_pixel_values_stay_float32(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
     x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4)
-    (handle,) = blocks.store_block(0, rows_of(x, np.zeros(6)), (4,), "fit2")
-    features, _ = blocks.load_block(handle)
-    assert features.dtype == np.float32
-    np.testing.assert_array_equal(features, x)
+    y = np.array([0, 1, 0, 1, 0.5, 0], np.float32)
+    (handle,) = blocks.store_block(0, rows_of(x, y), (4,), "fit2")
+    features, labels = blocks.load_block(handle)
+    assert features.dtype == np.float32 and handle.fractional_labels == 1
+    order = blocks.canonical_order(x, y)
+    np.testing.assert_array_equal(features, x[order])
+    np.testing.assert_array_equal(labels, y[order])
     assert blocks.compact(np.array([0.0, 255.0, 256.0])).dtype != np.uint8
     assert blocks.compact(np.array([0.0, 2.5])).dtype != np.uint8
 
@@ -61,3 +65,16 @@ def test_normalize_applies_mean_then_scale_per_channel():
 def test_handles_are_small_and_hashable():
     handle = blocks.BlockHandle(0, "/a", "/b", 5, "host")
     assert dataclasses.replace(handle) == handle and hash(handle) == hash(dataclasses.replace(handle))
+
+
+def test_block_content_does_not_depend_on_row_arrival_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (50, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 50).astype(np.float32)
+    x[7], y[7] = x[3], y[3]  # a duplicate row
+    shuffled = rng.permutation(50)
+    (a,) = blocks.store_block(0, rows_of(x, y, 3), (6,), "order-a")
+    (b,) = blocks.store_block(0, rows_of(x[shuffled], y[shuffled], 4), (6,), "order-b")
+    for u, v in zip(blocks.load_block(a), blocks.load_block(b)):
+        np.testing.assert_array_equal(u, v)

@@ -1,0 +1,87 @@
+"""Exact recovery: injected task failures, a killed executor JVM, a straggler with speculation
+on, and a killed driver resumed from its checkpoint all end in bit-identical weights.
+
+Each fit runs reliability_job.py in its own process (one SparkContext per process)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("caffe")
+
+JOB = os.path.join(os.path.dirname(__file__), "reliability_job.py")
+
+
+def run_job(*args, timeout=600):
+    done = subprocess.run([sys.executable, JOB, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def digest_of(*args):
+    code, out, err = run_job(*args)
+    assert code == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["rounds"] == 6
+    return result["digest"], err
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return digest_of("local[2,4]")[0]
+
+
+def test_injected_task_failures_are_retried_to_the_same_weights(baseline):
+    raised, _ = digest_of("local[2,4]", "--conf", "spark.sparknet.test.failRounds=2,5")
+    aborted, _ = digest_of("local[2,4]", "--conf", "spark.sparknet.test.failRounds=3",
+                           "--conf", "spark.sparknet.test.failMode=exit")
+    assert raised == baseline and aborted == baseline
+
+
+def test_a_task_failing_past_max_failures_fails_the_fit_with_its_cause():
+    code, _, err = run_job("local[2]", "--conf", "spark.sparknet.test.failRounds=2")
+    assert code != 0
+    assert "injected failure in round 2, partition 0" in err
+
+
+def test_killed_executor_jvm_changes_nothing(baseline):
+    digest, err = digest_of("local-cluster[2,1,1024]", "--kill-executor-after", "2")
+    assert "killed executor pid" in err
+    assert digest == baseline
+
+
+def test_straggler_with_speculation_enabled_changes_nothing(baseline):
+    digest, err = digest_of("local-cluster[3,1,1024]",
+                            "--conf", "spark.sparknet.test.failRounds=2",
+                            "--conf", "spark.sparknet.test.failMode=slow",
+                            "--conf", "spark.sparknet.test.slowSeconds=3",
+                            "--conf", "spark.speculation=true",
+                            "--conf", "spark.speculation.interval=100ms",
+                            "--conf", "spark.speculation.quantile=0.5",
+                            "--conf", "spark.speculation.efficiency.enabled=false")
+    assert "round 2/6" in err
+    assert digest == baseline
+
+
+def test_driver_killed_mid_fit_resumes_from_its_checkpoint(baseline, tmp_path):
+    checkpoints = tmp_path / "ck"
+    first = subprocess.Popen([sys.executable, JOB, "local[2]", "--checkpoint", str(checkpoints)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    latest = checkpoints / "latest.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if latest.exists() and json.loads(latest.read_text())["checkpoint"] >= "round-000003":
+            break
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and its JVM, mid-fit
+    first.wait()
+    stopped_at = json.loads(latest.read_text())["checkpoint"]
+    assert "round-000003" <= stopped_at < "round-000006"
+    digest, err = digest_of("local[2]", "--checkpoint", str(checkpoints))
+    assert f"resuming from the checkpoint after round {int(stopped_at[-6:])}" in err
+    assert digest == baseline

@@ -1,0 +1,82 @@
+"""Data problems found by the validation pass before round 1, divergence, odd partitioning."""
+import numpy as np
+import pytest
+
+pytest.importorskip("caffe")
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from .test_estimator import fashion_df, lenet  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small(spark):
+    return fashion_df(spark, "train", 600).cache()
+
+
+def with_bad_rows(df, column, value):
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+    bad = F.when(F.col("label") == 3, F.array_repeat(F.lit(value), 784)).otherwise(
+        vector_to_array("features"))
+    return df.withColumn("features", array_to_vector(bad)) if column == "features" else df
+
+
+def test_nan_features_stop_the_fit_unless_skipped(small):
+    bad = with_bad_rows(small, "features", float("nan"))
+    count = bad.filter(F.col("label") == 3).count()
+    with pytest.raises(ValueError, match=rf"{count} rows have a null or NaN/Inf value in "
+                                         r"'features' or 'label'; clean them or set "
+                                         r"handleInvalid='skip'"):
+        lenet(maxIter=1).fit(bad)
+    model = lenet(maxIter=2, handleInvalid="skip").fit(bad)
+    assert np.isfinite(model.history["loss"]).all()
+
+
+def test_null_labels_count_as_invalid(small):
+    bad = small.withColumn("label", F.when(F.col("label") == 1, None).otherwise(F.col("label")))
+    with pytest.raises(ValueError, match="rows have a null or NaN/Inf value"):
+        lenet(maxIter=1).fit(bad)
+
+
+def test_labels_out_of_range_or_fractional_are_refused(small):
+    with pytest.raises(ValueError, match=r"ranges over \[3, 12\] but the net has 10 outputs"):
+        lenet(maxIter=1).fit(small.withColumn("label", F.col("label") + 3))
+    with pytest.raises(ValueError, match="labels are not integers"):
+        lenet(maxIter=1).fit(small.withColumn("label", F.col("label") / 2))
+
+
+def test_features_of_the_wrong_length_are_a_clear_error_not_an_abort(spark, small):
+    from pyspark.ml.functions import array_to_vector
+    short = spark.createDataFrame([([0.5] * 100, 1.0)], "pixels array<double>, label double")
+    short = short.withColumn("features", array_to_vector("pixels"))
+    with pytest.raises(ValueError, match="has 100 values, expected 784"):
+        lenet(maxIter=1).fit(short)
+    model = lenet(maxIter=1).fit(small)
+    with pytest.raises(Exception, match="has 100 values, expected 784"):
+        model.transform(short).collect()
+
+
+def test_diverging_training_stops_naming_the_round_and_partition(small):
+    with pytest.raises(FloatingPointError, match=r"round \d+: the loss of partition \d"):
+        lenet(maxIter=5, baseLr=1e8).fit(small)
+
+
+def test_more_partitions_than_rows_skips_the_empty_ones(spark):
+    tiny = fashion_df(spark, "train", 3, partitions=1)
+    model = lenet(maxIter=2, syncInterval=2, numWorkers=6).fit(tiny)
+    per_worker = 2 * 64
+    assert set(model.history["samples"]) == {3 * per_worker}  # 3 non-empty partitions of 6
+
+
+def test_cross_validation_is_the_same_in_parallel(small):
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+    est = lenet(maxIter=2, syncInterval=5)
+    grid = ParamGridBuilder().addGrid(est.baseLr, [0.01, 0.05]).build()
+    metrics = []
+    for parallelism in (1, 2):
+        cv = CrossValidator(estimator=est, estimatorParamMaps=grid, numFolds=2, seed=3,
+                            parallelism=parallelism,
+                            evaluator=MulticlassClassificationEvaluator(metricName="accuracy"))
+        metrics.append(cv.fit(small).avgMetrics)
+    assert metrics[0] == metrics[1]
