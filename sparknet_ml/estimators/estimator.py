@@ -74,7 +74,9 @@ def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, outpu
     from ..engine.scoring import load_weights
     from ..engine.solver import make_solver
     from ..engine.worker import get_state
+    from ..engine.probe import check_caffe_builds
     from ..persistence.caffemodel import read_caffemodel
+    check_caffe_builds(spec.net_text, spec.solver_text, spec.batch_size)
     caffe.set_mode_cpu()
     caffe.set_random_seed(seed % (2 ** 31))
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)

@@ -35,7 +35,7 @@ class KillExecutorAfter(logging.Handler):
     def emit(self, record):
         if self.marker in record.getMessage() and not getattr(self, "done", False):
             self.done = True
-            ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
+            ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True)
             pids = [int(line.split()[0]) for line in ps.stdout.splitlines()
                     if "CoarseGrainedExecutorBackend" in line]
             os.kill(pids[0], signal.SIGKILL)

@@ -80,3 +80,13 @@ def test_cross_validation_is_the_same_in_parallel(small):
                             evaluator=MulticlassClassificationEvaluator(metricName="accuracy"))
         metrics.append(cv.fit(small).avgMetrics)
     assert metrics[0] == metrics[1]
+
+
+def test_a_net_caffe_would_abort_on_is_refused_with_caffes_message(spark, small):
+    import os
+    from sparknet_ml import zoo
+    too_big = zoo.prototxt("lenet_train").replace("num_output: 20 kernel_size: 5",
+                                                  "num_output: 20 kernel_size: 40")
+    with pytest.raises(ValueError, match="Caffe cannot build this net: .*Check failed"):
+        lenet(maxIter=1).setNetPrototxt(too_big).fit(small)
+    assert os.getpid() and spark.range(1).count() == 1  # the driver (and its JVM) live on
