@@ -1,6 +1,7 @@
 """SparkNet rounds over a DataFrame: convert once, cache, then broadcast → train → average."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -60,8 +61,8 @@ class FaultInjection:
 
     Set with the Spark conf ``spark.sparknet.test.failRounds="2,5"`` (1-based rounds) and
     ``spark.sparknet.test.failMode`` = ``raise`` (an exception, the default), ``exit``
-    (``os._exit(134)``, like a Caffe abort) or ``slow`` (a straggler: sleeps
-    ``spark.sparknet.test.slowSeconds``, default 5, for speculation to overtake it).
+    (``os._exit(134)``), ``abort`` (a real Caffe CHECK failure: glog's message, then SIGABRT)
+    or ``slow`` (a straggler: sleeps ``spark.sparknet.test.slowSeconds``, default 5).
     """
 
     rounds: frozenset
@@ -74,9 +75,9 @@ class FaultInjection:
         if not rounds.strip():
             return None
         mode = conf.get("spark.sparknet.test.failMode", "raise")
-        if mode not in ("raise", "exit", "slow"):
-            raise ValueError(f"spark.sparknet.test.failMode must be raise, exit or slow, "
-                             f"not {mode!r}")
+        if mode not in ("raise", "exit", "abort", "slow"):
+            raise ValueError(f"spark.sparknet.test.failMode must be raise, exit, abort or "
+                             f"slow, not {mode!r}")
         return cls(frozenset(int(r) for r in rounds.split(",")), mode,
                    float(conf.get("spark.sparknet.test.slowSeconds", "5")))
 
@@ -89,6 +90,9 @@ class FaultInjection:
             return
         if self.mode == "exit":
             os._exit(134)
+        if self.mode == "abort":
+            from ..engine.solver import make_solver
+            make_solver(_ABORTING_NET, "base_lr: 0.01", 1)  # Caffe CHECK-fails: SIGABRT
         if self.mode == "slow":
             time.sleep(self.slow_seconds)
             return
@@ -96,15 +100,55 @@ class FaultInjection:
                            f"partition {partition}")
 
 
+# A 3x3 input under a 5x5 kernel: Caffe's shape CHECK fails while building the net.
+_ABORTING_NET = """layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 1 kernel_size: 5 } }"""
+
+
+def _open_fd_of(path: str) -> int | None:
+    """The descriptor this process already has open on ``path`` (Linux), if any."""
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path):
+                return int(fd)
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def caffe_messages_to_spark():
+    """While Caffe runs in a task, point fd 2 (where glog writes) at the file PySpark reads
+    back when a Python worker crashes (``spark.python.worker.faulthandler.enabled=true``), so
+    an abort's ``Check failed`` line reaches the exception on the driver. The worker's own
+    descriptor on that file is shared, so faulthandler's report follows glog's line instead
+    of overwriting it."""
+    directory = os.environ.get("PYTHON_FAULTHANDLER_DIR")
+    target = _open_fd_of(os.path.join(directory, str(os.getpid()))) if directory else None
+    if target is None:
+        yield
+        return
+    saved = os.dup(2)
+    os.dup2(target, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau: int, seed: int,
                faults: FaultInjection | None = None):
     """The task of one partition in one round (module level: nothing of the driver's closes
     over it but its arguments)."""
-    if faults is not None:
-        faults.apply(round_index + 1, index)
-    for handle in handles:
-        features, labels = load_block(handle)
-        yield train_round(spec, features, labels, state_bc.value, round_index, tau, seed, index)
+    with caffe_messages_to_spark():
+        if faults is not None:
+            faults.apply(round_index + 1, index)
+        results = [train_round(spec, *load_block(handle), state_bc.value, round_index, tau, seed,
+                               index) for handle in handles]
+    yield from results
 
 
 def validate_task(handles, spec, inputs: InputSpec, key: str, weights_bc):

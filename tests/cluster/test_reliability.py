@@ -48,6 +48,15 @@ def test_a_task_failing_past_max_failures_fails_the_fit_with_its_cause():
     assert "injected failure in round 2, partition 0" in err
 
 
+def test_a_caffe_abort_reaches_the_driver_with_glogs_message():
+    code, _, err = run_job("local[2]", "--conf", "spark.sparknet.test.failRounds=2",
+                           "--conf", "spark.sparknet.test.failMode=abort",
+                           "--conf", "spark.python.worker.faulthandler.enabled=true")
+    assert code != 0
+    assert "Python worker exited unexpectedly (crashed)" in err
+    assert "Check failed: shape[i] >= 0 (-1 vs. 0)" in err
+
+
 def test_killed_executor_jvm_changes_nothing(baseline):
     digest, err = digest_of("local-cluster[2,1,1024]", "--kill-executor-after", "2")
     assert "killed executor pid" in err
