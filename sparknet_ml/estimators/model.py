@@ -79,6 +79,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         from .. import net as netlib
         from ..engine.solver import net_with_batch
         meta = self._meta
+        netlib.check_layers(netlib.parse_net(meta["deploy_text"]))  # a loaded file is untrusted
         deploy = net_with_batch(meta["deploy_text"], self.getBatchSize())
         known = {top for layer in deploy.layer for top in layer.top}
         for blob in self.getOutputBlobs():

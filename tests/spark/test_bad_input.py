@@ -255,3 +255,17 @@ def test_save_over_an_existing_path_needs_overwrite(model, saved, tmp_path):
         model.write().save(str(tmp_path / "stranger"))
     model.write().overwrite().save(saved)
     assert SparkNetModel.load(saved).uid == model.uid
+
+
+def test_a_saved_model_with_a_python_layer_is_refused_at_transform(spark, tmp_path):
+    from sparknet_ml import SparkNetModel
+    from sparknet_ml.net import NetSpecError
+    model = SparkNetModel._create(weights={}, deploy_text=(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 } } }\n'
+        'layer { name: "evil" type: "Python" bottom: "data" top: "out" '
+        'python_param { module: "os" layer: "system" } }\n'), output_blob="out",
+        classification=False, data_top="data", history=[], scale=1.0, mean=[],
+        input_shape=[4])
+    df = spark.createDataFrame([([1.0, 2.0, 3.0, 4.0],)], "features array<double>")
+    with no_spark_job(spark), pytest.raises(NetSpecError, match="'evil'.*Python"):
+        model.transform(df)
