@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.devices import task_gpu
 from ..engine.worker import (RoundResult, SolverState, TrainSpec, average_results, normalize,
                              train_round)
 from .blocks import ROWS_SCHEMA, InputSpec, drop_blocks, load_block, store_block, to_rows
@@ -107,6 +109,15 @@ layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
   convolution_param { num_output: 1 kernel_size: 5 } }"""
 
 
+def on_task_gpu(spec):
+    """``spec`` (a TrainSpec or ScoreSpec) on the GPU Spark assigned the running task;
+    unchanged for the CPU."""
+    if spec.gpu is None:
+        return spec
+    from pyspark import TaskContext
+    return dataclasses.replace(spec, gpu=task_gpu(TaskContext.get().resources()))
+
+
 def _open_fd_of(path: str) -> int | None:
     """The descriptor this process already has open on ``path`` (Linux), if any."""
     try:
@@ -143,6 +154,7 @@ def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau:
                faults: FaultInjection | None = None):
     """The task of one partition in one round (module level: nothing of the driver's closes
     over it but its arguments)."""
+    spec = on_task_gpu(spec)
     with caffe_messages_to_spark():
         if faults is not None:
             faults.apply(round_index + 1, index)
@@ -154,6 +166,7 @@ def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau:
 def validate_task(handles, spec, inputs: InputSpec, key: str, weights_bc):
     """Count correct top-1 predictions of the broadcast weights on a validation block."""
     from ..engine.scoring import cached_net, forward
+    spec = on_task_gpu(spec)
     for handle in handles:
         features, labels = load_block(handle)
         if len(labels) == 0:

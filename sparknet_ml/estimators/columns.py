@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -72,13 +73,32 @@ def caffe_has_cuda() -> bool:
         return bool(json.load(f).get("cuda"))
 
 
-def resolve_gpu(use_gpu: str) -> int | None:
-    """GPU id for the workers (0), or None for the CPU, from the useGpu param.
+def task_slots(conf) -> int:
+    """How many tasks one executor runs at once: N of ``local[N]`` / ``local[N,F]``, else
+    ``spark.executor.cores`` (default 1) divided by ``spark.task.cpus``."""
+    master = conf.get("spark.master", "")
+    if master.startswith("local["):
+        cores = master[len("local["):].rstrip("]").split(",")[0]
+        return os.cpu_count() or 1 if cores == "*" else int(cores)
+    if master == "local":
+        return 1
+    return max(1, int(conf.get("spark.executor.cores", "1")) // int(conf.get("spark.task.cpus",
+                                                                              "1")))
+
+
+def resolve_gpu(use_gpu: str, conf=None) -> int | None:
+    """0 when the workers train on GPUs (each task then takes the GPU Spark assigned it,
+    see :func:`sparknet_ml.engine.devices.task_gpu`), or None for the CPU.
+
+    ``"auto"`` means a GPU when pycaffe has CUDA and a GPU is visible. A GPU is refused
+    (``"true"``) or skipped with a warning (``"auto"``) when an executor runs several tasks
+    at once but ``spark.task.resource.gpu.amount`` is unset: they would share GPU 0.
 
     Raises
     ------
     ValueError
-        For ``"true"`` when pycaffe is a CPU-only build or no GPU is visible.
+        For ``"true"`` when pycaffe is a CPU-only build, no GPU is visible, or tasks would
+        share a GPU by accident.
     """
     if use_gpu == "false":
         return None
@@ -88,4 +108,16 @@ def resolve_gpu(use_gpu: str) -> int | None:
         why = "pycaffe is a CPU-only build (sparknet-ml build-caffe --cuda)" if not has_cuda \
             else "no GPU is visible (nvidia-smi not found)"
         raise ValueError(f"useGpu='true' but {why}")
-    return 0 if has_cuda and has_gpu else None
+    if not (has_cuda and has_gpu):
+        return None
+    slots = task_slots(conf) if conf is not None else 1
+    if slots > 1 and not (conf.get("spark.task.resource.gpu.amount") if conf else None):
+        why = (f"{slots} tasks run at once on an executor but spark.task.resource.gpu.amount "
+               "is not set, so they would all use GPU 0: set spark.task.resource.gpu.amount=1 "
+               "with spark.executor.resource.gpu.amount and a discovery script, or "
+               "spark.executor.cores=1")
+        if use_gpu == "true":
+            raise ValueError(f"useGpu='true' but {why}")
+        logging.getLogger("sparknet_ml").warning("training on the CPU: %s", why)
+        return None
+    return 0

@@ -215,7 +215,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         validation = self.getValidationCol()
         if validation:
             columns.check_boolean(dataset.schema, validation)
-        gpu = columns.resolve_gpu(self.getUseGpu())
+        gpu = columns.resolve_gpu(self.getUseGpu(), dataset.sparkSession.sparkContext.getConf())
         train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
         # The initial weights (and any initialWeights caffemodel) are checked on the driver
         # before the first Spark job (counting partitions can run one).

@@ -20,6 +20,8 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
     """mapInArrow function: append the model's output columns to every Arrow batch."""
     import pyarrow as pa
     from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
+    from ..distributed.rounds import on_task_gpu
+    spec = on_task_gpu(spec)
     net = None
     for batch in batches:
         if net is None:
@@ -75,7 +77,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         import pandas as pd
         return pd.DataFrame(self._meta.get("history", []))
 
-    def _score_spec(self) -> ScoreSpec:
+    def _score_spec(self, conf=None) -> ScoreSpec:
         from .. import net as netlib
         from ..engine.solver import net_with_batch
         meta = self._meta
@@ -88,14 +90,14 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                                  f"{', '.join(sorted(known))}")
         return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
-                         columns.resolve_gpu(self.getUseGpu()))
+                         columns.resolve_gpu(self.getUseGpu(), conf))
 
     def _transform(self, dataset):
         from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import types as T
         meta = self._meta
         columns.check_features(dataset.schema, self.getFeaturesCol())
-        spec = self._score_spec()
+        spec = self._score_spec(dataset.sparkSession.sparkContext.getConf())
         classification = meta["classification"]
         names = (self.getRawPredictionCol(), self.getProbabilityCol(), self.getPredictionCol(),
                  *self.getOutputBlobs())

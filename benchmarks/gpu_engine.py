@@ -1,0 +1,161 @@
+"""The worker engine against raw pycaffe on one device, in one run, no Spark (the GPU machine
+has no Java): what Spark tasks run, fed the way Spark feeds them.
+
+1. train: ``train_round`` (batch gather from a uint8 block, input transform, state load and
+   read-out) vs raw ``solver.step`` with the batch already in the blobs; ``engine_vs_raw``.
+2. score: an Arrow RecordBatch → ``features_to_array`` → transform → batched ``forward`` →
+   logits/probability/prediction Arrow columns (``SparkNetModel``'s task, without Spark) vs a
+   raw pycaffe forward loop over in-memory float32 batches; ``scoring_vs_raw``, plus the
+   Arrow conversion cost per row.
+3. rounds: the SparkNet round loop for 2 simulated workers sharing the device (two
+   ``train_round`` calls + ``average_results`` per round) vs raw single-solver steps.
+
+    python benchmarks/gpu_engine.py [--gpu 0] [--quick] [--out FILE]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+NETS = {"lenet": ("lenet_train_test", "lenet_solver", (1, 28, 28), 0.00390625),
+        "cifar10_quick": ("cifar10_quick_train", "cifar10_quick_solver", (3, 32, 32), 1 / 255)}
+
+
+def images_for(net, n):
+    """Real Fashion-MNIST pixels as uint8 blocks shaped for the net, and labels."""
+    from sparknet_ml.data import fashion_mnist
+    images, labels = fashion_mnist.load("train")
+    x = images[:n, None]
+    if net == "cifar10_quick":
+        x = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
+    return np.ascontiguousarray(x), labels[:n].astype(np.float32)
+
+
+def timed(fn, repeat):
+    fn()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - started) / repeat
+
+
+def train_specs(net, batch, gpu):
+    from sparknet_ml import zoo
+    from sparknet_ml.engine.worker import TrainSpec
+    from sparknet_ml.net import net_to_text, parse_net, train_net
+    name, solver, shape, scale = NETS[net]
+    text = net_to_text(train_net(parse_net(zoo.prototxt(name)), shape, batch))
+    return TrainSpec(text, zoo.prototxt(solver), batch, gpu=gpu, scale=scale)
+
+
+def bench_train(net, batch, gpu, tau, rounds):
+    from sparknet_ml.engine.solver import make_solver
+    from sparknet_ml.engine.worker import average_results, get_state, train_round
+    spec = train_specs(net, batch, gpu)
+    x, y = images_for(net, 8192)
+    solver = make_solver(spec.net_text, spec.solver_text, batch)
+    solver.net.blobs["data"].data[...] = x[:batch] * np.float32(spec.scale)
+    solver.net.blobs["label"].data[...] = y[:batch]
+    state = get_state(solver)
+    raw = batch * tau / timed(lambda: solver.step(tau), rounds)
+    engine = batch * tau / timed(lambda: train_round(spec, x, y, state, 0, tau, 0, 0), rounds)
+    halves = (x[:4096], y[:4096]), (x[4096:], y[4096:])
+
+    def two_workers():
+        results = [train_round(spec, bx, by, state, 0, tau, 0, i) for i, (bx, by) in
+                   enumerate(halves)]
+        average_results(results)
+    simulated = 2 * batch * tau / timed(two_workers, rounds)
+    return {"raw_img_s": round(raw, 1), "engine_img_s": round(engine, 1),
+            "engine_vs_raw": round(engine / raw, 3),
+            "two_workers_img_s": round(simulated, 1),
+            "two_workers_vs_raw": round(simulated / raw, 3)}
+
+
+def bench_score(net, batch, gpu, rows, repeat):
+    import caffe
+    import pyarrow as pa
+    from sparknet_ml.data.arrow import features_to_array, vectors_to_arrow
+    from sparknet_ml.engine.scoring import ScoreSpec, forward, load_weights, softmax
+    from sparknet_ml.engine.solver import make_solver
+    from sparknet_ml.engine.worker import normalize
+    from sparknet_ml.net import deploy_net, net_to_text, parse_net
+    from sparknet_ml import zoo
+    import tempfile
+    name, _, shape, scale = NETS[net]
+    deploy = deploy_net(parse_net(zoo.prototxt(name)), shape, batch)
+    spec = ScoreSpec(net_to_text(deploy.net), batch, "data", (deploy.output_blob,), gpu)
+    train = train_specs(net, batch, gpu)
+    weights = {n: [b.data.copy() for b in blobs] for n, blobs in
+               make_solver(train.net_text, train.solver_text, batch).net.params.items()}
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
+        f.write(spec.net_text)
+        f.flush()
+        scoring_net = caffe.Net(f.name, caffe.TEST)
+        raw_net = caffe.Net(f.name, caffe.TEST)
+    load_weights(scoring_net, weights)
+    load_weights(raw_net, weights)
+    x, _ = images_for(net, rows)
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1).astype(np.float64)),
+                                             int(np.prod(shape)))
+    record_batch = pa.RecordBatch.from_arrays([flat.cast(pa.list_(pa.float64()))], ["features"])
+    ready = normalize(x, scale, ())
+
+    def raw():
+        data = raw_net.blobs["data"].data
+        for start in range(0, rows, batch):
+            data[...] = ready[start:start + batch]
+            raw_net.forward()
+
+    def arrow_in():
+        return normalize(features_to_array(record_batch.column(0), shape), scale, ())
+
+    def scoring():
+        logits = forward(scoring_net, spec, arrow_in())[0]
+        pa.RecordBatch.from_arrays(
+            record_batch.columns + [vectors_to_arrow(logits), vectors_to_arrow(softmax(logits)),
+                                    pa.array(logits.argmax(axis=1).astype(np.float64))],
+            names=["features", "rawPrediction", "probability", "prediction"])
+    raw_rows = rows / timed(raw, repeat)
+    scored_rows = rows / timed(scoring, repeat)
+    arrow_us = timed(arrow_in, repeat) / rows * 1e6
+    return {"raw_rows_s": round(raw_rows, 1), "scoring_rows_s": round(scored_rows, 1),
+            "scoring_vs_raw": round(scored_rows / raw_rows, 3),
+            "arrow_in_us_per_row": round(arrow_us, 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "results", "gpu-engine.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from _machine import machine
+    from sparknet_ml.engine.solver import set_device
+    set_device(args.gpu)
+    tau, rounds, rows, repeat = (10, 2, 2048, 2) if args.quick else (50, 5, 8192, 5)
+    results = []
+    for net in NETS:
+        for batch in (64, 256):
+            row = {"net": net, "batch": batch, **bench_train(net, batch, args.gpu, tau, rounds),
+                   **bench_score(net, batch, args.gpu, rows, repeat)}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    out = {"benchmark": "gpu_engine", "machine": machine(), "device":
+           "cpu" if args.gpu is None else f"gpu{args.gpu}",
+           "parameters": {"tau": tau, "rounds_timed": rounds, "score_rows": rows,
+                          "score_repeats": repeat, "blas_threads":
+                          os.environ["OPENBLAS_NUM_THREADS"]}, "rows": results}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
