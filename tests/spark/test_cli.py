@@ -1,0 +1,59 @@
+"""The sparknet-ml command line, run as a user would (its own process, its own Spark)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("caffe")
+
+from sparknet_ml import zoo  # noqa: E402
+
+from .test_estimator import fashion_df  # noqa: E402
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "sparknet_ml.cli", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_info_reports_the_caffe_build_and_versions():
+    done = cli("info")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["caffe_build"]["cuda"] is False and "pycaffe-solver-state" in \
+        report["caffe_build"]["patches"]
+    assert report["pyspark"] == "4.3.0" and report["sparknet_ml"]
+
+
+def test_train_then_score_parquet(spark, tmp_path):
+    data = str(tmp_path / "train.parquet")
+    fashion_df(spark, "train", 600).write.parquet(data)
+    (tmp_path / "net.prototxt").write_text(zoo.prototxt("lenet_train"))
+    (tmp_path / "solver.prototxt").write_text(zoo.prototxt("lenet_solver"))
+    model = str(tmp_path / "model")
+    done = cli("train", "--net", str(tmp_path / "net.prototxt"),
+               "--solver", str(tmp_path / "solver.prototxt"), "--data", data, "--out", model,
+               "--rounds", "2", "--sync-interval", "5", "--workers", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained 2 rounds" in done.stdout and os.path.isdir(os.path.join(model, "model"))
+    scored = str(tmp_path / "scored.parquet")
+    done = cli("score", "--model", model, "--data", data, "--out", scored)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "scored 600 rows" in done.stdout
+    columns = spark.read.parquet(scored).columns
+    assert {"features", "label", "rawPrediction", "probability", "prediction"} <= set(columns)
+
+
+def test_errors_are_one_line_and_exit_code_2(tmp_path):
+    done = cli("train", "--net", str(tmp_path / "missing.prototxt"), "--solver", "x",
+               "--data", "fashion-mnist", "--out", str(tmp_path / "m"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"sparknet-ml: error: --net {tmp_path}/missing.prototxt: no such file"
+    done = cli("score", "--model", str(tmp_path), "--data", str(tmp_path / "none.parquet"),
+               "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"sparknet-ml: error: --model {tmp_path}: not a saved model (no metadata folder)"
+    for command in ("train", "score", "info", "build-caffe"):
+        assert cli(command, "--help").returncode == 0
