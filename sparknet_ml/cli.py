@@ -26,14 +26,9 @@ def info(args) -> int:
             report[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             report[package] = None
-    try:
-        import caffe
-        with open(os.path.join(os.path.dirname(caffe.__file__), "build_info.json")) as f:
-            build = json.load(f)
-        report["caffe_build"] = {k: build.get(k) for k in
-                                 ("cuda", "cuda_arch", "key", "patches", "portable")}
-    except (ImportError, OSError):
-        report["caffe_build"] = None
+    build = build_command.installed_build_info()
+    report["caffe_build"] = build and {k: build.get(k) for k in
+                                       ("cuda", "cuda_arch", "key", "patches", "portable")}
     report["gpus"] = (subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                                      capture_output=True, text=True).stdout.split("\n")[:-1]
                       if shutil.which("nvidia-smi") else [])

@@ -103,8 +103,9 @@ def build_wheel(config: BuildConfig, sdist: str, target: recipe.Target, rebuild:
     return built
 
 
-def installed_build_key() -> str | None:
-    """Return the cache key of the caffe build installed in this Python, if any."""
+def installed_build_info() -> dict | None:
+    """The ``build_info.json`` of the caffe installed in this Python (found without
+    importing it), or None when there is no caffe or it was not built by us."""
     from importlib.util import find_spec
     spec = find_spec("caffe")
     if spec is None or not spec.submodule_search_locations:
@@ -113,7 +114,7 @@ def installed_build_key() -> str | None:
         path = os.path.join(location, wheel.BUILD_INFO)
         if os.path.exists(path):
             with open(path) as f:
-                return json.load(f).get("key")
+                return json.load(f)
     return None
 
 
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             os.makedirs(args.out, exist_ok=True)
             shutil.copy2(built, args.out)
         if args.install:
-            if installed_build_key() == config.key() and not args.rebuild:
+            if (installed_build_info() or {}).get("key") == config.key() and not args.rebuild:
                 _log("this build is already installed")
             else:
                 subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",

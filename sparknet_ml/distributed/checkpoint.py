@@ -11,7 +11,7 @@ import uuid
 
 import numpy as np
 
-from ..engine.worker import SolverState
+from ..engine.worker import SolverState, named_weights
 
 _LATEST = "latest.json"
 
@@ -38,13 +38,10 @@ def save_checkpoint(directory: str, round_number: int, state: SolverState, layou
     tmp = os.path.join(directory, f".{name}-{uuid.uuid4().hex}")
     os.makedirs(tmp)
     net = caffe_pb2.NetParameter(name="checkpoint")
-    weights, i = {}, 0
-    for layer, count in layout:
+    for layer, _ in layout:
         net.layer.add(name=layer)
-        weights[layer] = state.weights[i:i + count]
-        i += count
     with open(os.path.join(tmp, "weights.caffemodel"), "wb") as f:
-        f.write(caffemodel_bytes(net, weights))
+        f.write(caffemodel_bytes(net, named_weights(state, layout)))
     solver_state = caffe_pb2.SolverState(iter=iteration)
     for value in state.history:
         blob = solver_state.history.add()

@@ -112,6 +112,16 @@ def get_state(solver) -> SolverState:
     return SolverState(weights, history)
 
 
+def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
+    """Split a state's flat weight list into {layer name: blobs}, by the (layer name, blob
+    count) ``layout`` of ``net.params``."""
+    weights, i = {}, 0
+    for name, count in layout:
+        weights[name] = state.weights[i:i + count]
+        i += count
+    return weights
+
+
 def set_state(solver, state: SolverState) -> None:
     """Load ``state`` into the solver's learnable blobs and history."""
     blobs = [blob for blobs in solver.net.params.values() for blob in blobs]

@@ -1,7 +1,6 @@
 """Driver-side checks of input columns, batch memory and the GPU choice, before any Spark job."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -65,12 +64,8 @@ def check_input_memory(batch: int, shape) -> None:
 
 def caffe_has_cuda() -> bool:
     """Whether the installed pycaffe was built with CUDA (from its build_info.json)."""
-    import caffe
-    path = os.path.join(os.path.dirname(caffe.__file__), "build_info.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return bool(json.load(f).get("cuda"))
+    from ..build.command import installed_build_info
+    return bool((installed_build_info() or {}).get("cuda"))
 
 
 def task_slots(conf) -> int:

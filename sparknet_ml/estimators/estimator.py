@@ -14,7 +14,7 @@ from ..distributed.blocks import InputSpec, check_summary
 from ..distributed.checkpoint import fit_signature, load_checkpoint, save_checkpoint
 from ..distributed.rounds import (FaultInjection, RoundStats, cache_blocks, log, release_blocks,
                                   run_rounds)
-from ..engine.worker import SolverState, TrainSpec
+from ..engine.worker import TrainSpec, named_weights
 from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
 
@@ -92,15 +92,6 @@ def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, outpu
     layout = [(name, len(blobs)) for name, blobs in solver.net.params.items()]
     outputs = int(np.prod(solver.net.blobs[output_blob].data.shape[1:]))
     return get_state(solver), layout, outputs
-
-
-def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
-    """Split a state's flat weight list into {layer name: blobs}."""
-    weights, i = {}, 0
-    for name, count in layout:
-        weights[name] = state.weights[i:i + count]
-        i += count
-    return weights
 
 
 class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):

@@ -24,6 +24,12 @@ MAX_PROTOTXT_BYTES = 16 * 2 ** 20
 with the text, so larger inputs are refused before parsing."""
 
 
+def looks_like_path(value) -> bool:
+    """Whether a string could be a file path rather than prototxt text (prototxt of any use
+    has a newline or a ``{``)."""
+    return isinstance(value, str) and "\n" not in value and "{" not in value
+
+
 def _check_size(size: int, kind: str, source: str) -> None:
     """Raise when a prototxt of ``size`` bytes is over :data:`MAX_PROTOTXT_BYTES`."""
     if size > MAX_PROTOTXT_BYTES:
@@ -47,13 +53,13 @@ def _parse(value, message_type: type[Message]) -> Message:
         raise TypeError(
             f"{kind}: expected prototxt text, a path or a {kind}, got {type(value).__name__}")
     _check_size(len(value.encode()), kind, "text")
-    looks_like_path = "\n" not in value and "{" not in value
-    if looks_like_path and os.path.isfile(value):
+    path_like = looks_like_path(value)
+    if path_like and os.path.isfile(value):
         return _parse_file(value, message_type)
     try:
         return _parse_text(value, message_type, source="text")
     except NetSpecError as e:
-        if looks_like_path and value.strip():
+        if path_like and value.strip():
             raise NetSpecError(f"{kind}: {value!r} is neither an existing file nor valid prototxt text "
                                f"({e})") from None
         raise

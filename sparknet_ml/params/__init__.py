@@ -17,8 +17,8 @@ def _prototxt_text(value) -> str:
     if hasattr(value, "SerializeToString"):
         from google.protobuf import text_format
         return text_format.MessageToString(value)
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and "\n" not in value
-                                          and "{" not in value and os.path.isfile(value)):
+    from ..net.prototxt import looks_like_path
+    if isinstance(value, os.PathLike) or (looks_like_path(value) and os.path.isfile(value)):
         with open(value) as f:
             return f.read()
     return TypeConverters.toString(value)

@@ -9,6 +9,7 @@ import os
 
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
+from ..net.prototxt import looks_like_path
 from .caffemodel import caffemodel_bytes, read_caffemodel
 
 _MODEL_DIR = "model"
@@ -36,8 +37,7 @@ def _check_prototxt_params(path: str, metadata: dict) -> None:
     are always text, and setting a path would read that file."""
     for name in ("netPrototxt", "solverPrototxt"):
         value = metadata["paramMap"].get(name)
-        if (isinstance(value, str) and "\n" not in value and "{" not in value
-                and os.path.exists(value)):
+        if looks_like_path(value) and os.path.exists(value):
             raise ValueError(f"{path}: param {name} names the file {value!r} instead of "
                              "holding prototxt text; refusing to read it")
 
