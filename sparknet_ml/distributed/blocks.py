@@ -51,15 +51,20 @@ class BlockHandle:
     fractional_labels: int = 0   # labels that are not integers
 
 
-ROWS_SCHEMA = "features binary, labels binary, invalid long"
+ROWS_SCHEMA = "features binary, labels binary, invalid long, uint8 boolean"
+# Feature bytes per row handed back to the JVM: bounds the executor heap the conversion uses.
+_ROW_BYTES = 4 * 2 ** 20
 
 
 def to_rows(batches, spec: InputSpec):
-    """mapInArrow function: each Arrow batch → one row of raw float32 features and labels,
-    with the count of invalid rows (null or non-finite) it dropped."""
+    """mapInArrow function: each Arrow batch → rows of raw features (uint8 when they are
+    pixels, else float32; at most ``_ROW_BYTES`` a row) and labels, the first row carrying
+    the count of invalid rows (null or non-finite) the batch dropped."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from ..data.arrow import features_to_array, labels_to_array
+    schema = pa.schema([("features", pa.binary()), ("labels", pa.binary()),
+                        ("invalid", pa.int64()), ("uint8", pa.bool_())])
     for batch in batches:
         features, labels = batch.column(spec.features_col), batch.column(spec.label_col)
         present = pc.and_(pc.is_valid(features), pc.is_valid(labels))
@@ -71,11 +76,14 @@ def to_rows(batches, spec: InputSpec):
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) & np.isfinite(y)
         if not finite.all():
             x, y = x[finite], y[finite]
-        yield pa.RecordBatch.from_pydict({"features": [x.tobytes()], "labels": [y.tobytes()],
-                                          "invalid": [nulls + int((~finite).sum())]},
-                                         schema=pa.schema([("features", pa.binary()),
-                                                           ("labels", pa.binary()),
-                                                           ("invalid", pa.int64())]))
+        x = compact(x)
+        step = max(1, _ROW_BYTES // max(1, x[:1].nbytes))
+        for start in range(0, max(len(x), 1), step):
+            yield pa.RecordBatch.from_pydict(
+                {"features": [x[start:start + step].tobytes()],
+                 "labels": [y[start:start + step].tobytes()],
+                 "invalid": [nulls + int((~finite).sum()) if start == 0 else 0],
+                 "uint8": [x.dtype == np.uint8]}, schema=schema)
 
 
 def compact(x: np.ndarray) -> np.ndarray:
@@ -110,10 +118,11 @@ def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str):
     """Merge a partition's converted rows into one block on local disk; yield its handle."""
     features, labels, invalid = [], [], 0
     for row in rows:
-        features.append(np.frombuffer(row.features, np.float32))
+        features.append(np.frombuffer(row.features, np.uint8 if row.uint8 else np.float32))
         labels.append(np.frombuffer(row.labels, np.float32))
         invalid += row.invalid
     y = np.concatenate(labels) if labels else np.empty(0, np.float32)
+    # uint8 and float32 pieces concatenate to float32; compact() then keeps pixels as uint8
     x = compact(np.concatenate(features) if features else np.empty(0, np.float32))
     x = x.reshape((len(y),) + tuple(input_shape))
     order = canonical_order(x, y)

@@ -12,7 +12,8 @@ from sparknet_ml.engine.worker import normalize
 def rows_of(x, y, chunks=2):
     for xs, ys in zip(np.array_split(x, chunks), np.array_split(y, chunks)):
         yield types.SimpleNamespace(features=xs.astype(np.float32).tobytes(),
-                                    labels=ys.astype(np.float32).tobytes(), invalid=1)
+                                    labels=ys.astype(np.float32).tobytes(), invalid=1,
+                                    uint8=False)
 
 
 def test_pixels_are_stored_as_uint8_and_read_back_exactly(tmp_path, monkeypatch):
