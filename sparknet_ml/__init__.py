@@ -6,6 +6,13 @@ The stages are imported on first use, so the worker engine and the pycaffe build
 >>> from sparknet_ml import SparkNetEstimator, SparkNetModel
 """
 
+import os
+
+# glog reads this when libglog loads (the first import of caffe, anywhere in sparknet_ml):
+# keep Caffe's INFO chatter (a solver's whole parameter dump) out of users' logs unless
+# they ask for it.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
 __version__ = "0.1.0"
 __all__ = ["SparkNetEstimator", "SparkNetModel", "__version__"]
 
