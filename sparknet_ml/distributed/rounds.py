@@ -201,6 +201,7 @@ class RoundStats:
     seconds: float
     samples_per_second: float
     validation_accuracy: float | None = None
+    wall_seconds: float | None = None  # since round 1 began (across resumes), validation included
 
 
 def check_finite(round_number: int, results: list[RoundResult], state: SolverState) -> None:
@@ -217,7 +218,7 @@ def check_finite(round_number: int, results: list[RoundResult], state: SolverSta
 
 def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
                seed: int, validate=None, validate_every: int = 1, start: int = 0,
-               history=None, faults: FaultInjection | None = None, checkpoint=None
+               history=None, faults: FaultInjection | None = None, callbacks=()
                ) -> tuple[SolverState, list[RoundStats]]:
     """Run SparkNet rounds: each one a Spark job over the cached blocks.
 
@@ -236,10 +237,12 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         Rounds already done (resuming from a checkpoint) and their statistics.
     faults : FaultInjection, optional
         Test switch injecting task failures.
-    checkpoint : callable, optional
-        Called as ``checkpoint(rounds_done, state, history)`` after every round.
+    callbacks : sequence of callables
+        Each called as ``callback(rounds_done, state, history)`` after every round
+        (checkpoints, progress bar, MLflow).
     """
     history = list(history or [])
+    began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
     for r in range(start, rounds):
         started = time.perf_counter()
         state_bc = sc.broadcast(state)
@@ -257,11 +260,12 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         stats = RoundStats(r + 1, loss, samples, seconds, samples / seconds)
         if validate is not None and ((r + 1) % validate_every == 0 or r + 1 == rounds):
             stats.validation_accuracy = validate(state)
+        stats.wall_seconds = time.perf_counter() - began
         history.append(stats)
         log.info("round %d/%d  loss %.4f  %.0f samples/s  %.2f s%s", r + 1, rounds, loss,
                  stats.samples_per_second, seconds,
                  "" if stats.validation_accuracy is None
                  else f"  validation accuracy {stats.validation_accuracy:.4f}")
-        if checkpoint is not None:
-            checkpoint(r + 1, state, history)
+        for callback in callbacks:
+            callback(r + 1, state, history)
     return state, history

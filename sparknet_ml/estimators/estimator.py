@@ -12,6 +12,7 @@ from pyspark.ml.util import MLReadable, MLWritable
 from .. import net as netlib
 from ..distributed.blocks import InputSpec, check_summary
 from ..distributed.checkpoint import fit_signature, load_checkpoint, save_checkpoint
+from ..distributed.reporting import ProgressBar, mlflow_run
 from ..distributed.rounds import (FaultInjection, RoundStats, cache_blocks, log, release_blocks,
                                   run_rounds)
 from ..engine.worker import TrainSpec, named_weights
@@ -118,7 +119,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                  probabilityCol="probability", rawPredictionCol="rawPrediction",
                  outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
                  validationInterval=5, handleInvalid="error", checkpointDir=None,
-                 checkpointInterval=10, baseLr=None):
+                 checkpointInterval=10, baseLr=None, showProgress=True):
         super().__init__()
         self._set(**self._input_kwargs)
 
@@ -129,7 +130,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                   probabilityCol="probability", rawPredictionCol="rawPrediction",
                   outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
                   validationInterval=5, handleInvalid="error", checkpointDir=None,
-                  checkpointInterval=10, baseLr=None):
+                  checkpointInterval=10, baseLr=None, showProgress=True):
         """Sets params; same keywords as the constructor."""
         return self._set(**self._input_kwargs)
 
@@ -193,6 +194,10 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         """Sets baseLr (overrides the solver's base_lr)."""
         return self._set(baseLr=value)
 
+    def setShowProgress(self, value):
+        """Sets showProgress."""
+        return self._set(showProgress=value)
+
     def _fit(self, dataset):
         from ..distributed.rounds import validation_accuracy
         from ..engine.scoring import ScoreSpec
@@ -233,21 +238,28 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                 validate = lambda s: validation_accuracy(  # noqa: E731
                     sc, held_out, spec, plan.inputs, named_weights(s, layout))
             start, state, history, checkpoint = self._resume(train, summary, layout, state)
-            state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
-                                        self.getSyncInterval(), self.getSeed(), validate,
-                                        self.getValidationInterval(), start, history, faults,
-                                        checkpoint)
+            progress = ProgressBar(self.getMaxIter(), start, self.getShowProgress())
+            with mlflow_run(self) as tracker, progress.active():
+                callbacks = [c for c in (checkpoint, progress, tracker) if c is not None]
+                state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
+                                            self.getSyncInterval(), self.getSeed(), validate,
+                                            self.getValidationInterval(), start, history,
+                                            faults, callbacks)
+                model = SparkNetModel._create(
+                    weights=named_weights(state, layout),
+                    deploy_text=netlib.net_to_text(plan.deploy.net),
+                    output_blob=plan.deploy.output_blob,
+                    classification=plan.deploy.classification, data_top=train.data_top,
+                    history=[h.__dict__ for h in history], scale=plan.inputs.scale,
+                    mean=list(plan.inputs.mean), input_shape=list(plan.inputs.input_shape))
+                model._resetUid(self.uid)
+                model = self._copyValues(model)
+                if tracker is not None:
+                    tracker.log_model(model)
         finally:
             for handles in cached:
                 release_blocks(handles)
-        model = SparkNetModel._create(
-            weights=named_weights(state, layout), deploy_text=netlib.net_to_text(plan.deploy.net),
-            output_blob=plan.deploy.output_blob, classification=plan.deploy.classification,
-            data_top=train.data_top, history=[h.__dict__ for h in history],
-            scale=plan.inputs.scale, mean=list(plan.inputs.mean),
-            input_shape=list(plan.inputs.input_shape))
-        model._resetUid(self.uid)
-        return self._copyValues(model)
+        return model
 
     def _resume(self, train: TrainSpec, summary, layout, state):
         """Rounds done, state and history to start from (the latest checkpoint in

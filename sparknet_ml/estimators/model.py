@@ -73,9 +73,16 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
 
     @property
     def history(self):
-        """Per-round training statistics as a pandas DataFrame."""
+        """Per-round training statistics as a pandas DataFrame: round, loss, samples,
+        seconds, samples_per_second, validation_accuracy, wall_seconds."""
         import pandas as pd
         return pd.DataFrame(self._meta.get("history", []))
+
+    def plotHistory(self, path: str) -> None:
+        """Write a PNG of training loss and validation accuracy against round and wall time
+        (needs matplotlib: ``pip install 'sparknet_ml[plot]'``)."""
+        from ..distributed.reporting import plot_history
+        plot_history(self.history, path)
 
     def _score_spec(self, conf=None) -> ScoreSpec:
         from .. import net as netlib

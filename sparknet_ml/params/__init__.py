@@ -107,13 +107,17 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     baseLr = Param(Params._dummy(), "baseLr",
                    "overrides the solver's base_lr (for parameter grids)",
                    typeConverter=_optional(_positive_float))
+    showProgress = Param(Params._dummy(), "showProgress",
+                         "show a progress bar of rounds (loss, samples/s, ETA) on the driver's "
+                         "stderr when it is a terminal", typeConverter=TypeConverters.toBoolean)
 
     def __init__(self, *args):
         super().__init__(*args)
         self._setDefault(batchSize=64, syncInterval=50, maxIter=40, numWorkers=None,
                          inputShape=None, outputBlobs=[], initialWeights=None, useGpu="auto",
                          validationCol=None, validationInterval=5, handleInvalid="error",
-                         checkpointDir=None, checkpointInterval=10, baseLr=None)
+                         checkpointDir=None, checkpointInterval=10, baseLr=None,
+                         showProgress=True)
 
     def getNetPrototxt(self) -> str:
         """Gets the value of netPrototxt."""
@@ -174,6 +178,10 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def getBaseLr(self) -> float | None:
         """Gets the value of baseLr."""
         return self.getOrDefault(self.baseLr)
+
+    def getShowProgress(self) -> bool:
+        """Gets the value of showProgress."""
+        return self.getOrDefault(self.showProgress)
 
 
 class _ScoringSetters:
