@@ -11,6 +11,7 @@ import platform
 import sys
 from importlib import metadata
 
+from .apps import spark_session
 from .build import command as build_command
 
 FASHION_MNIST = ("fashion-mnist", "fashion-mnist-test")
@@ -36,30 +37,32 @@ def info(args) -> int:
     return 0
 
 
-def _session(master: str | None, name: str):
-    from pyspark.sql import SparkSession
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(name)
-    if master or "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(master or "local[2]")
-    spark = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
 def _check_data(data: str) -> None:
     """Before any JVM starts: ``--data`` names a dataset or an existing path."""
     if data not in FASHION_MNIST and not os.path.exists(data):
-        raise FileNotFoundError(f"--data {data}: no such file or folder (a parquet path, or "
-                                f"{' / '.join(FASHION_MNIST)})")
+        raise FileNotFoundError(f"--data {data}: no such file or folder (a parquet path, an "
+                                f"image folder, or {' / '.join(FASHION_MNIST)})")
+
+
+def _is_parquet(path: str) -> bool:
+    return os.path.isfile(path) or any(
+        name.endswith(".parquet") or name == "_SUCCESS" for name in os.listdir(path))
 
 
 def _read(spark, data: str):
+    """The DataFrame ``--data`` names, its default features column and, for an image folder,
+    the images' shape."""
     if data in FASHION_MNIST:
         from .apps.fashion_mnist import fashion_mnist_df
-        return fashion_mnist_df(spark, "train" if data == "fashion-mnist" else "test")
-    return spark.read.parquet(data)
+        return fashion_mnist_df(spark, "train" if data == "fashion-mnist" else "test"), \
+            "features", None
+    if _is_parquet(data):
+        return spark.read.parquet(data), "features", None
+    from .apps.image_folder import read_image_folder
+    images, classes, shape = read_image_folder(spark, data)
+    print(f"image folder {data}: classes {', '.join(classes)} are labels "
+          f"0-{len(classes) - 1}", file=sys.stderr)
+    return images, "image", shape
 
 
 def train(args) -> int:
@@ -74,16 +77,21 @@ def train(args) -> int:
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
     shape = [int(d) for d in args.input_shape.split(",")] if args.input_shape else None
     estimator = SparkNetEstimator(netPrototxt=args.net, solverPrototxt=args.solver,
-                                  featuresCol=args.features_col, labelCol=args.label_col,
-                                  inputShape=shape, batchSize=args.batch,
+                                  labelCol=args.label_col, batchSize=args.batch,
                                   syncInterval=args.sync_interval, maxIter=args.rounds,
-                                  numWorkers=args.workers, seed=args.seed)
-    spark = _session(args.master, "sparknet-ml train")
+                                  numWorkers=args.workers, seed=args.seed,
+                                  showProgress=not args.no_progress)
+    spark = spark_session(args.master, "sparknet-ml train")
     try:
-        model = estimator.fit(_read(spark, args.data))
+        data, features_col, data_shape = _read(spark, args.data)
+        estimator.setFeaturesCol(args.features_col or features_col)
+        estimator.setInputShape(shape or data_shape)
+        model = estimator.fit(data)
         model.write().overwrite().save(args.out)
     finally:
         spark.stop()
+    if args.plot:
+        model.plotHistory(args.plot)
     last = model.history.iloc[-1]
     print(f"trained {int(last['round'])} rounds, last loss {last['loss']:.4f}; "
           f"saved to {args.out}")
@@ -96,10 +104,13 @@ def score(args) -> int:
     if not os.path.isdir(os.path.join(args.model, "metadata")):
         raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata folder)")
     _check_data(args.data)
-    spark = _session(args.master, "sparknet-ml score")
+    spark = spark_session(args.master, "sparknet-ml score")
     try:
         model = SparkNetModel.load(args.model)
-        scored = model.transform(_read(spark, args.data))
+        data, features_col, _ = _read(spark, args.data)
+        if model.getFeaturesCol() not in data.columns:
+            model.setFeaturesCol(features_col)
+        scored = model.transform(data)
         scored.write.mode("overwrite").parquet(args.out)
         rows = spark.read.parquet(args.out).count()
     finally:
@@ -125,9 +136,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--net", required=True, help="net prototxt file (stock Caffe files work)")
     fit.add_argument("--solver", required=True, help="solver prototxt file")
     fit.add_argument("--data", required=True,
-                     help="parquet path, or fashion-mnist (Debian's dataset-fashion-mnist)")
+                     help="parquet path, image folder (one sub-folder of images per class), or "
+                          "fashion-mnist (Debian's dataset-fashion-mnist)")
     fit.add_argument("--out", required=True, help="folder for the saved model")
-    fit.add_argument("--features-col", default="features")
+    fit.add_argument("--features-col",
+                     help="default: features (image for an image folder)")
     fit.add_argument("--label-col", default="label")
     fit.add_argument("--input-shape", help="C,H,W of one example (default: from the net)")
     fit.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
@@ -136,11 +149,15 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--rounds", type=int, default=40, help="maxIter (default 40)")
     fit.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--plot", help="write a PNG of loss and validation accuracy here")
+    fit.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it only shows on a terminal anyway)")
     fit.set_defaults(run=train)
     use = commands.add_parser("score", help="score data with a saved model into parquet",
                               description="Add predictions to data with a saved model.")
     use.add_argument("--model", required=True, help="folder of a saved SparkNetModel")
-    use.add_argument("--data", required=True, help="parquet path, or fashion-mnist-test")
+    use.add_argument("--data", required=True,
+                     help="parquet path, image folder, or fashion-mnist-test")
     use.add_argument("--out", required=True, help="parquet folder to write")
     use.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
     use.set_defaults(run=score)

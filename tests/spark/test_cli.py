@@ -57,3 +57,22 @@ def test_errors_are_one_line_and_exit_code_2(tmp_path):
     assert done.stderr.strip() == f"sparknet-ml: error: --model {tmp_path}: not a saved model (no metadata folder)"
     for command in ("train", "score", "info", "build-caffe"):
         assert cli(command, "--help").returncode == 0
+
+
+def test_train_on_an_image_folder_with_a_plot_then_score_it(tmp_path):
+    from .image_folders import write_image_folder
+    folder = write_image_folder(tmp_path / "images", per_class=30)
+    (tmp_path / "net.prototxt").write_text(zoo.prototxt("cifar10_quick_train"))
+    (tmp_path / "solver.prototxt").write_text(zoo.prototxt("cifar10_quick_solver"))
+    model, plot = str(tmp_path / "model"), str(tmp_path / "history.png")
+    done = cli("train", "--net", str(tmp_path / "net.prototxt"),
+               "--solver", str(tmp_path / "solver.prototxt"), "--data", folder, "--out", model,
+               "--rounds", "2", "--sync-interval", "2", "--batch", "8", "--plot", plot)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "classes bag, trouser, tshirt are labels 0-2" in done.stderr
+    assert "trained 2 rounds" in done.stdout
+    with open(plot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    done = cli("score", "--model", model, "--data", folder, "--out", str(tmp_path / "s.parquet"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "scored 90 rows" in done.stdout
