@@ -1,4 +1,4 @@
-"""The ``sparknet-ml`` command line: ``build-caffe``, ``info``, ``train``, ``score``.
+"""The ``sparknet-ml`` command line: ``build-caffe``, ``info``, ``train``, ``score``, ``bench``.
 
 Errors are one ``sparknet-ml: error: ...`` line and exit code 2.
 """
@@ -119,6 +119,37 @@ def score(args) -> int:
     return 0
 
 
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+
+
+def bench(args) -> int:
+    """Run the benchmark scripts of a source checkout, each as ``python SCRIPT [--quick]
+    --out RESULTS/NAME.json``; exit code 1 when one fails."""
+    import subprocess
+    if not os.path.isdir(BENCHMARKS):
+        raise FileNotFoundError(f"{BENCHMARKS}: no benchmarks folder; bench runs the scripts "
+                                "of a source checkout of sparknet_ml")
+    known = sorted(name[:-3] for name in os.listdir(BENCHMARKS)
+                   if name.endswith(".py") and not name.startswith("_"))
+    if args.list:
+        print("\n".join(known))
+        return 0
+    unknown = sorted(set(args.names) - set(known))
+    if unknown:
+        raise ValueError(f"no benchmark {', '.join(unknown)}; known: {', '.join(known)}")
+    failed = []
+    for name in args.names or known:
+        command = [sys.executable, os.path.join(BENCHMARKS, f"{name}.py"),
+                   "--out", os.path.join(args.results, f"{name.replace('_', '-')}.json")]
+        print(f"== {name}", flush=True)
+        if subprocess.run(command + (["--quick"] if args.quick else [])).returncode:
+            failed.append(name)
+    if failed:
+        print(f"sparknet-ml: benchmark(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparknet-ml",
                                      description="SparkNet-style distributed Caffe on Spark.")
@@ -161,6 +192,15 @@ def _parser() -> argparse.ArgumentParser:
     use.add_argument("--out", required=True, help="parquet folder to write")
     use.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
     use.set_defaults(run=score)
+    run = commands.add_parser("bench", help="run the benchmarks of a source checkout",
+                              description="Run benchmarks/*.py (each prints a table and "
+                                          "writes JSON with its ratios).")
+    run.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    run.add_argument("--quick", action="store_true", help="a minutes-long smoke pass")
+    run.add_argument("--list", action="store_true", help="list the benchmarks and stop")
+    run.add_argument("--results", default=os.path.join(BENCHMARKS, "results"),
+                     help="folder for the JSON results (default: benchmarks/results)")
+    run.set_defaults(run=bench)
     return parser
 
 

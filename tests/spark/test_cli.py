@@ -55,7 +55,7 @@ def test_errors_are_one_line_and_exit_code_2(tmp_path):
                "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"sparknet-ml: error: --model {tmp_path}: not a saved model (no metadata folder)"
-    for command in ("train", "score", "info", "build-caffe"):
+    for command in ("train", "score", "info", "build-caffe", "bench"):
         assert cli(command, "--help").returncode == 0
 
 
@@ -76,3 +76,17 @@ def test_train_on_an_image_folder_with_a_plot_then_score_it(tmp_path):
     done = cli("score", "--model", model, "--data", folder, "--out", str(tmp_path / "s.parquet"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "scored 90 rows" in done.stdout
+
+
+def test_bench_lists_and_runs_a_benchmark_into_a_results_folder(tmp_path):
+    done = cli("bench", "--list")
+    assert done.returncode == 0 and "caffe_speed" in done.stdout.split()
+    done = cli("bench", "caffe_speed", "--quick", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "caffe-speed.json") as f:
+        rows = json.load(f)["rows"]
+    assert [(r["net"], r["batch"]) for r in rows] == [
+        ("lenet", 64), ("lenet", 256), ("cifar10_quick", 64), ("cifar10_quick", 256)]
+    assert all(r["cpu_img_s"] > 0 for r in rows)
+    done = cli("bench", "nope")
+    assert done.returncode == 2 and "no benchmark nope; known: " in done.stderr
