@@ -2,6 +2,7 @@
 
     python -m sparknet_ml.apps.fashion_mnist [--master local[2]] [--workers 2]
         [--sync-interval 50] [--rounds 100] [--batch 64] [--out runs/lenet-fashion-mnist]
+        [--train-rows N] [--test-rows N]
 
 Reads Debian's Fashion-MNIST (idx files) into DataFrames of raw uint8 pixels (binary column),
 trains with SparkNet rounds printing per-round progress, prints the test accuracy and saves
@@ -16,11 +17,14 @@ import sys
 import time
 
 
-def fashion_mnist_df(spark, split: str):
-    """A DataFrame (features: binary of 784 uint8 pixels, label: double) of one split."""
+def fashion_mnist_df(spark, split: str, rows: int | None = None):
+    """A DataFrame (features: binary of 784 uint8 pixels, label: double) of one split, or of
+    its first ``rows`` examples."""
     import pyarrow as pa
     from sparknet_ml.data import fashion_mnist
     images, labels = fashion_mnist.load(split)
+    if rows is not None:
+        images, labels = images[:rows], labels[:rows]
     pixels = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(28 * 28), len(images), [None, pa.py_buffer(images.tobytes())])
     table = pa.table({"features": pixels.cast(pa.binary()),
@@ -37,7 +41,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/lenet-fashion-mnist")
+    parser.add_argument("--train-rows", type=int, metavar="N",
+                        help="train on the first N training images only (default: all 60,000)")
+    parser.add_argument("--test-rows", type=int, metavar="N",
+                        help="score the first N test images only (default: all 10,000)")
     args = parser.parse_args(argv)
+    for option, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
+        if value is not None and value < 1:
+            parser.error(f"{option} must be at least 1, not {value}")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per worker
@@ -55,8 +66,8 @@ def main(argv=None) -> int:
     spark = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
     master = spark.sparkContext.master
     spark.sparkContext.setLogLevel("ERROR")
-    train = fashion_mnist_df(spark, "train")
-    test = fashion_mnist_df(spark, "test")
+    train = fashion_mnist_df(spark, "train", args.train_rows)
+    test = fashion_mnist_df(spark, "test", args.test_rows)
     estimator = SparkNetEstimator(
         netPrototxt=zoo.prototxt("lenet_train_test"), solverPrototxt=zoo.prototxt("lenet_solver"),
         inputShape=[1, 28, 28], batchSize=args.batch, syncInterval=args.sync_interval,
