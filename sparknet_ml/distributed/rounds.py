@@ -59,29 +59,33 @@ def release_blocks(handles) -> None:
 
 @dataclass(frozen=True)
 class FaultInjection:
-    """Test switch: the first attempt of partition 0's task fails in the given rounds.
+    """Test switches: the first attempt of partition 0's task fails in the given rounds, and
+    every round waits a fixed extra time on the driver (simulated network latency).
 
     Set with the Spark conf ``spark.sparknet.test.failRounds="2,5"`` (1-based rounds) and
     ``spark.sparknet.test.failMode`` = ``raise`` (an exception, the default), ``exit``
     (``os._exit(134)``), ``abort`` (a real Caffe CHECK failure: glog's message, then SIGABRT)
-    or ``slow`` (a straggler: sleeps ``spark.sparknet.test.slowSeconds``, default 5).
+    or ``slow`` (a straggler: sleeps ``spark.sparknet.test.slowSeconds``, default 5); and
+    ``spark.sparknet.test.roundDelaySeconds`` (default 0).
     """
 
     rounds: frozenset
     mode: str = "raise"
     slow_seconds: float = 5.0
+    round_delay: float = 0.0
 
     @classmethod
     def from_conf(cls, conf) -> "FaultInjection | None":
-        rounds = conf.get("spark.sparknet.test.failRounds", "")
-        if not rounds.strip():
+        rounds = conf.get("spark.sparknet.test.failRounds", "").strip()
+        delay = float(conf.get("spark.sparknet.test.roundDelaySeconds", "0"))
+        if not rounds and not delay:
             return None
         mode = conf.get("spark.sparknet.test.failMode", "raise")
         if mode not in ("raise", "exit", "abort", "slow"):
             raise ValueError(f"spark.sparknet.test.failMode must be raise, exit, abort or "
                              f"slow, not {mode!r}")
-        return cls(frozenset(int(r) for r in rounds.split(",")), mode,
-                   float(conf.get("spark.sparknet.test.slowSeconds", "5")))
+        return cls(frozenset(int(r) for r in rounds.split(",") if r.strip()), mode,
+                   float(conf.get("spark.sparknet.test.slowSeconds", "5")), delay)
 
     def apply(self, round_number: int, partition: int) -> None:
         """Fail (or stall) here when this is partition 0's first attempt in a chosen round."""
@@ -158,8 +162,12 @@ def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau:
     with caffe_messages_to_spark():
         if faults is not None:
             faults.apply(round_index + 1, index)
-        results = [train_round(spec, *load_block(handle), state_bc.value, round_index, tau, seed,
-                               index) for handle in handles]
+        results = []
+        for handle in handles:
+            started = time.perf_counter()
+            result = train_round(spec, *load_block(handle), state_bc.value, round_index, tau,
+                                 seed, index)
+            results.append(dataclasses.replace(result, seconds=time.perf_counter() - started))
     yield from results
 
 
@@ -202,6 +210,9 @@ class RoundStats:
     samples_per_second: float
     validation_accuracy: float | None = None
     wall_seconds: float | None = None  # since round 1 began (across resumes), validation included
+    compute_seconds: float | None = None    # the slowest task's block load + tau solver steps
+    broadcast_seconds: float | None = None  # driver: broadcasting weights and solver history
+    average_seconds: float | None = None    # driver: averaging the partitions' states
 
 
 def check_finite(round_number: int, results: list[RoundResult], state: SolverState) -> None:
@@ -246,6 +257,7 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
     for r in range(start, rounds):
         started = time.perf_counter()
         state_bc = sc.broadcast(state)
+        broadcast = time.perf_counter() - started
         sc.setJobDescription(f"SparkNet round {r + 1}/{rounds} (tau={tau})")
         try:
             results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
@@ -254,10 +266,16 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         finally:
             sc.setJobDescription(None)
             state_bc.unpersist()
+        if faults is not None and faults.round_delay:
+            time.sleep(faults.round_delay)
+        averaging = time.perf_counter()
         state, samples, loss = average_results(results)
         check_finite(r + 1, results, state)
-        seconds = time.perf_counter() - started
-        stats = RoundStats(r + 1, loss, samples, seconds, samples / seconds)
+        done = time.perf_counter()
+        seconds = done - started
+        stats = RoundStats(r + 1, loss, samples, seconds, samples / seconds,
+                           compute_seconds=max(result.seconds for result in results),
+                           broadcast_seconds=broadcast, average_seconds=done - averaging)
         if validate is not None and ((r + 1) % validate_every == 0 or r + 1 == rounds):
             stats.validation_accuracy = validate(state)
         stats.wall_seconds = time.perf_counter() - began

@@ -75,6 +75,7 @@ class RoundResult:
     samples: int
     loss: float                # mean training loss over the round's iterations
     partition: int = -1
+    seconds: float = 0.0       # the task's time for it (set by the caller that measures it)
 
 
 def normalize(x: np.ndarray, scale: float, mean: tuple[float, ...], out=None) -> np.ndarray:

@@ -33,6 +33,8 @@ def test_fit_shows_progress_on_a_terminal_and_plots_its_history(small_df, monkey
     history = model.history
     assert history["wall_seconds"].is_monotonic_increasing
     assert (history["wall_seconds"] >= history["seconds"].cumsum() - 1e-6).all()
+    parts = history[["compute_seconds", "broadcast_seconds", "average_seconds"]]
+    assert (parts > 0).all().all() and (parts.sum(axis=1) < history["seconds"]).all()
     path = tmp_path / "history.png"
     model.plotHistory(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
