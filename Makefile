@@ -1,12 +1,13 @@
 # make setup: .venv with the project (editable), pinned dependencies and pycaffe built from source.
 # make test:  setup, then the test suite.   make demo: setup, then the main job.
+# make bench: setup, then every benchmarks/*.py (BENCH_ARGS=--quick for a smoke pass).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 
 setup: $(STAMP)
 	$(BIN)/python -m sparknet_ml.build --install
@@ -23,6 +24,9 @@ test: setup
 
 demo: setup
 	$(BIN)/python -m sparknet_ml.apps.fashion_mnist
+
+bench: setup
+	$(BIN)/python -m sparknet_ml.cli bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

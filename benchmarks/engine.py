@@ -10,7 +10,7 @@ has no Java): what Spark tasks run, fed the way Spark feeds them.
 3. rounds: the SparkNet round loop for 2 simulated workers sharing the device (two
    ``train_round`` calls + ``average_results`` per round) vs raw single-solver steps.
 
-    python benchmarks/gpu_engine.py [--gpu 0] [--quick] [--out FILE]
+    python benchmarks/engine.py [--gpu 0] [--quick] [--out FILE]
 """
 import argparse
 import json
@@ -132,7 +132,7 @@ def main():
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "results", "gpu-engine.json"))
+                                                      "results", "engine.json"))
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -147,7 +147,7 @@ def main():
                    **bench_score(net, batch, args.gpu, rows, repeat)}
             print(json.dumps(row), flush=True)
             results.append(row)
-    out = {"benchmark": "gpu_engine", "machine": machine(), "device":
+    out = {"benchmark": "engine", "machine": machine(), "device":
            "cpu" if args.gpu is None else f"gpu{args.gpu}",
            "parameters": {"tau": tau, "rounds_timed": rounds, "score_rows": rows,
                           "score_repeats": repeat, "blas_threads":

@@ -1,0 +1,96 @@
+"""Fit scaling: E(N) = steady-state fit samples/s with N workers ÷ (N × raw single-process
+pycaffe samples/s with cores/N OpenBLAS threads), for N = 1, 2 on local[N] and
+local-cluster[N,1,1024], τ ∈ {10, 50}; plus what a round's time is made of (the slowest
+task's compute, broadcast, averaging, and the rest: scheduling, task launch, result transfer).
+
+LeNet (Caffe's stock lenet_train_test.prototxt), batch 64, Fashion-MNIST. Every measurement
+runs in its own process (the master and the OpenBLAS thread count are fixed per process).
+
+    python benchmarks/fit_scaling.py [--quick] [--out FILE]
+"""
+import argparse
+import json
+import os
+import sys
+
+from _spark import child, steady_rate, table, write
+
+TAUS = (10, 50)
+
+
+def fit_once(master: str, workers: int, tau: int, rounds: int, rows: int) -> dict:
+    """Child mode: one fit; its steady rate and mean per-round time split."""
+    from _spark import fashion, session
+    from sparknet_ml import SparkNetEstimator, zoo
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    spark = session(master, threads)
+    data = fashion(spark, "train", rows, workers)
+    model = SparkNetEstimator(
+        netPrototxt=zoo.prototxt("lenet_train_test"), solverPrototxt=zoo.prototxt("lenet_solver"),
+        inputShape=[1, 28, 28], batchSize=64, syncInterval=tau, maxIter=rounds,
+        numWorkers=workers, seed=0, showProgress=False).fit(data)
+    spark.stop()
+    later = model.history.iloc[1:]
+    per_round = later[["seconds", "compute_seconds", "broadcast_seconds",
+                       "average_seconds"]].mean()
+    other = per_round["seconds"] - per_round[["compute_seconds", "broadcast_seconds",
+                                              "average_seconds"]].sum()
+    return {"samples_s": round(steady_rate(model.history), 1),
+            "round_s": round(per_round["seconds"], 3),
+            "compute_s": round(per_round["compute_seconds"], 3),
+            "broadcast_s": round(per_round["broadcast_seconds"], 4),
+            "average_s": round(per_round["average_seconds"], 4),
+            "scheduling_and_transfer_s": round(other, 3),
+            "overhead_share": round(1 - per_round["compute_seconds"] / per_round["seconds"], 3)}
+
+
+def raw_once(seconds: float) -> dict:
+    """Child mode: raw pycaffe LeNet img/s at batch 64 with this process's BLAS threads."""
+    from _spark import raw_train_rate
+    return {"raw_img_s": round(raw_train_rate("lenet", 64, seconds), 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, less data")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(
+        __file__)), "results", "fit-scaling.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = json.loads(args.child)
+        print(json.dumps(fit_once(*rest) if kind == "fit" else raw_once(*rest)))
+        return
+    cores = os.cpu_count() or 1
+    rows, seconds = (8000, 2.0) if args.quick else (20000, 6.0)
+    raw = {}
+    for workers in (1, 2):
+        threads = max(1, cores // workers)
+        raw[workers] = child("fit_scaling.py", "--child", json.dumps(["raw", seconds]),
+                             env={"OPENBLAS_NUM_THREADS": str(threads)})["raw_img_s"]
+        print(f"raw pycaffe, {threads} BLAS thread(s): {raw[workers]} img/s", flush=True)
+    results = []
+    for master in ("local[{n}]", "local-cluster[{n},1,1024]"):
+        for workers in (1, 2):
+            for tau in TAUS:
+                rounds = (4 if args.quick else 8) if tau == 50 else (8 if args.quick else 30)
+                name = master.format(n=workers)
+                fit = child("fit_scaling.py", "--child",
+                            json.dumps(["fit", name, workers, tau, rounds, rows]))
+                row = {"master": name, "workers": workers, "tau": tau, "rounds": rounds,
+                       **fit, "raw_img_s": raw[workers],
+                       "E": round(fit["samples_s"] / (workers * raw[workers]), 3)}
+                print(json.dumps(row), flush=True)
+                results.append(row)
+    print(table(results, ["master", "tau", "samples_s", "raw_img_s", "E", "round_s",
+                          "compute_s", "broadcast_s", "average_s",
+                          "scheduling_and_transfer_s"]))
+    write({"benchmark": "fit_scaling", "goal": "E(2) >= 0.85 at tau=50, >= 0.7 at tau=10",
+           "parameters": {"net": "lenet_train_test", "batch": 64, "rows": rows,
+                          "raw_seconds": seconds, "steady_state": "rounds 2..R",
+                          "blas_threads": "cores // workers"},
+           "raw_img_s_by_workers": raw, "rows": results}, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
