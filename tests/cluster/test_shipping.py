@@ -92,6 +92,8 @@ def test_executors_run_caffe_and_sparknet_ml_from_the_shipped_archive(standalone
                                      "MB": {k: round(v / 1e6) for k, v in sizes.items()}}))
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    print("job:", json.dumps({"seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+                              "accuracy": result["accuracy"]}))
     assert result["rounds"] == 6 and result["accuracy"] > 0.6  # chance is 0.1
     assert result["driver_executable"] == sys.executable
     assert result["python_exec"] == "./env/bin/python"

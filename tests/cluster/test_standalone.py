@@ -26,6 +26,7 @@ def test_fashion_mnist_app_trains_on_the_standalone_cluster(standalone_cluster, 
         cwd=str(tmp_path), timeout=400)
     assert done.returncode == 0, done.stderr[-4000:]
     line = done.stdout.strip().splitlines()[-1]
+    print("\n" + line)
     assert f"({standalone_cluster.master_url}, 2 workers, tau=20, 8 rounds, batch 64)" in line
     accuracy = float(re.search(r"test accuracy ([0-9.]+);", line).group(1))
     assert accuracy > 0.6, line  # chance is 0.1
