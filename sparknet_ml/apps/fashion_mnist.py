@@ -49,23 +49,16 @@ def main(argv=None) -> int:
     for option, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
         if value is not None and value < 1:
             parser.error(f"{option} must be at least 1, not {value}")
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per worker
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
 
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.sql import SparkSession
 
     from sparknet_ml import SparkNetEstimator, zoo
+    from sparknet_ml.apps import spark_session
 
-    builder = SparkSession.builder.appName("sparknet_ml fashion-mnist")
-    if args.master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
-        builder = builder.master(args.master or "local[2]")
-    spark = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
+    spark = spark_session(args.master, "sparknet_ml fashion-mnist")
     master = spark.sparkContext.master
-    spark.sparkContext.setLogLevel("ERROR")
     train = fashion_mnist_df(spark, "train", args.train_rows)
     test = fashion_mnist_df(spark, "test", args.test_rows)
     estimator = SparkNetEstimator(

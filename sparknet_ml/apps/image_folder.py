@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.data):
         parser.error(f"--data {args.data}: no such folder")
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("sparknet_ml").setLevel(logging.INFO)
     from sparknet_ml import SparkNetEstimator, zoo
     from sparknet_ml import net as netlib
     from sparknet_ml.apps import spark_session
