@@ -1,0 +1,147 @@
+"""Transform: rows/s of ``SparkNetModel.transform`` on a cached DataFrame written to Spark's
+noop sink vs a raw pycaffe forward loop over in-memory float32 batches of the same size, in
+one process with the same cores (local[1] vs one OpenBLAS thread); local[2] reported beside
+it. Also the Arrow → tensor conversion cost per row, timed alone.
+
+LeNet at batch 64 and 256 on Fashion-MNIST (binary uint8 pixels); cifar10_quick at batch 64 and
+256 on the same images padded to 32x32 and repeated over 3 channels.
+
+    python benchmarks/transform.py [--quick] [--out FILE]
+"""
+import argparse
+import functools
+import os
+import sys
+import time
+
+import numpy as np
+
+from _spark import session, table, timed, write
+
+NETS = {"lenet": ("lenet_train_test", "lenet_solver", (1, 28, 28)),
+        "cifar10_quick": ("cifar10_quick_train", "cifar10_quick_solver", (3, 32, 32))}
+
+
+def pixels(net: str, rows: int):
+    """uint8 images shaped for ``net`` and their labels."""
+    from sparknet_ml.data import fashion_mnist
+    images, labels = fashion_mnist.load("train")
+    x = images[:rows, None]
+    if net == "cifar10_quick":
+        x = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
+    return np.ascontiguousarray(x), labels[:rows]
+
+
+def frame(spark, x, y, partitions: int):
+    import pyarrow as pa
+    width = int(np.prod(x.shape[1:]))
+    features = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(x),
+                                                    [None, pa.py_buffer(x.tobytes())])
+    table_ = pa.table({"features": features.cast(pa.binary()),
+                       "label": pa.array(y.astype(np.float64))})
+    df = spark.createDataFrame(table_).repartition(partitions).cache()
+    df.count()
+    return df
+
+
+def model_for(spark, net: str, batch: int, x, y):
+    """A model with real (1 round) weights; scoring speed does not depend on their values."""
+    from sparknet_ml import SparkNetEstimator, zoo
+    name, solver, shape = NETS[net]
+    est = SparkNetEstimator(netPrototxt=zoo.prototxt(name), solverPrototxt=zoo.prototxt(solver),
+                            inputShape=list(shape), batchSize=batch, syncInterval=1,
+                            maxIter=1, numWorkers=1, seed=0, showProgress=False)
+    return est.fit(frame(spark, x[:batch * 2], y[:batch * 2], 1))
+
+
+def raw_forward_rate(model, x, repeat: int) -> float:
+    """Raw pycaffe forward over float32 batches already normalized in memory, rows/s."""
+    import tempfile
+    import caffe
+    from sparknet_ml.engine.scoring import load_weights
+    from sparknet_ml.engine.solver import net_with_batch
+    from sparknet_ml.engine.worker import normalize
+    from sparknet_ml.net import net_to_text
+    batch = model.getBatchSize()
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
+        f.write(net_to_text(net_with_batch(model.deployPrototxt, batch)))
+        f.flush()
+        net = caffe.Net(f.name, caffe.TEST)
+    load_weights(net, model.weights)
+    ready = normalize(x, model._meta["scale"], tuple(model._meta["mean"]))
+    data = net.blobs[model._meta["data_top"]]
+
+    def loop():
+        for start in range(0, len(ready), batch):
+            chunk = ready[start:start + batch]
+            if len(chunk) != data.data.shape[0]:
+                data.reshape(len(chunk), *data.data.shape[1:])
+            data.data[...] = chunk
+            net.forward()
+    loop()  # warm-up
+    return len(ready) * repeat / sum(timed(loop) for _ in range(repeat))
+
+
+def arrow_us_per_row(x, shape) -> float:
+    import pyarrow as pa
+    from sparknet_ml.data.arrow import features_to_array
+    from sparknet_ml.engine.worker import normalize
+    width = int(np.prod(shape))
+    column = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(x), [None, pa.py_buffer(x.tobytes())]).cast(pa.binary())
+    convert = functools.partial(features_to_array, column, shape)
+    convert()
+    seconds = min(timed(lambda: normalize(convert(), 1 / 256, ())) for _ in range(5))
+    return seconds / len(x) * 1e6
+
+
+def transform_rate(model, df, repeat: int) -> float:
+    sink = lambda: model.transform(df).write.format("noop").mode("overwrite").save()  # noqa
+    sink()  # warm-up: Python workers start, nets are built and cached
+    rows = df.count()
+    return rows * repeat / sum(timed(sink) for _ in range(repeat))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(
+        __file__)), "results", "transform.json"))
+    args = parser.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before caffe loads: the raw loop's one thread
+    repeat = 2 if args.quick else 3
+    rows_by_net = {"lenet": 6000 if args.quick else 20000,
+                   "cifar10_quick": 1500 if args.quick else 5000}
+    results = []
+    for cores in (1, 2):
+        master = f"local[{cores}]"
+        spark = session(master, 1)
+        for net, rows in rows_by_net.items():
+            x, y = pixels(net, rows)
+            df = frame(spark, x, y, cores)
+            for batch in (64, 256):
+                model = model_for(spark, net, batch, x, y)
+                ours = transform_rate(model, df, repeat)
+                raw = raw_forward_rate(model, x, repeat)
+                row = {"master": master, "net": net, "batch": batch, "rows": rows,
+                       "transform_rows_s": round(ours, 1), "raw_rows_s": round(raw, 1),
+                       "transform_vs_raw": round(ours / (cores * raw), 3),
+                       "arrow_us_per_row": round(arrow_us_per_row(x, NETS[net][2]), 2)}
+                print(row, flush=True)
+                results.append(row)
+            df.unpersist()
+        spark.stop()
+        time.sleep(1)
+    print(table(results, ["master", "net", "batch", "transform_rows_s", "raw_rows_s",
+                          "transform_vs_raw", "arrow_us_per_row"]))
+    write({"benchmark": "transform",
+           "goal": "transform_vs_raw >= 0.70 for LeNet at batch 256, >= 0.90 for cifar10_quick "
+                   "(local[1] vs one raw thread)",
+           "parameters": {"repeats": repeat, "rows": rows_by_net, "sink": "noop",
+                          "features": "binary uint8 pixels", "blas_threads": 1,
+                          "transform_vs_raw": "transform rows/s / (cores x raw rows/s)"},
+           "rows": results}, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
