@@ -36,11 +36,11 @@ class ProgressBar:
     @contextlib.contextmanager
     def active(self):
         """Route the console's logging lines above the bar while it is shown; close it after."""
-        from tqdm.contrib.logging import logging_redirect_tqdm
         try:
             if self.bar.disable:
                 yield self
-            else:
+            else:  # imported only here: in a Jupyter kernel it warns about ipywidgets
+                from tqdm.contrib.logging import logging_redirect_tqdm
                 with logging_redirect_tqdm(loggers=[logging.getLogger()]):
                     yield self
         finally:

@@ -54,6 +54,7 @@ def plan_nets(stage) -> NetPlan:
     train_net = netlib.train_net(net, shape, batch)
     data_top, label_top = netlib.data_layer_tops(train_net)
     solver = netlib.parse_solver(stage.getSolverPrototxt())
+    netlib.check_solver(solver)
     if stage.getBaseLr() is not None:
         solver.base_lr = stage.getBaseLr()
     if not solver.base_lr > 0:
@@ -215,7 +216,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
         # The initial weights (and any initialWeights caffemodel) are checked on the driver
         # before the first Spark job (counting partitions can run one).
-        state, layout, outputs = initial_state(train, self.getSeed(), self.getInitialWeights(),
+        state, layout, outputs = initial_state(train, self._seed(), self.getInitialWeights(),
                                                plan.deploy.output_blob)
         workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
         sc = dataset.sparkSession.sparkContext
@@ -242,7 +243,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             with mlflow_run(self) as tracker, progress.active():
                 callbacks = [c for c in (checkpoint, progress, tracker) if c is not None]
                 state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
-                                            self.getSyncInterval(), self.getSeed(), validate,
+                                            self.getSyncInterval(), self._seed(), validate,
                                             self.getValidationInterval(), start, history,
                                             faults, callbacks)
                 model = SparkNetModel._create(
@@ -261,6 +262,11 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                 release_blocks(handles)
         return model
 
+    def _seed(self) -> int:
+        """The seed as the non-negative integer numpy and Caffe take (pyspark's default, a
+        hash of the class name, can be negative)."""
+        return self.getSeed() % 2 ** 63
+
     def _resume(self, train: TrainSpec, summary, layout, state):
         """Rounds done, state and history to start from (the latest checkpoint in
         checkpointDir, if any), and the checkpoint callback for run_rounds (or None)."""
@@ -270,7 +276,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         tau, interval, rounds = (self.getSyncInterval(), self.getCheckpointInterval(),
                                  self.getMaxIter())
         signature = fit_signature(net=train.net_text, solver=train.solver_text,
-                                  batch=train.batch_size, tau=tau, seed=self.getSeed(),
+                                  batch=train.batch_size, tau=tau, seed=self._seed(),
                                   scale=train.scale, mean=train.mean,
                                   rows=[h.rows for h in summary])
         start, history = 0, []

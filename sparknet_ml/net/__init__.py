@@ -8,10 +8,10 @@ from .dsl import (AccuracyLayer, ConcatLayer, ConvolutionLayer, DropoutLayer, In
                   NetParam, Pooling, PoolingLayer, RDDLayer, ReLULayer, SigmoidLayer, SoftmaxLayer,
                   SoftmaxWithLoss, TanHLayer)
 from .layers import ALLOWED_LAYER_TYPES, DATA_LAYER_TYPES, check_bottoms, check_layers
-from .prototxt import NetSpecError, net_to_text, parse_net, parse_solver
+from .prototxt import NetSpecError, check_solver, net_to_text, parse_net, parse_solver
 
 __all__ = [
-    "NetSpecError", "parse_net", "parse_solver", "net_to_text",
+    "NetSpecError", "parse_net", "parse_solver", "check_solver", "net_to_text",
     "ALLOWED_LAYER_TYPES", "DATA_LAYER_TYPES", "check_layers", "check_bottoms",
     "DeployNet", "filter_phase", "data_layer_tops", "infer_input_shape", "input_transform",
     "train_net", "deploy_net",

@@ -122,6 +122,37 @@ def parse_solver(value) -> caffe_pb2.SolverParameter:
     return _parse(value, caffe_pb2.SolverParameter)
 
 
+SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+
+
+def check_solver(solver: caffe_pb2.SolverParameter) -> None:
+    """Refuse, on the driver, what Caffe's solver would abort the worker process on at its
+    first step: an unknown ``type`` or ``lr_policy`` (Caffe has no default policy), or a
+    policy without the field it divides by or reads.
+
+    Raises
+    ------
+    NetSpecError
+        Naming the solver field at fault.
+    """
+    if solver.type not in SOLVER_TYPES:
+        raise NetSpecError(f"solver type {solver.type!r} is not one of "
+                           f"{', '.join(SOLVER_TYPES)}")
+    policy = solver.lr_policy
+    if policy not in LR_POLICIES:
+        raise NetSpecError(f"solver lr_policy {policy!r} is not one of "
+                           f"{', '.join(LR_POLICIES)}" + (" (Caffe has no default: set e.g. "
+                                                          "lr_policy: \"fixed\")"
+                                                          if not policy else ""))
+    needs = {"step": ("stepsize", solver.stepsize > 0),
+             "sigmoid": ("stepsize", solver.stepsize > 0),
+             "multistep": ("stepvalue", len(solver.stepvalue) > 0),
+             "poly": ("max_iter", solver.max_iter > 0)}
+    if policy in needs and not needs[policy][1]:
+        raise NetSpecError(f"solver lr_policy {policy!r} needs a positive {needs[policy][0]}")
+
+
 def net_to_text(net: caffe_pb2.NetParameter) -> str:
     """Return ``net`` as prototxt text that :func:`parse_net` reads back unchanged."""
     return text_format.MessageToString(net)

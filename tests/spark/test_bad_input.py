@@ -104,6 +104,23 @@ def test_max_iter_and_solver_base_lr_are_checked_at_fit(spark, df):
                          ValueError, "solver base_lr must be positive, got 0")
 
 
+@pytest.mark.parametrize("solver, match", [
+    ('type: "SGD" base_lr: 0.01', "solver lr_policy '' is not one of .*Caffe has no default"),
+    ('base_lr: 0.01 lr_policy: "steps"', "solver lr_policy 'steps' is not one of fixed, step"),
+    ('base_lr: 0.01 lr_policy: "step"', "lr_policy 'step' needs a positive stepsize"),
+    ('base_lr: 0.01 lr_policy: "multistep"', "lr_policy 'multistep' needs a positive stepvalue"),
+    ('base_lr: 0.01 lr_policy: "poly" power: 1', "lr_policy 'poly' needs a positive max_iter"),
+    ('base_lr: 0.01 lr_policy: "fixed" type: "LBFGS"', "solver type 'LBFGS' is not one of SGD"),
+])
+def test_solvers_caffe_would_abort_on_fail_before_any_job(spark, df, solver, match):
+    fails_before_any_job(spark, df, tiny(solverPrototxt=solver), ValueError, match)
+
+
+def test_negative_seeds_train(df):
+    """pyspark's default seed, a hash of the class name, is negative about half the time."""
+    assert tiny(seed=-5).fit(df).history["samples"].iloc[0] > 0
+
+
 @pytest.mark.parametrize("name", ["syncInterval", "batchSize", "numWorkers", "baseLr"])
 def test_non_positive_params_fail_when_set(spark, name):
     with no_spark_job(spark), pytest.raises(TypeError, match=f'param "{name}". must be a '
