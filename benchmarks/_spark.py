@@ -97,10 +97,11 @@ def with_test_rows(spark, train_rows: int | None, partitions: int = 2):
     return df
 
 
-def accuracy_timeline(history, fit_seconds: float) -> list[dict]:
-    """Test accuracy against training time: the time before round 1 (block caching, initial
-    weights) plus the rounds' own time; the validation passes themselves are left out."""
-    setup = fit_seconds - float(history["wall_seconds"].iloc[-1])
+def accuracy_timeline(history, fit_seconds: float | None = None) -> list[dict]:
+    """Test accuracy against training time: the rounds' own time, plus the time before round
+    1 (block caching, initial weights) when ``fit_seconds`` is given; the validation passes
+    themselves are left out."""
+    setup = 0.0 if fit_seconds is None else fit_seconds - float(history["wall_seconds"].iloc[-1])
     elapsed = setup + history["seconds"].cumsum()
     scored = history["validation_accuracy"].notna()
     return [{"round": int(r), "seconds": round(float(t), 2), "accuracy": round(float(a), 4)}
