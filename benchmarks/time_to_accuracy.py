@@ -97,7 +97,7 @@ def plot(result: dict, path: str) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows, iterations, rounds")
-    parser.add_argument("--rounds", type=int, default=120, help="our rounds (default 120)")
+    parser.add_argument("--rounds", type=int, default=150, help="our rounds (default 150)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "time-to-accuracy.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "time-to-accuracy.png"))

@@ -109,7 +109,7 @@ def main():
         __file__)), "results", "transform.json"))
     args = parser.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before caffe loads: the raw loop's one thread
-    repeat = 2 if args.quick else 3
+    repeat = 2
     rows_by_net = {"lenet": 6000 if args.quick else 20000,
                    "cifar10_quick": 1500 if args.quick else 5000}
     results = []
