@@ -23,7 +23,7 @@ def test_image_folder_app_trains_cifar10_quick_on_three_classes(image_folder, tm
     out, plot = str(tmp_path / "model"), str(tmp_path / "history.png")
     done = subprocess.run(
         [sys.executable, "-m", "sparknet_ml.apps.image_folder", "--data", image_folder,
-         "--rounds", "6", "--sync-interval", "5", "--batch", "16", "--out", out, "--plot", plot],
+         "--rounds", "8", "--sync-interval", "10", "--batch", "16", "--out", out, "--plot", plot],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = done.stdout.strip().splitlines()[-1]
