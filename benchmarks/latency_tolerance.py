@@ -55,7 +55,8 @@ def main():
         return
     target = args.target or (0.70 if args.quick else 0.80)
     rows = 20000 if args.quick else None
-    iterations = 750 if args.quick else 2000  # the most each worker may need per tau
+    # the most each worker may run per tau (a fit runs all its rounds: no early stop)
+    iterations = 500 if args.quick else 750
     results, delay = [], None
     for tau in (50, 10, 1):
         plain = child("latency_tolerance.py", "--child",
