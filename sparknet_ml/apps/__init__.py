@@ -19,3 +19,36 @@ def spark_session(master: str | None, name: str):
     spark = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def add_training_arguments(parser, *, tau: int, rounds: int, out: str) -> None:
+    """The options every app takes: master, workers, tau, rounds, batch, seed, out."""
+    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
+    parser.add_argument("--workers", type=int, default=2, help="numWorkers (default 2)")
+    parser.add_argument("--sync-interval", type=int, default=tau, help=f"tau (default {tau})")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help=f"maxIter (default {rounds})")
+    parser.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=out)
+
+
+def log_rounds() -> None:
+    """Print each round's line (loss, samples/s, time) with a timestamp."""
+    import logging
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("sparknet_ml").setLevel(logging.INFO)
+
+
+def fit_evaluate_save(estimator, train, test, out: str):
+    """Fit ``estimator`` on ``train``, measure top-1 accuracy on ``test`` and save the model
+    to ``out``; returns the model, the fit's seconds and the accuracy."""
+    import time
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    started = time.perf_counter()
+    model = estimator.fit(train)
+    fit_seconds = time.perf_counter() - started
+    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
+        model.transform(test))
+    model.write().overwrite().save(out)
+    return model, fit_seconds, accuracy

@@ -11,10 +11,11 @@ the model (Spark ML format, plus deploy.prototxt + weights.caffemodel for plain 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
+
+from sparknet_ml.apps import (add_training_arguments, fit_evaluate_save, log_rounds,
+                             spark_session)
 
 
 def fashion_mnist_df(spark, split: str, rows: int | None = None):
@@ -34,13 +35,7 @@ def fashion_mnist_df(spark, split: str, rows: int | None = None):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
-    parser.add_argument("--workers", type=int, default=2, help="numWorkers (default 2)")
-    parser.add_argument("--sync-interval", type=int, default=50, help="tau (default 50)")
-    parser.add_argument("--rounds", type=int, default=100, help="maxIter (default 100)")
-    parser.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/lenet-fashion-mnist")
+    add_training_arguments(parser, tau=50, rounds=100, out="runs/lenet-fashion-mnist")
     parser.add_argument("--train-rows", type=int, metavar="N",
                         help="train on the first N training images only (default: all 60,000)")
     parser.add_argument("--test-rows", type=int, metavar="N",
@@ -49,13 +44,8 @@ def main(argv=None) -> int:
     for option, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
         if value is not None and value < 1:
             parser.error(f"{option} must be at least 1, not {value}")
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("sparknet_ml").setLevel(logging.INFO)
-
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-
+    log_rounds()
     from sparknet_ml import SparkNetEstimator, zoo
-    from sparknet_ml.apps import spark_session
 
     spark = spark_session(args.master, "sparknet_ml fashion-mnist")
     master = spark.sparkContext.master
@@ -65,12 +55,7 @@ def main(argv=None) -> int:
         netPrototxt=zoo.prototxt("lenet_train_test"), solverPrototxt=zoo.prototxt("lenet_solver"),
         inputShape=[1, 28, 28], batchSize=args.batch, syncInterval=args.sync_interval,
         maxIter=args.rounds, numWorkers=args.workers, seed=args.seed)
-    started = time.perf_counter()
-    model = estimator.fit(train)
-    fit_seconds = time.perf_counter() - started
-    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
-        model.transform(test))
-    model.write().overwrite().save(args.out)
+    model, fit_seconds, accuracy = fit_evaluate_save(estimator, train, test, args.out)
     model.saveCaffeModel(os.path.join(args.out, "caffe"))
     samples = int(model.history["samples"].sum())
     print(f"LeNet on Fashion-MNIST with SparkNet ({master}, {args.workers} workers, "

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import time
+
+from sparknet_ml.apps import (add_training_arguments, fit_evaluate_save, log_rounds,
+                             spark_session)
 
 DEFAULT_NET, DEFAULT_SOLVER = "cifar10_quick_train", "cifar10_quick_solver"
 
@@ -68,26 +69,17 @@ def net_for_classes(net_text: str, input_shape, classes: int) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="folder of one sub-folder per class")
-    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
-    parser.add_argument("--workers", type=int, default=2, help="numWorkers (default 2)")
-    parser.add_argument("--sync-interval", type=int, default=10, help="tau (default 10)")
-    parser.add_argument("--rounds", type=int, default=40, help="maxIter (default 40)")
-    parser.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
+    add_training_arguments(parser, tau=10, rounds=40, out="runs/image-folder")
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--net", help=f"net prototxt (default: the zoo's {DEFAULT_NET})")
     parser.add_argument("--solver", help=f"solver prototxt (default: {DEFAULT_SOLVER})")
     parser.add_argument("--plot", help="write a PNG of the training history here")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/image-folder")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.data):
         parser.error(f"--data {args.data}: no such folder")
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("sparknet_ml").setLevel(logging.INFO)
+    log_rounds()
     from sparknet_ml import SparkNetEstimator, zoo
     from sparknet_ml import net as netlib
-    from sparknet_ml.apps import spark_session
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
     spark = spark_session(args.master, "sparknet_ml image folder")
     data, classes, shape = read_image_folder(spark, args.data)
@@ -98,12 +90,7 @@ def main(argv=None) -> int:
         solverPrototxt=args.solver or zoo.prototxt(DEFAULT_SOLVER), inputShape=shape,
         featuresCol="image", batchSize=args.batch, syncInterval=args.sync_interval,
         maxIter=args.rounds, numWorkers=args.workers, seed=args.seed)
-    started = time.perf_counter()
-    model = estimator.fit(train)
-    fit_seconds = time.perf_counter() - started
-    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
-        model.transform(test))
-    model.write().overwrite().save(args.out)
+    model, fit_seconds, accuracy = fit_evaluate_save(estimator, train, test, args.out)
     with open(os.path.join(args.out, "classes.json"), "w") as f:
         json.dump(classes, f)
     if args.plot:
