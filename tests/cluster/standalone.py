@@ -121,8 +121,8 @@ class StandaloneCluster:
                 alive = [w for w in state.get("workers", []) if w.get("state") == "ALIVE"]
                 if len(alive) >= self.workers:
                     return self
-            except OSError:
-                pass
+            except (OSError, ValueError):
+                pass  # the UI is not up yet, or answered with an empty body while starting
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {self.workers} ALIVE workers after {timeout:.0f} s; "
                                    f"logs under {self.root}")
