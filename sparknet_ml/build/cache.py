@@ -29,6 +29,8 @@ class BuildConfig:
         Whether the wheel was repaired by auditwheel to carry its shared libraries.
     patch_set : str
         Digest of the patch and recipe modules (:func:`patch_set_version`).
+    cudnn : str
+        cuDNN version a CUDA build uses (``"9.14.0"``), ``""`` for none.
     """
 
     source_sha256: str
@@ -37,6 +39,7 @@ class BuildConfig:
     cuda_arch: str
     portable: bool
     patch_set: str
+    cudnn: str = ""
 
     def key(self) -> str:
         """Return the 16-hex-digit cache key of this configuration."""
@@ -44,8 +47,10 @@ class BuildConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def variant(self) -> str:
-        """Return the wheel's local version label, e.g. ``"cpu"`` or ``"cuda90"``."""
-        return f"cuda{self.cuda_arch}" if self.cuda else "cpu"
+        """Return the wheel's local version label: ``"cpu"``, ``"cuda90"`` or ``"cuda90cudnn9"``."""
+        if not self.cuda:
+            return "cpu"
+        return f"cuda{self.cuda_arch}" + (f"cudnn{self.cudnn.split('.')[0]}" if self.cudnn else "")
 
 
 def patch_set_version(directory: str | None = None) -> str:

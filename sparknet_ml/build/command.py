@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SM architecture, e.g. 90 for H100/H200; auto asks nvidia-smi")
     parser.add_argument("--cuda-home", default=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
                         help="CUDA toolkit root (default $CUDA_HOME or /usr/local/cuda)")
+    parser.add_argument("--cudnn", default="auto", choices=("yes", "no", "auto"),
+                        help="use cuDNN 9 in a CUDA build: auto (default) = when its headers "
+                             "are found, yes = fail without it, no")
     parser.add_argument("--source", metavar="FILE",
                         help="a local brocolli-caffe-9.0.2.tar.gz, or a folder holding it "
                              "(default: download it with pip, sha256 checked)")
@@ -64,6 +67,19 @@ def resolve_cuda(cuda: str, cuda_arch: str, cuda_home: str) -> str:
         raise recipe.BuildError("--cuda-arch auto: nvidia-smi found no GPU; name the "
                                 "architecture, e.g. --cuda-arch 90") from None
     return caps[0].replace(".", "")
+
+
+def resolve_cudnn(cudnn: str, cuda_arch: str, cuda_home: str) -> tuple[str, str]:
+    """Return ``(version, include folder)`` of the cuDNN to build with, or ``("", "")``."""
+    if cudnn == "no" or not cuda_arch:
+        if cudnn == "yes":
+            raise recipe.BuildError("--cudnn yes needs a CUDA build (--cuda)")
+        return "", ""
+    found = recipe.find_cudnn(cuda_home)
+    if found is None and cudnn == "yes":
+        raise recipe.BuildError(f"--cudnn yes: no cuDNN >= 9 headers (cudnn_version.h) under "
+                                f"{cuda_home}/include or /usr/include")
+    return found or ("", "")
 
 
 def build_wheel(config: BuildConfig, sdist: str, target: recipe.Target, rebuild: bool) -> str:
@@ -130,12 +146,14 @@ def run(args: argparse.Namespace) -> int:
             "libs/python from the Boost sources matching your Boost headers and put the "
             "library on LIBRARY_PATH and LD_LIBRARY_PATH"))
         cuda_arch = resolve_cuda(args.cuda, args.cuda_arch, args.cuda_home)
+        cudnn_version, cudnn_include = resolve_cudnn(args.cudnn, cuda_arch, args.cuda_home)
         sdist = source.resolve_source(args.source, os.path.join(cache_root(), "sources"))
         config = BuildConfig(source_sha256=source.sha256_of(sdist),
                              python_tag=recipe.python_tag(), cuda=bool(cuda_arch),
                              cuda_arch=cuda_arch, portable=args.portable,
-                             patch_set=patch_set_version())
-        target = recipe.Target(cuda_arch=cuda_arch, cuda_home=args.cuda_home, jobs=args.jobs)
+                             patch_set=patch_set_version(), cudnn=cudnn_version)
+        target = recipe.Target(cuda_arch=cuda_arch, cuda_home=args.cuda_home,
+                               cudnn_include=cudnn_include, jobs=args.jobs)
         _log(f"{config.variant()} build for {config.python_tag}, key {config.key()}")
         built = build_wheel(config, sdist, target, args.rebuild)
         if args.out:

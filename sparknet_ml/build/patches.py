@@ -31,6 +31,124 @@ void classname<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top, \
 #endif  // CAFFE_UTIL_DEVICE_ALTERNATE_H_
 """
 
+_CONV_ALGORITHMS_OLD = """    // choose forward and backward algorithms + workspace(s)
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm(handle_[0],
+      bottom_descs_[i],
+      filter_desc_,
+      conv_descs_[i],
+      top_descs_[i],
+      CUDNN_CONVOLUTION_FWD_SPECIFY_WORKSPACE_LIMIT,
+      workspace_limit_bytes,
+      &fwd_algo_[i]));
+
+    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle_[0],
+      bottom_descs_[i],
+      filter_desc_,
+      conv_descs_[i],
+      top_descs_[i],
+      fwd_algo_[i],
+      &(workspace_fwd_sizes_[i])));
+
+    // choose backward algorithm for filter
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm(handle_[0],
+          bottom_descs_[i], top_descs_[i], conv_descs_[i], filter_desc_,
+          CUDNN_CONVOLUTION_BWD_FILTER_SPECIFY_WORKSPACE_LIMIT,
+          workspace_limit_bytes, &bwd_filter_algo_[i]) );
+
+    // get workspace for backwards filter algorithm
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle_[0],
+          bottom_descs_[i], top_descs_[i], conv_descs_[i], filter_desc_,
+          bwd_filter_algo_[i], &workspace_bwd_filter_sizes_[i]));
+
+    // choose backward algo for data
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm(handle_[0],
+          filter_desc_, top_descs_[i], conv_descs_[i], bottom_descs_[i],
+          CUDNN_CONVOLUTION_BWD_DATA_SPECIFY_WORKSPACE_LIMIT,
+        workspace_limit_bytes, &bwd_data_algo_[i]));
+
+    // get workspace size
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle_[0],
+          filter_desc_, top_descs_[i], conv_descs_[i], bottom_descs_[i],
+          bwd_data_algo_[i], &workspace_bwd_data_sizes_[i]) );
+"""
+
+_CONV_ALGORITHMS_NEW = """    // sparknet_ml patch cudnn9: cuDNN 8 removed cudnnGet*Algorithm. The algorithms are
+    // timed with cudnnFind* (as PyTorch's benchmark mode does) once per input shape and
+    // math mode, and the fastest whose workspace fits the limit is kept.
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv_descs_[i],
+        Caffe::tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    std::ostringstream algo_key;
+    algo_key << this->num_ << "x" << this->channels_ << "x" << height << "x" << width
+             << (Caffe::tf32() ? " tf32" : " fp32");
+    if (algo_keys_.size() <= i) { algo_keys_.resize(i + 1); }
+    if (algo_keys_[i] == algo_key.str()) { continue; }
+    algo_keys_[i] = algo_key.str();
+    const string& name = this->layer_param_.name();
+    int found = 0;
+    cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(handle_[0], bottom_descs_[i],
+        filter_desc_, conv_descs_[i], top_descs_[i], CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+        &found, fwd));
+    const cudnnConvolutionFwdAlgoPerf_t& f =
+        cudnn::fastestWithin(fwd, found, workspace_limit_bytes, name, "forward");
+    fwd_algo_[i] = f.algo;
+    workspace_fwd_sizes_[i] = f.memory;
+    cudnnConvolutionBwdFilterAlgoPerf_t bwf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(handle_[0], bottom_descs_[i],
+        top_descs_[i], conv_descs_[i], filter_desc_, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+        &found, bwf));
+    const cudnnConvolutionBwdFilterAlgoPerf_t& bf =
+        cudnn::fastestWithin(bwf, found, workspace_limit_bytes, name, "backward filter");
+    bwd_filter_algo_[i] = bf.algo;
+    workspace_bwd_filter_sizes_[i] = bf.memory;
+    cudnnConvolutionBwdDataAlgoPerf_t bwd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(handle_[0], filter_desc_,
+        top_descs_[i], conv_descs_[i], bottom_descs_[i], CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+        &found, bwd));
+    const cudnnConvolutionBwdDataAlgoPerf_t& bd =
+        cudnn::fastestWithin(bwd, found, workspace_limit_bytes, name, "backward data");
+    bwd_data_algo_[i] = bd.algo;
+    workspace_bwd_data_sizes_[i] = bd.memory;
+"""
+
+_FASTEST_WITHIN = """
+// sparknet_ml patch cudnn9: the fastest algorithm cudnnFind* measured (it sorts them by
+// time) whose workspace fits in limit bytes.
+template <typename Perf>
+inline Perf fastestWithin(const Perf* perf, int count, size_t limit,
+    const std::string& layer, const char* pass) {
+  for (int k = 0; k < count; ++k) {
+    if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].memory <= limit) {
+      return perf[k];
+    }
+  }
+  LOG(FATAL) << "Layer " << layer << ": no cuDNN " << pass
+             << " convolution algorithm runs within " << limit << " bytes of workspace";
+  return perf[0];
+}
+
+}  // namespace cudnn
+"""
+
+_TF32_SWITCH = """  inline static void set_mode(Brew mode) { Get().mode_ = mode; }
+  // sparknet_ml patch tf32-switch: TensorFloat-32 tensor-core math for cuBLAS and cuDNN
+  // convolutions in this thread; off (IEEE fp32) by default.
+  inline static void set_tf32(bool on) {
+    Get().tf32_ = on;
+#ifndef CPU_ONLY
+    if (Get().cublas_handle_) {
+      CUBLAS_CHECK(cublasSetMathMode(Get().cublas_handle_,
+          on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    }
+#endif
+  }
+  inline static bool tf32() { return Get().tf32_; }
+"""
+
+# Layers whose default engine becomes cuDNN in a cuDNN build (Pooling: AVE only, by Caffe's
+# own factory rule; LRN and Convolution are edited separately).
+_CUDNN_DEFAULT_ENGINES = ("Pooling", "ReLU", "Sigmoid", "Softmax", "TanH")
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -172,6 +290,115 @@ PATCHES: tuple[Patch, ...] = (
                  "    from scipy.ndimage import zoom\n    from skimage.transform import resize\n"
                  "    if im.shape[-1] == 1 or im.shape[-1] == 3:\n        im_min, im_max"),
         ),
+    ),
+    Patch(
+        name="tf32-switch",
+        why="TensorFloat-32 is opt-in: Caffe::set_tf32 / pycaffe caffe.set_tf32(True) switch "
+            "cuBLAS to its TF32 tensor-op math and cuDNN convolutions to their default math, "
+            "per thread like Caffe's mode; off, cuBLAS keeps IEEE fp32 and cuDNN is held to "
+            "CUDNN_FMA_MATH.",
+        edits=(
+            Edit("include/caffe/common.hpp",
+                 "  inline static void set_mode(Brew mode) { Get().mode_ = mode; }\n",
+                 _TF32_SWITCH),
+            Edit("include/caffe/common.hpp", "  Brew mode_;\n", "  Brew mode_;\n  bool tf32_ = false;\n"),
+            Edit("src/caffe/common.cpp", "  CUBLAS_CHECK(cublasCreate(&Get().cublas_handle_));\n",
+                 "  CUBLAS_CHECK(cublasCreate(&Get().cublas_handle_));\n"
+                 "  set_tf32(Get().tf32_);  // sparknet_ml patch tf32-switch: the new handle\n"),
+            Edit("python/caffe/_caffe.cpp", '  bp::def("set_mode_gpu", &set_mode_gpu);\n',
+                 '  bp::def("set_mode_gpu", &set_mode_gpu);\n'
+                 '  bp::def("set_tf32", &Caffe::set_tf32);  // sparknet_ml patch tf32-switch\n'
+                 '  bp::def("tf32", &Caffe::tf32);\n'),
+            Edit("python/caffe/__init__.py", "layer_type_list, set_random_seed\n",
+                 "layer_type_list, set_random_seed\nfrom ._caffe import set_tf32, tf32\n"),
+        ),
+    ),
+    Patch(
+        name="no-thrust-in-cudnn-cpp",
+        why="cudnn_bn_layer.cpp and cudnn_softmax_layer.cpp include thrust without using it; "
+            "CUDA 13's thrust needs C++17, and Caffe's .cpp files are C++14.",
+        edits=tuple(Edit(f"src/caffe/layers/cudnn_{stem}_layer.cpp",
+                         '#include "thrust/device_vector.h"\n', "")
+                    for stem in ("bn", "softmax")),
+    ),
+    Patch(
+        name="cudnn9",
+        why="Caffe's cuDNN layers target cuDNN <= 7; cuDNN 8 removed the cudnnGet*Algorithm "
+            "calls its convolution uses. Convolution now times its algorithms with cudnnFind* "
+            "once per input shape and math mode (64 MiB workspace limit instead of 8), honours "
+            "the TF32 switch, and the build may use cuDNN 9 (its other calls still exist there).",
+        edits=(
+            Edit("include/caffe/util/cudnn.hpp", "\n}  // namespace cudnn\n", _FASTEST_WITHIN),
+            Edit("include/caffe/layers/cudnn_conv_layer.hpp",
+                 "  vector<cudnnConvolutionDescriptor_t> conv_descs_;\n",
+                 "  vector<cudnnConvolutionDescriptor_t> conv_descs_;\n"
+                 "  vector<string> algo_keys_;  // sparknet_ml patch cudnn9: shape of the last Find\n"),
+            Edit("src/caffe/layers/cudnn_conv_layer.cpp", "#include <algorithm>\n#include <vector>\n",
+                 "#include <algorithm>\n#include <sstream>\n#include <vector>\n"),
+            Edit("src/caffe/layers/cudnn_conv_layer.cpp",
+                 "  size_t workspace_limit_bytes = 8*1024*1024;\n",
+                 "  size_t workspace_limit_bytes = 64*1024*1024;\n"),
+            Edit("src/caffe/layers/cudnn_conv_layer.cpp", _CONV_ALGORITHMS_OLD,
+                 _CONV_ALGORITHMS_NEW),
+        ),
+    ),
+    Patch(
+        name="cudnn-pooling-caffe-shapes",
+        why="Caffe rounds pooled sizes up, cuDNN down (cifar10_quick's 16x16 -> 8x8 average "
+            "pooling is 7x7 for cuDNN), and the extra border windows then average differently. "
+            "The cuDNN pooling layer now runs Caffe's own kernels for such shapes, and only "
+            "average pooling goes to cuDNN (stochastic pooling made it abort).",
+        edits=(
+            Edit("include/caffe/layers/cudnn_pooling_layer.hpp",
+                 "  cudnnPoolingMode_t        mode_;\n",
+                 "  cudnnPoolingMode_t        mode_;\n"
+                 "  bool caffe_shape_ = false;  // sparknet_ml patch: cuDNN's shape differs\n"),
+            Edit("src/caffe/layers/cudnn_pooling_layer.cpp",
+                 "      this->channels_, this->pooled_height_, this->pooled_width_);\n}\n",
+                 "      this->channels_, this->pooled_height_, this->pooled_width_);\n"
+                 "  // sparknet_ml patch cudnn-pooling-caffe-shapes\n"
+                 "  int n, c, h, w;\n"
+                 "  CUDNN_CHECK(cudnnGetPooling2dForwardOutputDim(pooling_desc_, bottom_desc_,\n"
+                 "      &n, &c, &h, &w));\n"
+                 "  caffe_shape_ = h != this->pooled_height_ || w != this->pooled_width_;\n}\n"),
+            Edit("src/caffe/layers/cudnn_pooling_layer.cu",
+                 "    const vector<Blob<Dtype>*>& top) {\n"
+                 "  const Dtype* bottom_data = bottom[0]->gpu_data();\n",
+                 "    const vector<Blob<Dtype>*>& top) {\n"
+                 "  if (caffe_shape_) {  // sparknet_ml patch cudnn-pooling-caffe-shapes\n"
+                 "    PoolingLayer<Dtype>::Forward_gpu(bottom, top);\n    return;\n  }\n"
+                 "  const Dtype* bottom_data = bottom[0]->gpu_data();\n"),
+            Edit("src/caffe/layers/cudnn_pooling_layer.cu",
+                 "  if (!propagate_down[0]) {\n    return;\n  }\n",
+                 "  if (!propagate_down[0]) {\n    return;\n  }\n"
+                 "  if (caffe_shape_) {  // sparknet_ml patch cudnn-pooling-caffe-shapes\n"
+                 "    PoolingLayer<Dtype>::Backward_gpu(top, propagate_down, bottom);\n"
+                 "    return;\n  }\n"),
+            Edit("src/caffe/layer_factory.cpp",
+                 "    if (param.pooling_param().pool() == PoolingParameter_PoolMethod_MAX) {",
+                 "    if (param.pooling_param().pool() != PoolingParameter_PoolMethod_AVE) {"),
+        ),
+    ),
+    Patch(
+        name="cudnn-engines-in-gpu-mode",
+        why="A cuDNN build made every net's Convolution, Pooling, LRN, ReLU, Sigmoid, Softmax "
+            "and TanH default to cuDNN, whose layers create CUDA streams and cuDNN handles at "
+            "set-up: a CPU-mode net (useGpu=auto on a node without a GPU) would abort. The "
+            "default engine is cuDNN only when the net is built in GPU mode.",
+        edits=(
+            Edit("src/caffe/layer_factory.cpp",
+                 "    if (!use_dilation) {\n      engine = ConvolutionParameter_Engine_CUDNN;",
+                 "    if (!use_dilation && Caffe::mode() == Caffe::GPU) {\n"
+                 "      engine = ConvolutionParameter_Engine_CUDNN;"),
+            Edit("src/caffe/layer_factory.cpp",
+                 "#ifdef USE_CUDNN\n    engine = LRNParameter_Engine_CUDNN;\n#else",
+                 "#ifdef USE_CUDNN\n    engine = Caffe::mode() == Caffe::GPU ?\n"
+                 "        LRNParameter_Engine_CUDNN : LRNParameter_Engine_CAFFE;\n#else"),
+        ) + tuple(Edit("src/caffe/layer_factory.cpp",
+                       f"#ifdef USE_CUDNN\n    engine = {layer}Parameter_Engine_CUDNN;\n#endif",
+                       f"#ifdef USE_CUDNN\n    if (Caffe::mode() == Caffe::GPU) {{\n"
+                       f"      engine = {layer}Parameter_Engine_CUDNN;\n    }}\n#endif")
+                  for layer in _CUDNN_DEFAULT_ENGINES),
     ),
 )
 

@@ -2,13 +2,14 @@
 
 Caffe's Makefile/CMake are not used. Every Caffe object and the Boost.Python bindings are
 linked into a single ``caffe/_caffe<EXT_SUFFIX>`` so the wheel needs no ``libcaffe.so`` beside
-it. Built without OpenCV, LevelDB, LMDB, cuDNN and the Python layer (which runs arbitrary
-Python named by a prototxt, so it is left out on purpose).
+it. Built without OpenCV, LevelDB, LMDB and the Python layer (which runs arbitrary Python named
+by a prototxt, so it is left out on purpose); a CUDA build uses cuDNN 9 when it is found.
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ _NVCC_FLAGS = ("-O2", "-std=c++17", "-DNDEBUG", "-w", "-Xcompiler", "-fPIC")
 _LIBS = ("glog", "gflags", "protobuf", "boost_thread", "boost_filesystem", "hdf5_serial_hl",
          "hdf5_serial", "openblas", "pthread")
 _CUDA_LIBS = ("cudart", "cublas", "curand")
+# Where Debian/Ubuntu and NVIDIA's packages put cudnn_version.h, besides $CUDA_HOME/include.
+_CUDNN_INCLUDE_DIRS = ("/usr/include", "/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu")
 _HDF5_INCLUDE = "/usr/include/hdf5/serial"
 
 
@@ -38,11 +41,31 @@ class Target:
 
     cuda_arch: str = ""          # "" = CPU-only build
     cuda_home: str = "/usr/local/cuda"
+    cudnn_include: str = ""      # folder of cudnn.h; "" = no cuDNN
     jobs: int = os.cpu_count() or 1
 
     @property
     def cuda(self) -> bool:
         return bool(self.cuda_arch)
+
+    @property
+    def cudnn(self) -> bool:
+        return self.cuda and bool(self.cudnn_include)
+
+
+def find_cudnn(cuda_home: str) -> tuple[str, str] | None:
+    """Return ``(version, include folder)`` of a cuDNN 9 or later found in ``cuda_home/include``
+    or the system include folders, else None (older cuDNN has the API Caffe's layers were
+    written for, which our patches replace)."""
+    for folder in (os.path.join(cuda_home, "include"), *_CUDNN_INCLUDE_DIRS):
+        header = os.path.join(folder, "cudnn_version.h")
+        if not os.path.exists(os.path.join(folder, "cudnn.h")) or not os.path.exists(header):
+            continue
+        with open(header) as f:
+            fields = dict(re.findall(r"#define CUDNN_(MAJOR|MINOR|PATCHLEVEL)\s+(\d+)", f.read()))
+        if len(fields) == 3 and int(fields["MAJOR"]) >= 9:
+            return f"{fields['MAJOR']}.{fields['MINOR']}.{fields['PATCHLEVEL']}", folder
+    return None
 
 
 def python_tag() -> str:
@@ -90,7 +113,12 @@ class _Compile:
 def _compile_jobs(src: str, obj_dir: str, target: Target, version: str) -> list[_Compile]:
     includes = _include_flags(src)
     defines = [f"-DCAFFE_VERSION={version}"]
-    defines += ["-DCPU_ONLY"] if not target.cuda else [f"-I{target.cuda_home}/include"]
+    if not target.cuda:
+        defines += ["-DCPU_ONLY"]
+    else:
+        defines += [f"-I{target.cuda_home}/include"]
+    if target.cudnn:
+        defines += ["-DUSE_CUDNN", f"-I{target.cudnn_include}"]
     jobs = []
     files = _sources(src, _CPP_DIRS, ".cpp") + [os.path.join(src, "src/caffe/proto/caffe.pb.cc"),
                                                os.path.join(src, "python/caffe/_caffe.cpp")]
@@ -148,7 +176,7 @@ def build_extension(src: str, build_dir: str, target: Target, version: str, log=
     libs = list(_LIBS) + [boost_python_lib()]
     lib_dirs = []
     if target.cuda:
-        libs += _CUDA_LIBS
+        libs += _CUDA_LIBS + (("cudnn",) if target.cudnn else ())
         lib_dirs = [f"-L{target.cuda_home}/lib64", f"-Wl,-rpath,{target.cuda_home}/lib64"]
     _run(["g++", "-shared", "-o", ext, *objects, *lib_dirs, "-Wl,--as-needed",
           *[f"-l{lib}" for lib in libs]], "linking _caffe")

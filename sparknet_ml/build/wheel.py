@@ -79,9 +79,10 @@ def write_wheel(package_dir: str, version: str, python_tag: str, build_info: dic
 
 
 # Libraries a CUDA wheel must not carry: the driver comes with the node, and cuBLAS/cuRAND/cudart
-# must match it, so they are taken from the node's CUDA install.
+# and cuDNN (which loads its engine libraries at run time) must match it, so they are taken
+# from the node's CUDA install.
 _NOT_GRAFTED = ("libcuda.so.*", "libcudart.so.*", "libcublas.so.*", "libcublasLt.so.*",
-                "libcurand.so.*")
+                "libcurand.so.*", "libcudnn*.so.*")
 
 
 def repair_wheel(wheel_path: str, out_dir: str) -> str:

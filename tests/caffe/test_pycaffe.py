@@ -85,3 +85,14 @@ def test_caffemodel_written_by_caffe_reads_back_in_python_and_caffe(tmp_path):
     for name, blobs in net.params.items():
         for mine, theirs in zip(blobs, loaded.params[name]):
             np.testing.assert_array_equal(mine.data, theirs.data)
+
+
+def test_tf32_switch_is_off_by_default_and_round_trips():
+    """Patch tf32-switch: TF32 is opt-in, per thread, in CPU and CUDA builds alike."""
+    assert not caffe.tf32()
+    caffe.set_tf32(True)
+    try:
+        assert caffe.tf32()
+    finally:
+        caffe.set_tf32(False)
+    assert not caffe.tf32()

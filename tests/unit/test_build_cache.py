@@ -15,7 +15,7 @@ BASE = BuildConfig(source_sha256=source.SDIST_SHA256, python_tag="cp311", cuda=F
 
 @pytest.mark.parametrize("change", [
     {"source_sha256": "0" * 64}, {"python_tag": "cp312"}, {"cuda": True, "cuda_arch": "90"},
-    {"portable": True}, {"patch_set": "ba9876543210"}])
+    {"portable": True}, {"patch_set": "ba9876543210"}, {"cudnn": "9.14.0"}])
 def test_cache_key_changes_with_each_input(change):
     changed = dataclasses.replace(BASE, **change)
     assert changed.key() != BASE.key()
@@ -27,6 +27,7 @@ def test_cuda_arch_is_part_of_the_key():
     sm90 = dataclasses.replace(BASE, cuda=True, cuda_arch="90")
     assert sm80.key() != sm90.key()
     assert (sm80.variant(), BASE.variant()) == ("cuda80", "cpu")
+    assert dataclasses.replace(sm90, cudnn="9.14.0").variant() == "cuda90cudnn9"
 
 
 def test_patch_set_version_follows_the_recipe_files(tmp_path):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sparknet_ml.build import command, deps
+from sparknet_ml.build import command, deps, recipe
 from sparknet_ml.build.recipe import BuildError
 
 
@@ -21,6 +21,43 @@ def test_cuda_resolution(tmp_path):
     assert command.resolve_cuda("yes", "80", str(tmp_path)) == "80"
     with pytest.raises(BuildError, match="expected digits"):
         command.resolve_cuda("yes", "sm_90", str(tmp_path))
+
+
+def write_cudnn_headers(folder, major, minor=14, patch=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cudnn.h").write_text('#include "cudnn_version.h"\n')
+    (folder / "cudnn_version.h").write_text(
+        f"#define CUDNN_MAJOR {major}\n#define CUDNN_MINOR {minor}\n#define CUDNN_PATCHLEVEL {patch}\n")
+
+
+def test_cudnn_resolution(tmp_path):
+    cuda_home = tmp_path / "cuda"
+    (cuda_home / "include").mkdir(parents=True)
+    if recipe.find_cudnn(str(cuda_home)) is not None:
+        pytest.skip("this machine has cuDNN headers in a system include folder")
+    assert command.resolve_cudnn("auto", "90", str(cuda_home)) == ("", "")
+    with pytest.raises(BuildError, match="no cuDNN >= 9 headers"):
+        command.resolve_cudnn("yes", "90", str(cuda_home))
+    with pytest.raises(BuildError, match="needs a CUDA build"):
+        command.resolve_cudnn("yes", "", str(cuda_home))
+    write_cudnn_headers(cuda_home / "include", major=8)  # the API Caffe's layers were written for
+    assert command.resolve_cudnn("auto", "90", str(cuda_home)) == ("", "")
+    write_cudnn_headers(cuda_home / "include", major=9)
+    found = ("9.14.0", str(cuda_home / "include"))
+    assert command.resolve_cudnn("auto", "90", str(cuda_home)) == found
+    assert command.resolve_cudnn("yes", "90", str(cuda_home)) == found
+    assert command.resolve_cudnn("no", "90", str(cuda_home)) == ("", "")
+    assert command.resolve_cudnn("auto", "", str(cuda_home)) == ("", "")
+
+
+def test_cudnn_build_compiles_and_links_cudnn(tmp_path):
+    target = recipe.Target(cuda_arch="90", cudnn_include="/opt/cudnn/include", jobs=1)
+    jobs = recipe._compile_jobs(str(tmp_path), str(tmp_path / "obj"), target, "9.0.2")
+    plain = recipe._compile_jobs(str(tmp_path), str(tmp_path / "obj"),
+                                 recipe.Target(cuda_arch="90", jobs=1), "9.0.2")
+    assert all({"-DUSE_CUDNN", "-I/opt/cudnn/include"} <= set(job.command) for job in jobs)
+    assert not any("-DUSE_CUDNN" in job.command for job in plain)
+    assert not recipe.Target(cudnn_include="/opt/cudnn/include").cudnn  # CPU builds: never
 
 
 def run_cli(*args):
