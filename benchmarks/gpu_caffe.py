@@ -148,8 +148,7 @@ def caffe_rate(net, batch, gpu, engines, tf32, data, seconds):
     import caffe
     from sparknet_ml import zoo
     from sparknet_ml.engine.solver import make_solver, set_device
-    set_device(gpu)
-    caffe.set_tf32(tf32)
+    set_device(gpu, tf32)
     caffe.set_random_seed(0)
     net_text = CAFFENET if net == "caffenet" else zoo.prototxt(f"{net}_train")
     solver_text = CAFFENET_SOLVER if net == "caffenet" else zoo.prototxt(f"{net}_solver")

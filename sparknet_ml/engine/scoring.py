@@ -26,6 +26,8 @@ class ScoreSpec:
         Blobs returned for every row (the logits first, then any ``outputBlobs``).
     gpu : int or None
         GPU id, or None for the CPU.
+    tf32 : bool
+        TensorFloat-32 math on the GPU.
     """
 
     net_text: str
@@ -33,6 +35,7 @@ class ScoreSpec:
     data_top: str
     blobs: tuple[str, ...]
     gpu: int | None = None
+    tf32: bool = False
 
 
 Weights = dict[str, list[np.ndarray]]  # layer name -> its learnable blobs, in order
@@ -69,12 +72,13 @@ def cached_net(spec: ScoreSpec, key: str, weights):
     """This process's deploy net for ``spec`` loaded with the weights identified by ``key``.
 
     ``weights`` is a dict or a zero-argument callable returning one (e.g. a broadcast's
-    ``.value``), read only when the net is built.
+    ``.value``), read only when the net is built. Caffe's mode, device and math (per thread)
+    are set for it every time.
     """
+    set_device(spec.gpu, spec.tf32)
     net = _NETS.get((spec, key))
     if net is None:
         import caffe
-        set_device(spec.gpu)
         with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
             f.write(spec.net_text)
             f.flush()

@@ -22,13 +22,15 @@ def net_with_batch(net_text: str, batch_size: int) -> caffe_pb2.NetParameter:
     return net
 
 
-def set_device(gpu: int | None) -> None:
-    """Run Caffe on the CPU (``gpu=None``) or on GPU ``gpu``."""
+def set_device(gpu: int | None, tf32: bool = False) -> None:
+    """Run Caffe (in this thread) on the CPU (``gpu=None``) or on GPU ``gpu``, there with
+    TensorFloat-32 math when ``tf32``."""
     if gpu is None:
         caffe.set_mode_cpu()
     else:
         caffe.set_device(gpu)
         caffe.set_mode_gpu()
+        caffe.set_tf32(tf32)
 
 
 def make_solver(net_text: str, solver_text: str, batch_size: int):

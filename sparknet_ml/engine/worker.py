@@ -39,6 +39,8 @@ class TrainSpec:
         Blob names the Input layer produces.
     gpu : int or None
         GPU id, or None for the CPU.
+    tf32 : bool
+        TensorFloat-32 math on the GPU.
     scale, mean : float, tuple of float
         The input transform applied to every batch (see :func:`normalize`).
     """
@@ -49,13 +51,14 @@ class TrainSpec:
     data_top: str = "data"
     label_top: str = "label"
     gpu: int | None = None
+    tf32: bool = False
     scale: float = 1.0
     mean: tuple[float, ...] = ()
 
     def key(self) -> str:
         """Digest identifying the solver this spec builds."""
         text = "\0".join((self.net_text, self.solver_text, str(self.batch_size), self.data_top,
-                          self.label_top, str(self.gpu)))
+                          self.label_top, str(self.gpu), str(self.tf32)))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -97,10 +100,11 @@ _SOLVERS: dict[str, object] = {}
 
 
 def cached_solver(spec: TrainSpec):
-    """Return this process's solver for ``spec``, building it on first use."""
+    """Return this process's solver for ``spec``, building it on first use; Caffe's mode,
+    device and math (per thread) are set for it every time."""
+    set_device(spec.gpu, spec.tf32)
     solver = _SOLVERS.get(spec.key())
     if solver is None:
-        set_device(spec.gpu)
         solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
         _SOLVERS[spec.key()] = solver
     return solver

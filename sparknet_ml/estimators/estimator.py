@@ -118,8 +118,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                  labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
                  numWorkers=None, seed=None, predictionCol="prediction",
                  probabilityCol="probability", rawPredictionCol="rawPrediction",
-                 outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
-                 validationInterval=5, handleInvalid="error", checkpointDir=None,
+                 outputBlobs=None, initialWeights=None, useGpu="auto", allowTf32=False,
+                 validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
                  checkpointInterval=10, baseLr=None, showProgress=True):
         super().__init__()
         self._set(**self._input_kwargs)
@@ -129,8 +129,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                   labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
                   numWorkers=None, seed=None, predictionCol="prediction",
                   probabilityCol="probability", rawPredictionCol="rawPrediction",
-                  outputBlobs=None, initialWeights=None, useGpu="auto", validationCol=None,
-                  validationInterval=5, handleInvalid="error", checkpointDir=None,
+                  outputBlobs=None, initialWeights=None, useGpu="auto", allowTf32=False,
+                  validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
                   checkpointInterval=10, baseLr=None, showProgress=True):
         """Sets params; same keywords as the constructor."""
         return self._set(**self._input_kwargs)
@@ -213,7 +213,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         if validation:
             columns.check_boolean(dataset.schema, validation)
         gpu = columns.resolve_gpu(self.getUseGpu(), dataset.sparkSession.sparkContext.getConf())
-        train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu})
+        train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu, "tf32": self.getAllowTf32()})
         # The initial weights (and any initialWeights caffemodel) are checked on the driver
         # before the first Spark job (counting partitions can run one).
         state, layout, outputs = initial_state(train, self._seed(), self.getInitialWeights(),
@@ -235,7 +235,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                                            workers, fit_id + "-validation")
                 cached.append(held_out)
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
-                                 train.data_top, (plan.deploy.output_blob,), gpu)
+                                 train.data_top, (plan.deploy.output_blob,), gpu,
+                                 train.tf32)
                 validate = lambda s: validation_accuracy(  # noqa: E731
                     sc, held_out, spec, plan.inputs, named_weights(s, layout))
             start, state, history, checkpoint = self._resume(train, summary, layout, state)

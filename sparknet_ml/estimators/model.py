@@ -97,7 +97,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                                  f"{', '.join(sorted(known))}")
         return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
-                         columns.resolve_gpu(self.getUseGpu(), conf))
+                         columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32())
 
     def _transform(self, dataset):
         from pyspark.ml.linalg import VectorUDT

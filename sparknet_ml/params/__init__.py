@@ -86,6 +86,10 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     useGpu = Param(Params._dummy(), "useGpu",
                    "'auto' (GPU when pycaffe has CUDA and a GPU is visible), 'true', 'false'",
                    typeConverter=_choice("auto", "true", "false"))
+    allowTf32 = Param(Params._dummy(), "allowTf32",
+                      "on a GPU, let cuBLAS and cuDNN convolutions use TensorFloat-32 tensor "
+                      "cores (faster large layers, ~1e-3 relative error per product); default "
+                      "False = IEEE fp32", typeConverter=TypeConverters.toBoolean)
     validationCol = Param(Params._dummy(), "validationCol",
                           "boolean column marking rows held out of training for validation",
                           typeConverter=_optional(TypeConverters.toString))
@@ -115,7 +119,7 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
         super().__init__(*args)
         self._setDefault(batchSize=64, syncInterval=50, maxIter=40, numWorkers=None,
                          inputShape=None, outputBlobs=[], initialWeights=None, useGpu="auto",
-                         validationCol=None, validationInterval=5, handleInvalid="error",
+                         allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
                          checkpointDir=None, checkpointInterval=10, baseLr=None,
                          showProgress=True)
 
@@ -154,6 +158,10 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def getUseGpu(self) -> str:
         """Gets the value of useGpu."""
         return self.getOrDefault(self.useGpu)
+
+    def getAllowTf32(self) -> bool:
+        """Gets the value of allowTf32."""
+        return self.getOrDefault(self.allowTf32)
 
     def getValidationCol(self) -> str | None:
         """Gets the value of validationCol."""
@@ -214,3 +222,7 @@ class _ScoringSetters:
     def setUseGpu(self, value):
         """Sets useGpu ('auto', 'true', 'false')."""
         return self._set(useGpu=value)
+
+    def setAllowTf32(self, value):
+        """Sets allowTf32 (TensorFloat-32 math on a GPU; default False)."""
+        return self._set(allowTf32=value)
