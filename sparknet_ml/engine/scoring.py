@@ -95,8 +95,11 @@ def forward(net, spec: ScoreSpec, features: np.ndarray) -> list[np.ndarray]:
     n = len(features)
     outputs = [np.empty((n, int(np.prod(net.blobs[b].data.shape[1:]))), np.float32)
                for b in spec.blobs]
-    data = net.blobs[spec.data_top].data
+    data_blob = net.blobs[spec.data_top]
     for start in range(0, n, spec.batch_size):
+        # Blob.data is mutable_cpu_data(): read it per batch, or on a GPU Caffe would not
+        # copy the new batch over the one already on the device.
+        data = data_blob.data
         rows = min(spec.batch_size, n - start)
         data[:rows] = features[start:start + rows]
         if rows < spec.batch_size:

@@ -182,15 +182,17 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     solver.iter = round_index * tau
     caffe.set_random_seed(int.from_bytes(hashlib.sha256(
         f"{seed}/{partition}/{round_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF)
-    data = solver.net.blobs[spec.data_top].data
-    label = solver.net.blobs[spec.label_top].data if spec.label_top else None
+    data = solver.net.blobs[spec.data_top]
+    label = solver.net.blobs[spec.label_top] if spec.label_top else None
     loss_blob = solver.net.blobs[solver.net.outputs[0]]
     losses = np.empty(tau)
     for k, rows in enumerate(batch_indices(n, spec.batch_size, round_index * tau, tau, seed,
                                            partition)):
-        normalize(features[rows], spec.scale, spec.mean, out=data)
+        # Blob.data is mutable_cpu_data(): read it per step, or on a GPU Caffe would not
+        # copy the new batch over the one already on the device.
+        normalize(features[rows], spec.scale, spec.mean, out=data.data)
         if label is not None:
-            label[...] = labels[rows]
+            label.data[...] = labels[rows]
         solver.step(1)
         losses[k] = float(loss_blob.data)
     return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()), partition)

@@ -281,3 +281,10 @@ def test_net_and_solver_params_take_text_paths_and_messages(tmp_path):
     assert parse_solver(est.getSolverPrototxt()).base_lr == pytest.approx(0.01)
     est.setNetPrototxt(parse_net(zoo.prototxt("lenet_train")))
     assert parse_net(est.getNetPrototxt()) == parse_net(zoo.prototxt("lenet_train"))
+
+
+def test_tf32_is_an_opt_in_param_of_estimator_and_model():
+    for cls in (SparkNetEstimator, SparkNetModel):
+        assert cls().getAllowTf32() is False
+    assert SparkNetEstimator(allowTf32=True).getAllowTf32() is True
+    assert SparkNetModel().setAllowTf32(True).getAllowTf32() is True

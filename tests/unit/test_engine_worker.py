@@ -113,10 +113,5 @@ def test_test_switches_from_spark_conf():
 
 
 def test_tf32_is_opt_in_and_part_of_the_solver_key(spec):
-    from sparknet_ml import SparkNetEstimator, SparkNetModel
     tf32 = TrainSpec(**{**spec.__dict__, "tf32": True})
     assert not spec.tf32 and tf32.key() != spec.key()
-    for cls in (SparkNetEstimator, SparkNetModel):
-        assert cls().getAllowTf32() is False
-    assert SparkNetEstimator(allowTf32=True).getAllowTf32() is True
-    assert SparkNetModel().setAllowTf32(True).getAllowTf32() is True

@@ -1,0 +1,65 @@
+"""The worker engine (what Spark tasks run) on GPU 0 against the same calls on the CPU: a
+training round and a scoring pass over several batches must agree. Runs only with a CUDA
+build (the GPU machine). It caught batches 2.. of a round or scoring call silently reusing
+the first batch on the GPU: a numpy view of ``Blob.data`` taken once is not re-uploaded.
+"""
+import numpy as np
+import pytest
+
+from sparknet_ml import zoo
+from sparknet_ml.data import fashion_mnist
+from sparknet_ml.engine.scoring import ScoreSpec, cached_net, forward
+from sparknet_ml.engine.solver import make_solver
+from sparknet_ml.engine.worker import TrainSpec, get_state, named_weights, train_round
+
+from .conftest import build_info, caffe
+
+pytestmark = pytest.mark.skipif(not build_info()["cuda"], reason="this pycaffe has no CUDA")
+
+RTOL = 1e-4  # of the largest value; fp32 cuDNN/cuBLAS vs OpenBLAS after a few SGD steps
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    images, labels = fashion_mnist.load("train")
+    spec = TrainSpec(zoo.prototxt("lenet_train"), zoo.prototxt("lenet_solver"), batch_size=64,
+                     scale=0.00390625)
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(3)
+    solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+    layout = [(name, len(blobs)) for name, blobs in solver.net.params.items()]
+    x, y = images[:512, None].copy(), labels[:512].astype(np.float32)
+    return spec, x, y, get_state(solver), layout
+
+
+def close(gpu, cpu, what):
+    scale = float(np.abs(cpu).max())
+    error = float(np.abs(gpu - cpu).max())
+    assert error <= RTOL * scale, f"{what}: max |GPU - CPU| = {error:.3g} > {RTOL} x {scale:.3g}"
+
+
+def test_a_training_round_on_the_gpu_matches_the_cpu(lenet):
+    spec, x, y, state, _ = lenet
+    gpu_spec = TrainSpec(**{**spec.__dict__, "gpu": 0})
+    cpu = train_round(spec, x, y, state, round_index=0, tau=6, seed=5, partition=0)
+    gpu = train_round(gpu_spec, x, y, state, round_index=0, tau=6, seed=5, partition=0)
+    caffe.set_mode_cpu()
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(cpu.state.weights, state.weights))
+    assert moved > 100 * RTOL  # six steps changed the weights: the comparison means something
+    for k, (g, c) in enumerate(zip(gpu.state.weights + gpu.state.history,
+                                   cpu.state.weights + cpu.state.history)):
+        close(g, c, f"blob {k} after 6 steps")
+    assert abs(gpu.loss - cpu.loss) <= 1e-3 * abs(cpu.loss)
+
+
+def test_scoring_several_batches_on_the_gpu_matches_the_cpu(lenet):
+    spec, x, _, state, layout = lenet
+    features = x[:200].astype(np.float32) * np.float32(spec.scale)  # 3 batches and a part
+    weights = named_weights(state, layout)
+    outputs = {}
+    for gpu in (None, 0):
+        score = ScoreSpec(spec.net_text, 64, "data", ("ip2",), gpu)
+        outputs[gpu] = forward(cached_net(score, "w", weights), score, features)[0]
+    caffe.set_mode_cpu()
+    assert len(np.unique(outputs[None].argmax(axis=1))) > 1  # rows score differently
+    close(outputs[0], outputs[None], "logits of 200 rows")
