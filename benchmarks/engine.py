@@ -1,8 +1,9 @@
 """The worker engine against raw pycaffe on one device, in one run, no Spark (the GPU machine
 has no Java): what Spark tasks run, fed the way Spark feeds them.
 
-1. train: ``train_round`` (batch gather from a uint8 block, input transform, state load and
-   read-out) vs raw ``solver.step`` with the batch already in the blobs; ``engine_vs_raw``.
+1. train: ``train_round`` (batch gather from a memory-mapped uint8 block opened by
+   ``load_block``, input transform, state load and read-out) vs raw ``solver.step`` with the
+   batch already in the blobs; ``engine_vs_raw``.
 2. score: an Arrow RecordBatch → ``features_to_array`` → transform → batched ``forward`` →
    logits/probability/prediction Arrow columns (``SparkNetModel``'s task, without Spark) vs a
    raw pycaffe forward loop over in-memory float32 batches; ``scoring_vs_raw``, plus the
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -42,6 +44,31 @@ def timed(fn, repeat):
     return (time.perf_counter() - started) / repeat
 
 
+def interleaved(fns, repeat):
+    """Mean seconds per call of each of ``fns``: one warm-up call each, then ``repeat`` passes
+    calling each once in turn."""
+    for fn in fns:
+        fn()
+    totals = [0.0] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            totals[i] += time.perf_counter() - started
+    return [total / repeat for total in totals]
+
+
+def block_of(x, y, directory):
+    """``x``, ``y`` saved as a training block and opened the way a round's task opens it
+    (features memory-mapped)."""
+    from sparknet_ml.distributed.blocks import BlockHandle, load_block
+    handle = BlockHandle(0, os.path.join(directory, "features.npy"),
+                         os.path.join(directory, "labels.npy"), len(y), "localhost")
+    np.save(handle.features_path, x)
+    np.save(handle.labels_path, y)
+    return load_block(handle)
+
+
 def train_specs(net, batch, gpu):
     from sparknet_ml import zoo
     from sparknet_ml.engine.worker import TrainSpec
@@ -51,24 +78,26 @@ def train_specs(net, batch, gpu):
     return TrainSpec(text, zoo.prototxt(solver), batch, gpu=gpu, scale=scale)
 
 
-def bench_train(net, batch, gpu, tau, rounds):
+def bench_train(net, batch, gpu, tau, rounds, directory):
     from sparknet_ml.engine.solver import make_solver
     from sparknet_ml.engine.worker import average_results, get_state, train_round
     spec = train_specs(net, batch, gpu)
     x, y = images_for(net, 8192)
+    block_x, block_y = block_of(x, y, directory)
     solver = make_solver(spec.net_text, spec.solver_text, batch)
     solver.net.blobs["data"].data[...] = x[:batch] * np.float32(spec.scale)
     solver.net.blobs["label"].data[...] = y[:batch]
     state = get_state(solver)
-    raw = batch * tau / timed(lambda: solver.step(tau), rounds)
-    engine = batch * tau / timed(lambda: train_round(spec, x, y, state, 0, tau, 0, 0), rounds)
-    halves = (x[:4096], y[:4096]), (x[4096:], y[4096:])
+    halves = (block_x[:4096], block_y[:4096]), (block_x[4096:], block_y[4096:])
 
     def two_workers():
         results = [train_round(spec, bx, by, state, 0, tau, 0, i) for i, (bx, by) in
                    enumerate(halves)]
         average_results(results)
-    simulated = 2 * batch * tau / timed(two_workers, rounds)
+    raw, engine, simulated = interleaved(
+        [lambda: solver.step(tau),
+         lambda: train_round(spec, block_x, block_y, state, 0, tau, 0, 0), two_workers], rounds)
+    raw, engine, simulated = batch * tau / raw, batch * tau / engine, 2 * batch * tau / simulated
     return {"raw_img_s": round(raw, 1), "engine_img_s": round(engine, 1),
             "engine_vs_raw": round(engine / raw, 3),
             "two_workers_img_s": round(simulated, 1),
@@ -84,7 +113,6 @@ def bench_score(net, batch, gpu, rows, repeat):
     from sparknet_ml.engine.worker import normalize
     from sparknet_ml.net import deploy_net, net_to_text, parse_net
     from sparknet_ml import zoo
-    import tempfile
     name, _, shape, scale = NETS[net]
     deploy = deploy_net(parse_net(zoo.prototxt(name)), shape, batch)
     spec = ScoreSpec(net_to_text(deploy.net), batch, "data", (deploy.output_blob,), gpu)
@@ -119,8 +147,8 @@ def bench_score(net, batch, gpu, rows, repeat):
             record_batch.columns + [vectors_to_arrow(logits), vectors_to_arrow(softmax(logits)),
                                     pa.array(logits.argmax(axis=1).astype(np.float64))],
             names=["features", "rawPrediction", "probability", "prediction"])
-    raw_rows = rows / timed(raw, repeat)
-    scored_rows = rows / timed(scoring, repeat)
+    raw_seconds, scoring_seconds = interleaved([raw, scoring], repeat)
+    raw_rows, scored_rows = rows / raw_seconds, rows / scoring_seconds
     arrow_us = timed(arrow_in, repeat) / rows * 1e6
     return {"raw_rows_s": round(raw_rows, 1), "scoring_rows_s": round(scored_rows, 1),
             "scoring_vs_raw": round(scored_rows / raw_rows, 3),
@@ -141,12 +169,14 @@ def main():
     set_device(args.gpu)
     # a CPU trains cifar10_quick at ~350 img/s: shorter windows there
     tau, rounds, rows, repeat = ((10, 2, 2048, 2) if args.quick else
-                                 (50, 5, 8192, 5) if args.gpu is not None else (10, 3, 4096, 3))
+                                 (50, 5, 8192, 5) if args.gpu is not None else (10, 5, 4096, 3))
     results = []
     for net in NETS:
         for batch in (64, 256):
-            row = {"net": net, "batch": batch, **bench_train(net, batch, args.gpu, tau, rounds),
-                   **bench_score(net, batch, args.gpu, rows, repeat)}
+            with tempfile.TemporaryDirectory() as directory:
+                row = {"net": net, "batch": batch,
+                       **bench_train(net, batch, args.gpu, tau, rounds, directory),
+                       **bench_score(net, batch, args.gpu, rows, repeat)}
             print(json.dumps(row), flush=True)
             results.append(row)
     out = {"benchmark": "engine", "machine": machine(), "device":
