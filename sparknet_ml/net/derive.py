@@ -21,6 +21,9 @@ _TRANSFORMING_TYPES = {"Data": "data_param", "ImageData": "image_data_param",
                        "MemoryData": None, "WindowData": "window_data_param"}
 # Fields of the layer's own parameter that Caffe's upgrade moves into transform_param.
 _LEGACY_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
+# Layer parameters whose ``engine`` chooses Caffe's own implementation or cuDNN's.
+_ENGINE_FIELDS = ("convolution_param", "pooling_param", "lrn_param", "relu_param",
+                  "sigmoid_param", "softmax_param", "tanh_param")
 _UNSUPPORTED_TRANSFORM_FIELDS = ("mean_file", "crop_size", "crop_h", "crop_w", "old_resize_param")
 
 
@@ -244,7 +247,22 @@ def _with_input(net: caffe_pb2.NetParameter, tops: list[str],
     out.layer.add(name="data", type="Input", top=tops,
                   input_param=caffe_pb2.InputParameter(shape=blob_shapes))
     out.layer.extend(layer for layer in net.layer if layer.type not in DATA_LAYER_TYPES)
+    _default_cudnn_engines(out)
     return out
+
+
+def _default_cudnn_engines(net: caffe_pb2.NetParameter) -> None:
+    """Turn ``engine: CUDNN`` (common in model-zoo files) into the default engine, in place.
+
+    Our Caffe resolves the default to cuDNN for nets built in GPU mode by a cuDNN build, and
+    to its own layers otherwise; an explicit CUDNN would abort a CPU-only build ("unknown
+    engine") and needs a GPU. ``engine: CAFFE`` is kept.
+    """
+    for layer in net.layer:
+        for field in _ENGINE_FIELDS:
+            message = getattr(layer, field)
+            if layer.HasField(field) and message.engine == type(message).CUDNN:
+                message.ClearField("engine")
 
 
 def _is_loss(layer: caffe_pb2.LayerParameter) -> bool:

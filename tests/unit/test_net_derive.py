@@ -212,3 +212,22 @@ def test_pycaffe_accepts_derived_nets(caffe_cpu, tmp_path):
     assert list(out) == [deploy.output_blob] and out["ip2"].shape == (5, 10)
     assert {k: v[0].data.shape for k, v in scorer.params.items()} == \
         {k: v[0].data.shape for k, v in train.params.items()}
+
+
+def test_cudnn_engines_become_the_default_and_build_on_this_caffe():
+    """Model-zoo files often say ``engine: CUDNN``; a CPU-only Caffe aborts on it."""
+    text = (LENET_TRAIN_TEST
+            .replace("convolution_param {\n    num_output: 20",
+                     "convolution_param {\n    engine: CUDNN\n    num_output: 20", 1)
+            .replace("pooling_param {\n    pool: MAX", "pooling_param {\n    engine: CUDNN\n"
+                     "    pool: MAX", 1)
+            .replace('type: "ReLU"', 'type: "ReLU"\n  relu_param { engine: CAFFE }', 1))
+    assert text.count("engine: CUDNN") == 2
+    for net in (train_net(text, [1, 28, 28], 8), deploy_net(text, [1, 28, 28], 8).net):
+        layers = {layer.name: layer for layer in net.layer}
+        assert not layers["conv1"].convolution_param.HasField("engine")
+        assert not layers["pool1"].pooling_param.HasField("engine")
+        assert layers["relu1"].relu_param.engine == caffe_pb2.ReLUParameter.CAFFE  # kept
+    from sparknet_ml.engine.probe import check_caffe_builds
+    check_caffe_builds(net_to_text(train_net(text, [1, 28, 28], 8)),
+                       zoo.prototxt("lenet_solver"), 8)
