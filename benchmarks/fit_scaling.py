@@ -50,6 +50,12 @@ def raw_once(seconds: float) -> dict:
     return {"raw_img_s": round(raw_train_rate("lenet", 64, seconds), 1)}
 
 
+def raw_rate(seconds: float, threads: int) -> float:
+    """Raw pycaffe LeNet img/s, measured in a child process with ``threads`` BLAS threads."""
+    return child("fit_scaling.py", "--child", json.dumps(["raw", seconds]),
+                 env={"OPENBLAS_NUM_THREADS": str(threads)})["raw_img_s"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, less data")
@@ -70,13 +76,16 @@ def main():
                 rounds = (4 if args.quick else 8) if tau == 50 else (8 if args.quick else 30)
                 name = master.format(n=workers)
                 threads = max(1, cores // workers)
-                # the baseline right before each fit: the machine's speed drifts
-                raw = child("fit_scaling.py", "--child", json.dumps(["raw", seconds]),
-                            env={"OPENBLAS_NUM_THREADS": str(threads)})["raw_img_s"]
+                # the baseline right before and right after each fit, averaged: the
+                # machine's speed drifts by 10-20% within minutes
+                before = raw_rate(seconds, threads)
                 fit = child("fit_scaling.py", "--child",
                             json.dumps(["fit", name, workers, tau, rounds, rows]))
+                after = raw_rate(seconds, threads)
+                raw = round((before + after) / 2, 1)
                 row = {"master": name, "workers": workers, "tau": tau, "rounds": rounds,
-                       **fit, "raw_img_s": raw, "raw_blas_threads": threads,
+                       **fit, "raw_img_s": raw, "raw_before_after": [before, after],
+                       "raw_blas_threads": threads,
                        "E": round(fit["samples_s"] / (workers * raw), 3)}
                 print(json.dumps(row), flush=True)
                 results.append(row)
