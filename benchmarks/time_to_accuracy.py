@@ -98,12 +98,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows, iterations, rounds")
     parser.add_argument("--rounds", type=int, default=150, help="our rounds (default 150)")
+    parser.add_argument("--score-every", type=int, default=5,
+                        help="score our model every N rounds (default 5)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "time-to-accuracy.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "time-to-accuracy.png"))
     args = parser.parse_args()
     rows, iterations, rounds, every = ((10000, 20, 8, 2) if args.quick
-                                       else (None, 200, args.rounds, 5))
+                                       else (None, 200, args.rounds, args.score_every))
     spark = session("local[2]", 1, {"spark.driver.memory": "4g"})
     theirs = mlp(spark, rows, iterations)
     print(f"MLlib MLP: {theirs}", flush=True)
