@@ -1,4 +1,5 @@
-"""What machine a benchmark ran on, for its JSON."""
+"""What machine a benchmark ran on, and its JSON result file."""
+import json
 import os
 import platform
 import subprocess
@@ -18,3 +19,12 @@ def machine() -> dict:
     except (OSError, subprocess.CalledProcessError):
         gpu = None
     return {"cores": os.cpu_count(), "cpu": cpu, "gpu": gpu, "python": platform.python_version()}
+
+
+def write(result: dict, path: str) -> None:
+    """Write ``result`` plus this :func:`machine` as JSON to ``path``, creating its folder."""
+    result = {**result, "machine": machine()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {path}")

@@ -69,15 +69,6 @@ def raw_train_rate(net: str, batch: int, seconds: float) -> float:
     return images_per_second(net, batch, None, batch_of(net, images, labels, batch), seconds)
 
 
-def write(result: dict, path: str) -> None:
-    from _machine import machine
-    result = {**result, "machine": machine()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {path}")
-
-
 def table(rows: list[dict], columns: list[str]) -> str:
     """A markdown table of ``rows``."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

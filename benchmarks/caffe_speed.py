@@ -8,7 +8,6 @@ writes JSON with ``gpu_vs_cpu`` ratios.
     python benchmarks/caffe_speed.py [--quick] [--blas-threads 1] [--out FILE]
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -54,11 +53,11 @@ def main():
     args = parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)  # read when OpenBLAS loads
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from _machine import machine
+    from _machine import write
+    from sparknet_ml.build.command import installed_build_info
     from sparknet_ml.data import fashion_mnist
     os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe loads glog
-    import caffe
-    info = json.load(open(os.path.join(os.path.dirname(caffe.__file__), "build_info.json")))
+    info = installed_build_info()
     devices = args.devices.split(",") if args.devices != "auto" else (
         ["cpu", "gpu"] if info["cuda"] else ["cpu"])
     images, labels = fashion_mnist.load("train")
@@ -75,14 +74,11 @@ def main():
                 row["gpu_vs_cpu"] = round(row["gpu_img_s"] / row["cpu_img_s"], 2)
             rows.append(row)
             print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    result = {"benchmark": "caffe_speed", "machine": machine(), "caffe_build": info,
+    result = {"benchmark": "caffe_speed", "caffe_build": info,
               "parameters": {"blas_threads": args.blas_threads, "min_seconds": seconds,
                              "warmup_steps": 5, "solver": "zoo *_solver.prototxt (SGD)"},
               "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,6 @@ def images_for(net, n):
     return np.ascontiguousarray(x), labels[:n].astype(np.float32)
 
 
-def timed(fn, repeat):
-    fn()  # warm-up
-    started = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - started) / repeat
-
-
 def interleaved(fns, repeat):
     """Mean seconds per call of each of ``fns``: one warm-up call each, then ``repeat`` passes
     calling each once in turn."""
@@ -149,7 +141,7 @@ def bench_score(net, batch, gpu, rows, repeat):
             names=["features", "rawPrediction", "probability", "prediction"])
     raw_seconds, scoring_seconds = interleaved([raw, scoring], repeat)
     raw_rows, scored_rows = rows / raw_seconds, rows / scoring_seconds
-    arrow_us = timed(arrow_in, repeat) / rows * 1e6
+    arrow_us = interleaved([arrow_in], repeat)[0] / rows * 1e6
     return {"raw_rows_s": round(raw_rows, 1), "scoring_rows_s": round(scored_rows, 1),
             "scoring_vs_raw": round(scored_rows / raw_rows, 3),
             "arrow_in_us_per_row": round(arrow_us, 2)}
@@ -164,7 +156,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from _machine import machine
+    from _machine import write
     from sparknet_ml.engine.solver import set_device
     set_device(args.gpu)
     # a CPU trains cifar10_quick at ~350 img/s: shorter windows there
@@ -179,14 +171,11 @@ def main():
                        **bench_score(net, batch, args.gpu, rows, repeat)}
             print(json.dumps(row), flush=True)
             results.append(row)
-    out = {"benchmark": "engine", "machine": machine(), "device":
+    write({"benchmark": "engine", "device":
            "cpu" if args.gpu is None else f"gpu{args.gpu}",
            "parameters": {"tau": tau, "rounds_timed": rounds, "score_rows": rows,
                           "score_repeats": repeat, "blas_threads":
-                          os.environ["OPENBLAS_NUM_THREADS"]}, "rows": results}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+                          os.environ["OPENBLAS_NUM_THREADS"]}, "rows": results}, args.out)
 
 
 if __name__ == "__main__":

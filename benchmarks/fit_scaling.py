@@ -13,7 +13,8 @@ import json
 import os
 import sys
 
-from _spark import child, steady_rate, table, write
+from _machine import write
+from _spark import child, steady_rate, table
 
 TAUS = (10, 50)
 

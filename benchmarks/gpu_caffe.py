@@ -93,14 +93,14 @@ def parse_args():
     return parser.parse_args()
 
 
-def unavailable(gpu_name) -> str | None:
-    """Why this benchmark cannot run here, or None."""
+def unavailable(info, gpu_name) -> str | None:
+    """Why this benchmark cannot run here (``info``: the installed pycaffe's build info), or
+    None."""
     from importlib.util import find_spec
-    missing = [name for name in ("caffe", "torch") if find_spec(name) is None]
+    missing = [name for name, there in (("caffe", info), ("torch", find_spec("torch")))
+               if there is None]
     if missing:
         return f"needs {' and '.join(missing)}"
-    import caffe
-    info = json.load(open(os.path.join(os.path.dirname(caffe.__file__), "build_info.json")))
     if not info.get("cudnn"):
         return "needs a pycaffe built with CUDA and cuDNN (build-caffe --cuda)"
     if not gpu_name:
@@ -235,13 +235,13 @@ def main():
     seconds = 0.5 if args.quick else 3.0
     if args.torch_child:
         return torch_child(args, seconds)
-    from _machine import machine
-    host = machine()
-    reason = unavailable(host["gpu"])
+    from _machine import machine, write
+    from sparknet_ml.build.command import installed_build_info
+    info = installed_build_info()
+    reason = unavailable(info, machine()["gpu"])
     if reason:
         print(f"gpu_caffe: skipped: {reason}")
         return
-    import caffe
     torch = torch_rows(args, seconds)
     rows = []
     for net, batch in CASES:
@@ -258,17 +258,11 @@ def main():
         row["cudnn_tf32_vs_torch_tf32"] = round(row["cudnn_tf32_img_s"] / row["torch_tf32_img_s"], 3)
         rows.append(row)
         print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    info = json.load(open(os.path.join(os.path.dirname(caffe.__file__), "build_info.json")))
-    result = {"benchmark": "gpu_caffe", "machine": host, "caffe_build": info,
-              **torch["versions"],
-              "parameters": {"gpu": args.gpu, "min_seconds": seconds, "warmup_steps": 5,
-                             "caffe_solver": "zoo *_solver.prototxt; CaffeNet: " + CAFFENET_SOLVER,
-                             "torch_optimizer": "SGD momentum 0.9, weight decay 5e-4"},
-              "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    write({"benchmark": "gpu_caffe", "caffe_build": info, **torch["versions"],
+           "parameters": {"gpu": args.gpu, "min_seconds": seconds, "warmup_steps": 5,
+                          "caffe_solver": "zoo *_solver.prototxt; CaffeNet: " + CAFFENET_SOLVER,
+                          "torch_optimizer": "SGD momentum 0.9, weight decay 5e-4"},
+           "rows": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ and writes JSON. Needs a CUDA pycaffe and a GPU; elsewhere it says so and exits 
     python benchmarks/gpu_fit.py [--gpu 0] [--tau 50] [--rounds 40] [--batch 64] [--out FILE]
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,13 +32,13 @@ def main():
     os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe loads glog
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _machine import machine
-    host = machine()
-    import caffe
-    info = json.load(open(os.path.join(os.path.dirname(caffe.__file__), "build_info.json")))
-    if not info["cuda"] or not host["gpu"]:
+    from _machine import machine, write
+    from sparknet_ml.build.command import installed_build_info
+    info = installed_build_info()
+    if not (info or {}).get("cuda") or not machine()["gpu"]:
         print("gpu_fit: skipped: needs a CUDA pycaffe and a visible GPU")
         return
+    import caffe
     from google.protobuf import text_format
     from sparknet_ml import zoo
     from sparknet_ml.data import fashion_mnist
@@ -76,15 +75,11 @@ def main():
                      "img_s": round((r + 1) * 2 * args.tau * args.batch / seconds, 1)}
             timeline.append(point)
             print("  ".join(f"{k}={v}" for k, v in point.items()), flush=True)
-    result = {"benchmark": "gpu_fit", "machine": host, "caffe_build": info,
-              "parameters": {"gpu": args.gpu, "tau": args.tau, "rounds": rounds,
-                             "batch": args.batch, "workers": 2, "net": "zoo lenet_train",
-                             "solver": "zoo lenet_solver", "seed": 0},
-              "timeline": timeline}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    write({"benchmark": "gpu_fit", "caffe_build": info,
+           "parameters": {"gpu": args.gpu, "tau": args.tau, "rounds": rounds,
+                          "batch": args.batch, "workers": 2, "net": "zoo lenet_train",
+                          "solver": "zoo lenet_solver", "seed": 0},
+           "timeline": timeline}, args.out)
 
 
 if __name__ == "__main__":

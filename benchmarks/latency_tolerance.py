@@ -16,7 +16,8 @@ import json
 import os
 import sys
 
-from _spark import accuracy_timeline, child, first_reaching, table, write
+from _machine import write
+from _spark import accuracy_timeline, child, first_reaching, table
 
 ITERATIONS_PER_SCORE = 250
 

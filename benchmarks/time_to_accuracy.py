@@ -15,7 +15,8 @@ import os
 import sys
 import time
 
-from _spark import accuracy_timeline, first_reaching, session, with_test_rows, write
+from _machine import write
+from _spark import accuracy_timeline, first_reaching, session, with_test_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

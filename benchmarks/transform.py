@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from _spark import session, table, timed, write
+from _machine import write
+from _spark import session, table, timed
 
 NETS = {"lenet": ("lenet_train_test", "lenet_solver", (1, 28, 28)),
         "cifar10_quick": ("cifar10_quick_train", "cifar10_quick_solver", (3, 32, 32))}
