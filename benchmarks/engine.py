@@ -3,19 +3,24 @@ has no Java): what Spark tasks run, fed the way Spark feeds them.
 
 1. train: ``train_round`` (batch gather from a memory-mapped uint8 block opened by
    ``load_block``, input transform, state load and read-out) vs raw ``solver.step`` with the
-   batch already in the blobs; ``engine_vs_raw``.
+   batch already in the blobs; ``engine_vs_raw``. On a GPU the engine runs as the estimator
+   runs it there, with the block resident in the net (``TrainSpec.resident``), and
+   ``host_fed_vs_raw`` gives the batch-by-batch feed for contrast.
 2. score: an Arrow RecordBatch → ``features_to_array`` → transform → batched ``forward`` →
    logits/probability/prediction Arrow columns (``SparkNetModel``'s task, without Spark) vs a
    raw pycaffe forward loop over in-memory float32 batches; ``scoring_vs_raw``, plus the
    Arrow conversion cost per row.
 3. rounds: the SparkNet round loop for 2 simulated workers sharing the device (two
-   ``train_round`` calls + ``average_results`` per round) vs raw single-solver steps.
+   ``train_round`` calls + ``average_results`` per round) vs raw single-solver steps. They
+   share one process and so one solver: they are fed from the host (a resident block would
+   be uploaded again at every switch of worker).
 
     python benchmarks/engine.py [--gpu 0] [--quick] [--out FILE]
 """
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -37,17 +42,17 @@ def images_for(net, n):
 
 
 def interleaved(fns, repeat):
-    """Mean seconds per call of each of ``fns``: one warm-up call each, then ``repeat`` passes
-    calling each once in turn."""
+    """Median seconds per call of each of ``fns``: one warm-up call each, then ``repeat``
+    passes calling each once in turn (the median drops the passes a noisy machine slows)."""
     for fn in fns:
         fn()
-    totals = [0.0] * len(fns)
+    seconds = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             started = time.perf_counter()
             fn()
-            totals[i] += time.perf_counter() - started
-    return [total / repeat for total in totals]
+            seconds[i].append(time.perf_counter() - started)
+    return [statistics.median(s) for s in seconds]
 
 
 def block_of(x, y, directory):
@@ -61,19 +66,21 @@ def block_of(x, y, directory):
     return load_block(handle)
 
 
-def train_specs(net, batch, gpu):
+def train_specs(net, batch, gpu, resident=None):
+    """The estimator's TrainSpec for ``net``: resident block on a GPU unless told otherwise."""
     from sparknet_ml import zoo
     from sparknet_ml.engine.worker import TrainSpec
     from sparknet_ml.net import net_to_text, parse_net, train_net
     name, solver, shape, scale = NETS[net]
     text = net_to_text(train_net(parse_net(zoo.prototxt(name)), shape, batch))
-    return TrainSpec(text, zoo.prototxt(solver), batch, gpu=gpu, scale=scale)
+    return TrainSpec(text, zoo.prototxt(solver), batch, gpu=gpu, scale=scale,
+                     resident=gpu is not None if resident is None else resident)
 
 
 def bench_train(net, batch, gpu, tau, rounds, directory):
     from sparknet_ml.engine.solver import make_solver
     from sparknet_ml.engine.worker import average_results, get_state, train_round
-    spec = train_specs(net, batch, gpu)
+    spec, host_fed = train_specs(net, batch, gpu), train_specs(net, batch, gpu, resident=False)
     x, y = images_for(net, 8192)
     block_x, block_y = block_of(x, y, directory)
     solver = make_solver(spec.net_text, spec.solver_text, batch)
@@ -83,17 +90,23 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
     halves = (block_x[:4096], block_y[:4096]), (block_x[4096:], block_y[4096:])
 
     def two_workers():
-        results = [train_round(spec, bx, by, state, 0, tau, 0, i) for i, (bx, by) in
+        results = [train_round(host_fed, bx, by, state, 0, tau, 0, i) for i, (bx, by) in
                    enumerate(halves)]
         average_results(results)
-    raw, engine, simulated = interleaved(
-        [lambda: solver.step(tau),
-         lambda: train_round(spec, block_x, block_y, state, 0, tau, 0, 0), two_workers], rounds)
-    raw, engine, simulated = batch * tau / raw, batch * tau / engine, 2 * batch * tau / simulated
-    return {"raw_img_s": round(raw, 1), "engine_img_s": round(engine, 1),
-            "engine_vs_raw": round(engine / raw, 3),
-            "two_workers_img_s": round(simulated, 1),
-            "two_workers_vs_raw": round(simulated / raw, 3)}
+    calls = [lambda: solver.step(tau),
+             lambda: train_round(spec, block_x, block_y, state, 0, tau, 0, 0), two_workers]
+    if spec.resident:
+        calls.append(lambda: train_round(host_fed, block_x, block_y, state, 0, tau, 0, 0))
+    seconds = interleaved(calls, rounds)
+    raw, engine, simulated = batch * tau / seconds[0], batch * tau / seconds[1], \
+        2 * batch * tau / seconds[2]
+    row = {"raw_img_s": round(raw, 1), "engine_img_s": round(engine, 1),
+           "engine_vs_raw": round(engine / raw, 3), "resident": spec.resident,
+           "two_workers_img_s": round(simulated, 1),
+           "two_workers_vs_raw": round(simulated / raw, 3)}
+    if spec.resident:
+        row["host_fed_vs_raw"] = round(batch * tau / seconds[3] / raw, 3)
+    return row
 
 
 def bench_score(net, batch, gpu, rows, repeat):
@@ -161,7 +174,7 @@ def main():
     set_device(args.gpu)
     # a CPU trains cifar10_quick at ~350 img/s: shorter windows there
     tau, rounds, rows, repeat = ((10, 2, 2048, 2) if args.quick else
-                                 (50, 5, 8192, 5) if args.gpu is not None else (10, 5, 4096, 3))
+                                 (50, 15, 8192, 9) if args.gpu is not None else (10, 5, 4096, 3))
     results = []
     for net in NETS:
         for batch in (64, 256):

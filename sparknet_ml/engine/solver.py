@@ -22,6 +22,74 @@ def net_with_batch(net_text: str, batch_size: int) -> caffe_pb2.NetParameter:
     return net
 
 
+# Blobs of a net whose training block lives inside it (see :func:`with_resident_block`).
+BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP = "sparknet_block", "sparknet_label_block", "sparknet_rows"
+
+
+def with_resident_block(net: caffe_pb2.NetParameter, data_top: str,
+                        label_top: str | None) -> caffe_pb2.NetParameter:
+    """The net with its Input tops ``data_top`` (and ``label_top``) gathered from whole blocks.
+
+    The blocks are Input blobs ``sparknet_block`` (and ``sparknet_label_block``), reshaped
+    to a partition's rows and filled once. A MemoryData layer, first as pycaffe's
+    ``set_input_arrays`` requires, hands out each iteration's row indices, and BatchReindex
+    layers gather those rows into the original tops, so the solver's iterations need no
+    host-side work: on a GPU the block stays on the device.
+
+    Raises
+    ------
+    ValueError
+        When the net already uses one of these blob names or has no Input top ``data_top``.
+    """
+    taken = {top for layer in net.layer for top in layer.top} & {
+        BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP, ROWS_TOP + "_label", ROWS_TOP + "_flat"}
+    if taken:
+        raise ValueError(f"the net already has blobs {sorted(taken)}")
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    del out.layer[:]
+    shapes = {}
+    for layer in net.layer:
+        if layer.type != "Input" or not {data_top, label_top} & set(layer.top):
+            out.layer.add().CopyFrom(layer)
+            continue
+        kept = out.layer.add()
+        kept.CopyFrom(layer)
+        del kept.top[:]
+        kept.input_param.ClearField("shape")
+        for i, top in enumerate(layer.top):
+            shape = layer.input_param.shape[i if len(layer.input_param.shape) > 1 else 0]
+            if top in (data_top, label_top):
+                shapes[top] = shape
+            else:
+                kept.top.append(top)
+                kept.input_param.shape.add().CopyFrom(shape)
+        if not kept.top:
+            del out.layer[-1]
+    if data_top not in shapes:
+        raise ValueError(f"the net has no Input layer with top {data_top!r}")
+    gathered = [(data_top, BLOCK_TOP)] + ([(label_top, LABEL_BLOCK_TOP)] if label_top else [])
+    head = caffe_pb2.NetParameter()
+    rows = head.layer.add(name="sparknet_rows", type="MemoryData",
+                          top=[ROWS_TOP, ROWS_TOP + "_label"])
+    rows.memory_data_param.batch_size = shapes[data_top].dim[0]
+    rows.memory_data_param.channels = rows.memory_data_param.height = 1
+    rows.memory_data_param.width = 1
+    head.layer.add(name="sparknet_rows_silence", type="Silence", bottom=[ROWS_TOP + "_label"])
+    flat = head.layer.add(name="sparknet_rows_flat", type="Reshape", bottom=[ROWS_TOP],
+                          top=[ROWS_TOP + "_flat"])  # BatchReindex takes 1-D indices
+    flat.reshape_param.shape.dim.append(-1)
+    for top, block in gathered:
+        head.layer.add(name=block, type="Input", top=[block]).input_param.shape.add().CopyFrom(
+            shapes[top])
+        head.layer.add(name=f"sparknet_gather_{top}", type="BatchReindex",
+                       bottom=[block, ROWS_TOP + "_flat"], top=[top])
+    head.layer.extend(out.layer)
+    del out.layer[:]
+    out.layer.extend(head.layer)
+    return out
+
+
 def set_device(gpu: int | None, tf32: bool = False) -> None:
     """Run Caffe (in this thread) on the CPU (``gpu=None``) or on GPU ``gpu``, there with
     TensorFloat-32 math when ``tf32``."""
@@ -33,7 +101,8 @@ def set_device(gpu: int | None, tf32: bool = False) -> None:
         caffe.set_tf32(tf32)
 
 
-def make_solver(net_text: str, solver_text: str, batch_size: int):
+def make_solver(net_text: str, solver_text: str, batch_size: int,
+                resident: tuple[str, str | None] | None = None):
     """Return a pycaffe solver for a training net and solver given as prototxt text.
 
     Parameters
@@ -44,6 +113,8 @@ def make_solver(net_text: str, solver_text: str, batch_size: int):
         SolverParameter prototxt; its net and snapshot paths are ignored.
     batch_size : int
         Batch dimension given to every Input layer.
+    resident : (data top, label top or None), optional
+        Build the net :func:`with_resident_block` for these tops.
     """
     param = text_format.Parse(solver_text, caffe_pb2.SolverParameter())
     for name in _FILE_FIELDS:
@@ -51,7 +122,8 @@ def make_solver(net_text: str, solver_text: str, batch_size: int):
     param.ClearField("test_iter")
     param.ClearField("test_interval")
     param.snapshot = 0
-    param.net_param.CopyFrom(net_with_batch(net_text, batch_size))
+    net = net_with_batch(net_text, batch_size)
+    param.net_param.CopyFrom(net if resident is None else with_resident_block(net, *resident))
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
         f.write(text_format.MessageToString(param))
         f.flush()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solver import make_solver, set_device
+from .solver import BLOCK_TOP, LABEL_BLOCK_TOP, make_solver, set_device
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class TrainSpec:
         TensorFloat-32 math on the GPU.
     scale, mean : float, tuple of float
         The input transform applied to every batch (see :func:`normalize`).
+    resident : bool
+        Keep the partition's block, transformed once, inside the net and gather each batch
+        there (:func:`~sparknet_ml.engine.solver.with_resident_block`): on a GPU no batch
+        crosses from the host. Costs a float32 copy of the block in host and device memory;
+        blocks over :data:`RESIDENT_MAX_BYTES` are fed batch by batch instead.
     """
 
     net_text: str
@@ -54,11 +59,13 @@ class TrainSpec:
     tf32: bool = False
     scale: float = 1.0
     mean: tuple[float, ...] = ()
+    resident: bool = False
 
     def key(self) -> str:
         """Digest identifying the solver this spec builds."""
         text = "\0".join((self.net_text, self.solver_text, str(self.batch_size), self.data_top,
-                          self.label_top, str(self.gpu), str(self.tf32)))
+                          self.label_top, str(self.gpu), str(self.tf32),
+                          str(self.resident)))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -97,6 +104,12 @@ def normalize(x: np.ndarray, scale: float, mean: tuple[float, ...], out=None) ->
 
 # One solver per spec per Python worker process, reused across rounds and tasks.
 _SOLVERS: dict[str, object] = {}
+# A resident solver's block (features, labels) and its MemoryData arrays (rows, unused
+# labels), by spec key.
+_BLOCKS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_ROWS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+# Largest block (as float32) kept inside a net; float32 indices address rows exactly up to 2**24.
+RESIDENT_MAX_BYTES = 4 << 30
 
 
 def cached_solver(spec: TrainSpec):
@@ -105,7 +118,8 @@ def cached_solver(spec: TrainSpec):
     set_device(spec.gpu, spec.tf32)
     solver = _SOLVERS.get(spec.key())
     if solver is None:
-        solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+        solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size,
+                             (spec.data_top, spec.label_top) if spec.resident else None)
         _SOLVERS[spec.key()] = solver
     return solver
 
@@ -139,6 +153,43 @@ def set_state(solver, state: SolverState) -> None:
         blob.data[...] = value
 
 
+def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
+    """Whether ``train_round`` keeps this block inside the net (``spec.resident`` and small
+    enough)."""
+    return spec.resident and features.size * 4 <= RESIDENT_MAX_BYTES and len(features) <= 2**24
+
+
+def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
+                  rows: np.ndarray) -> None:
+    """Put the block into a resident solver's net (only when it holds another one) and this
+    round's ``rows`` into its MemoryData layer.
+
+    The row array is handed to Caffe once per size: each round's ``tau`` iterations read
+    all of it, so the layer's cursor is back at its first row when the next round starts.
+    """
+    key = spec.key()
+    held = _BLOCKS.get(key)
+    if held is None or held[0] is not features or held[1] is not labels:
+        for top, values in ((BLOCK_TOP, features), (LABEL_BLOCK_TOP, labels)):
+            if top not in solver.net.blobs:
+                continue
+            blob = solver.net.blobs[top]
+            blob.reshape(len(values), *blob.shape[1:])
+            if top == BLOCK_TOP:
+                normalize(values, spec.scale, spec.mean, out=blob.data)
+            else:
+                blob.data[...] = values.reshape((-1,) + (1,) * (blob.data.ndim - 1))
+        _BLOCKS[key] = (features, labels)
+    arrays = _ROWS.get(key)
+    if arrays is None or arrays[0].size != rows.size:
+        # Caffe keeps pointers to both arrays; they live here as long as the solver.
+        arrays = np.empty((rows.size, 1, 1, 1), np.float32), np.zeros((rows.size, 1, 1, 1),
+                                                                       np.float32)
+        solver.net.set_input_arrays(*arrays)
+        _ROWS[key] = arrays
+    arrays[0].reshape(-1)[:] = rows.reshape(-1)
+
+
 def batch_indices(n: int, batch_size: int, first_iter: int, iters: int, seed: int,
                   partition: int) -> np.ndarray:
     """Row indices of ``iters`` batches starting at global iteration ``first_iter``.
@@ -146,14 +197,12 @@ def batch_indices(n: int, batch_size: int, first_iter: int, iters: int, seed: in
     The partition is walked epoch by epoch, each epoch in its own permutation drawn from
     (seed, partition, epoch), so the rows of any round follow from its inputs alone.
     """
-    start = first_iter * batch_size
-    positions = np.arange(start, start + iters * batch_size)
-    epochs = positions // n
-    rows = np.empty_like(positions)
-    for epoch in np.unique(epochs):
-        order = np.random.default_rng((seed, partition, int(epoch))).permutation(n)
-        here = epochs == epoch
-        rows[here] = order[positions[here] % n]
+    start, stop = first_iter * batch_size, (first_iter + iters) * batch_size
+    rows = np.empty(stop - start, np.int64)
+    for epoch in range(start // n, (stop - 1) // n + 1):
+        order = np.random.default_rng((seed, partition, epoch)).permutation(n)
+        first, last = max(start, epoch * n), min(stop, (epoch + 1) * n)
+        rows[first - start:last - start] = order[first - epoch * n:last - epoch * n]
     return rows.reshape(iters, batch_size)
 
 
@@ -182,17 +231,21 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     solver.iter = round_index * tau
     caffe.set_random_seed(int.from_bytes(hashlib.sha256(
         f"{seed}/{partition}/{round_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF)
+    batches = batch_indices(n, spec.batch_size, round_index * tau, tau, seed, partition)
+    resident = feeds_resident(spec, features)
+    if resident:
+        load_resident(solver, spec, features, labels, batches)
     data = solver.net.blobs[spec.data_top]
     label = solver.net.blobs[spec.label_top] if spec.label_top else None
     loss_blob = solver.net.blobs[solver.net.outputs[0]]
     losses = np.empty(tau)
-    for k, rows in enumerate(batch_indices(n, spec.batch_size, round_index * tau, tau, seed,
-                                           partition)):
-        # Blob.data is mutable_cpu_data(): read it per step, or on a GPU Caffe would not
-        # copy the new batch over the one already on the device.
-        normalize(features[rows], spec.scale, spec.mean, out=data.data)
-        if label is not None:
-            label.data[...] = labels[rows]
+    for k, rows in enumerate(batches):
+        if not resident:
+            # Blob.data is mutable_cpu_data(): read it per step, or on a GPU Caffe would not
+            # copy the new batch over the one already on the device.
+            normalize(features[rows], spec.scale, spec.mean, out=data.data)
+            if label is not None:
+                label.data[...] = labels[rows]
         solver.step(1)
         losses[k] = float(loss_blob.data)
     return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()), partition)

@@ -213,7 +213,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         if validation:
             columns.check_boolean(dataset.schema, validation)
         gpu = columns.resolve_gpu(self.getUseGpu(), dataset.sparkSession.sparkContext.getConf())
-        train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu, "tf32": self.getAllowTf32()})
+        train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu, "tf32": self.getAllowTf32(),
+                             "resident": gpu is not None})
         # The initial weights (and any initialWeights caffemodel) are checked on the driver
         # before the first Spark job (counting partitions can run one).
         state, layout, outputs = initial_state(train, self._seed(), self.getInitialWeights(),

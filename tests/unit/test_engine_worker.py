@@ -115,3 +115,47 @@ def test_test_switches_from_spark_conf():
 def test_tf32_is_opt_in_and_part_of_the_solver_key(spec):
     tf32 = TrainSpec(**{**spec.__dict__, "tf32": True})
     assert not spec.tf32 and tf32.key() != spec.key()
+
+
+AUTOENCODER = """
+name: "autoencoder"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 8 dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "data" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("net, label_top", [(TINY_NET, "label"), (AUTOENCODER, "")])
+def test_a_resident_block_trains_exactly_like_batches_fed_from_the_host(net, label_top):
+    """The GPU feed (block inside the net, rows gathered by Caffe) on the CPU: same rows,
+    same transform, same numbers; across a change of block and of tau in one process."""
+    caffe.set_mode_cpu()
+    host = TrainSpec(net, SOLVER, batch_size=8, label_top=label_top, scale=0.02, mean=(100.0,))
+    resident = TrainSpec(**{**host.__dict__, "resident": True})
+    assert resident.key() != host.key()
+    blocks = [(rng.integers(0, 256, (n, 4)).astype(np.uint8),
+               rng.integers(0, 3, n).astype(np.float32))
+              for rng, n in ((np.random.default_rng(1), 40), (np.random.default_rng(2), 24))]
+    state = initial(host)
+    for r, (block, tau) in enumerate([(0, 5), (1, 5), (0, 3), (0, 3)]):
+        results = [train_round(spec, *blocks[block], state, r, tau, seed=7, partition=block)
+                   for spec in (host, resident)]
+        for u, v in zip(results[0].state.weights + results[0].state.history,
+                        results[1].state.weights + results[1].state.history):
+            np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
+        assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
+        state = results[0].state
+    from sparknet_ml.engine.worker import cached_solver
+    layers = cached_solver(resident).net.layers
+    assert [layer.type for layer in layers[:2]] == ["MemoryData", "Silence"]
+
+
+def test_the_resident_net_refuses_blob_names_it_needs_and_a_missing_data_top():
+    from sparknet_ml.engine.solver import net_with_batch, with_resident_block
+    net = net_with_batch(TINY_NET, 8)
+    with pytest.raises(ValueError, match="no Input layer with top 'pixels'"):
+        with_resident_block(net, "pixels", "label")
+    net.layer[1].top[0] = "sparknet_rows"
+    with pytest.raises(ValueError, match=r"already has blobs \['sparknet_rows'\]"):
+        with_resident_block(net, "data", "label")
