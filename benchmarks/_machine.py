@@ -1,8 +1,10 @@
-"""What machine a benchmark ran on, and its JSON result file."""
+"""What machine a benchmark ran on, its JSON result file, and timing on a noisy machine."""
 import json
 import os
 import platform
+import statistics
 import subprocess
+import time
 
 
 def machine() -> dict:
@@ -28,3 +30,17 @@ def write(result: dict, path: str) -> None:
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {path}")
+
+
+def interleaved(fns, repeat):
+    """Median seconds per call of each of ``fns``: one warm-up call each, then ``repeat``
+    passes calling each once in turn (the median drops the passes a noisy machine slows)."""
+    for fn in fns:
+        fn()
+    seconds = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            seconds[i].append(time.perf_counter() - started)
+    return [statistics.median(s) for s in seconds]

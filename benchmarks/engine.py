@@ -22,12 +22,12 @@ has no Java): what Spark tasks run, fed the way Spark feeds them.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from _machine import interleaved, write
 
 NETS = {"lenet": ("lenet_train_test", "lenet_solver", (1, 28, 28), 0.00390625),
         "cifar10_quick": ("cifar10_quick_train", "cifar10_quick_solver", (3, 32, 32), 1 / 255)}
@@ -41,20 +41,6 @@ def images_for(net, n):
     if net == "cifar10_quick":
         x = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
     return np.ascontiguousarray(x), labels[:n].astype(np.float32)
-
-
-def interleaved(fns, repeat):
-    """Median seconds per call of each of ``fns``: one warm-up call each, then ``repeat``
-    passes calling each once in turn (the median drops the passes a noisy machine slows)."""
-    for fn in fns:
-        fn()
-    seconds = [[] for _ in fns]
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            started = time.perf_counter()
-            fn()
-            seconds[i].append(time.perf_counter() - started)
-    return [statistics.median(s) for s in seconds]
 
 
 def block_of(x, y, directory):
@@ -173,7 +159,6 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from _machine import write
     from sparknet_ml.engine.solver import set_device
     set_device(args.gpu)
     # a CPU trains cifar10_quick at ~350 img/s: shorter windows there
