@@ -65,15 +65,22 @@ def train_specs(net, batch, gpu, resident=None):
                      resident=gpu is not None if resident is None else resident)
 
 
-def bench_train(net, batch, gpu, tau, rounds, directory):
+def raw_solver(spec, x, y):
+    """Raw pycaffe: a plain solver for ``spec``'s net with its first batch of ``x``, ``y``
+    (transformed) already in the input blobs."""
     from sparknet_ml.engine.solver import make_solver
+    solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+    solver.net.blobs["data"].data[...] = x[:spec.batch_size] * np.float32(spec.scale)
+    solver.net.blobs["label"].data[...] = y[:spec.batch_size]
+    return solver
+
+
+def bench_train(net, batch, gpu, tau, rounds, directory):
     from sparknet_ml.engine.worker import average_results, cached_solver, get_state, train_round
     spec, host_fed = train_specs(net, batch, gpu), train_specs(net, batch, gpu, resident=False)
     x, y = images_for(net, 8192)
     block_x, block_y = block_of(x, y, directory)
-    solver = make_solver(spec.net_text, spec.solver_text, batch)
-    solver.net.blobs["data"].data[...] = x[:batch] * np.float32(spec.scale)
-    solver.net.blobs["label"].data[...] = y[:batch]
+    solver = raw_solver(spec, x, y)
     state = get_state(solver)
     halves = (block_x[:4096], block_y[:4096]), (block_x[4096:], block_y[4096:])
 

@@ -14,8 +14,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
-
 from _machine import interleaved, machine, write
 
 STAGES = ("raw_step", "resident_step", "resident_step1_loop", "with_state", "train_round")
@@ -23,15 +21,12 @@ STAGES = ("raw_step", "resident_step", "resident_step1_loop", "with_state", "tra
 
 def split(net, batch, gpu, tau, repeat, directory):
     """Median seconds per round of each of :data:`STAGES`."""
-    from engine import block_of, images_for, train_specs
+    from engine import block_of, images_for, raw_solver, train_specs
     from sparknet_ml.engine import worker
-    from sparknet_ml.engine.solver import make_solver
     spec = train_specs(net, batch, gpu)
     x, y = images_for(net, 8192)
     block_x, block_y = block_of(x, y, directory)
-    raw = make_solver(spec.net_text, spec.solver_text, batch)
-    raw.net.blobs["data"].data[...] = x[:batch] * np.float32(spec.scale)
-    raw.net.blobs["label"].data[...] = y[:batch]
+    raw = raw_solver(spec, x, y)
     state = worker.get_state(raw)
     worker.train_round(spec, block_x, block_y, state, 0, tau, 0, 0)  # uploads the block
     solver = worker.cached_solver(spec)

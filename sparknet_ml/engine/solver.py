@@ -45,48 +45,44 @@ def with_resident_block(net: caffe_pb2.NetParameter, data_top: str,
         BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP, ROWS_TOP + "_label", ROWS_TOP + "_flat"}
     if taken:
         raise ValueError(f"the net already has blobs {sorted(taken)}")
+    kept, shapes = [], {}
+    for layer in net.layer:
+        if layer.type == "Input" and {data_top, label_top} & set(layer.top):
+            rest = caffe_pb2.LayerParameter()
+            rest.CopyFrom(layer)
+            del rest.top[:]
+            rest.input_param.ClearField("shape")
+            for i, top in enumerate(layer.top):
+                shape = layer.input_param.shape[i if len(layer.input_param.shape) > 1 else 0]
+                if top in (data_top, label_top):
+                    shapes[top] = shape
+                else:
+                    rest.top.append(top)
+                    rest.input_param.shape.add().CopyFrom(shape)
+            layer = rest if rest.top else None
+        if layer is not None:
+            kept.append(layer)
+    if data_top not in shapes:
+        raise ValueError(f"the net has no Input layer with top {data_top!r}")
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     del out.layer[:]
-    shapes = {}
-    for layer in net.layer:
-        if layer.type != "Input" or not {data_top, label_top} & set(layer.top):
-            out.layer.add().CopyFrom(layer)
-            continue
-        kept = out.layer.add()
-        kept.CopyFrom(layer)
-        del kept.top[:]
-        kept.input_param.ClearField("shape")
-        for i, top in enumerate(layer.top):
-            shape = layer.input_param.shape[i if len(layer.input_param.shape) > 1 else 0]
-            if top in (data_top, label_top):
-                shapes[top] = shape
-            else:
-                kept.top.append(top)
-                kept.input_param.shape.add().CopyFrom(shape)
-        if not kept.top:
-            del out.layer[-1]
-    if data_top not in shapes:
-        raise ValueError(f"the net has no Input layer with top {data_top!r}")
-    gathered = [(data_top, BLOCK_TOP)] + ([(label_top, LABEL_BLOCK_TOP)] if label_top else [])
-    head = caffe_pb2.NetParameter()
-    rows = head.layer.add(name="sparknet_rows", type="MemoryData",
-                          top=[ROWS_TOP, ROWS_TOP + "_label"])
+    rows = out.layer.add(name="sparknet_rows", type="MemoryData",
+                         top=[ROWS_TOP, ROWS_TOP + "_label"])
     rows.memory_data_param.batch_size = shapes[data_top].dim[0]
     rows.memory_data_param.channels = rows.memory_data_param.height = 1
     rows.memory_data_param.width = 1
-    head.layer.add(name="sparknet_rows_silence", type="Silence", bottom=[ROWS_TOP + "_label"])
-    flat = head.layer.add(name="sparknet_rows_flat", type="Reshape", bottom=[ROWS_TOP],
-                          top=[ROWS_TOP + "_flat"])  # BatchReindex takes 1-D indices
+    out.layer.add(name="sparknet_rows_silence", type="Silence", bottom=[ROWS_TOP + "_label"])
+    flat = out.layer.add(name="sparknet_rows_flat", type="Reshape", bottom=[ROWS_TOP],
+                         top=[ROWS_TOP + "_flat"])  # BatchReindex takes 1-D indices
     flat.reshape_param.shape.dim.append(-1)
+    gathered = [(data_top, BLOCK_TOP)] + ([(label_top, LABEL_BLOCK_TOP)] if label_top else [])
     for top, block in gathered:
-        head.layer.add(name=block, type="Input", top=[block]).input_param.shape.add().CopyFrom(
+        out.layer.add(name=block, type="Input", top=[block]).input_param.shape.add().CopyFrom(
             shapes[top])
-        head.layer.add(name=f"sparknet_gather_{top}", type="BatchReindex",
-                       bottom=[block, ROWS_TOP + "_flat"], top=[top])
-    head.layer.extend(out.layer)
-    del out.layer[:]
-    out.layer.extend(head.layer)
+        out.layer.add(name=f"sparknet_gather_{top}", type="BatchReindex",
+                      bottom=[block, ROWS_TOP + "_flat"], top=[top])
+    out.layer.extend(kept)
     return out
 
 

@@ -169,16 +169,15 @@ def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndar
     """
     key = spec.key()
     held = _BLOCKS.get(key)
+    blobs = solver.net.blobs
     if held is None or held[0] is not features or held[1] is not labels:
-        for top, values in ((BLOCK_TOP, features), (LABEL_BLOCK_TOP, labels)):
-            if top not in solver.net.blobs:
-                continue
-            blob = solver.net.blobs[top]
-            blob.reshape(len(values), *blob.shape[1:])
-            if top == BLOCK_TOP:
-                normalize(values, spec.scale, spec.mean, out=blob.data)
-            else:
-                blob.data[...] = values.reshape((-1,) + (1,) * (blob.data.ndim - 1))
+        block = blobs[BLOCK_TOP]
+        block.reshape(len(features), *block.shape[1:])
+        normalize(features, spec.scale, spec.mean, out=block.data)
+        if LABEL_BLOCK_TOP in blobs:
+            label_block = blobs[LABEL_BLOCK_TOP]
+            label_block.reshape(len(labels), *label_block.shape[1:])
+            label_block.data[...] = labels.reshape((-1,) + (1,) * (len(label_block.shape) - 1))
         _BLOCKS[key] = (features, labels)
     arrays = _ROWS.get(key)
     if arrays is None or arrays[0].size != rows.size:
