@@ -6,6 +6,8 @@ import dataclasses
 import functools
 import logging
 import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ import numpy as np
 from ..engine.devices import task_gpu
 from ..engine.worker import (RoundResult, SolverState, TrainSpec, average_results, normalize,
                              train_round)
+from .averaging import Averager
 from .blocks import ROWS_SCHEMA, InputSpec, drop_blocks, load_block, store_block, to_rows
 
 log = logging.getLogger("sparknet_ml")
@@ -215,23 +218,109 @@ class RoundStats:
     average_seconds: float | None = None    # driver: averaging the partitions' states
 
 
-def check_finite(round_number: int, results: list[RoundResult], state: SolverState) -> None:
-    """Stop a diverged fit, naming the round (and the partition when its own loss shows it)."""
+def divergence(round_number: int, results: list[RoundResult], state: SolverState) -> str | None:
+    """Why a fit diverged in this round (naming the partition when its own loss shows it),
+    or None."""
     for r in results:
         if r.samples and not np.isfinite(r.loss):
-            raise FloatingPointError(f"round {round_number}: the loss of partition {r.partition} "
-                                     f"is {r.loss} (training diverged: lower base_lr)")
+            return (f"round {round_number}: the loss of partition {r.partition} is {r.loss} "
+                    "(training diverged: lower base_lr)")
     for i, weights in enumerate(state.weights):
         if not np.isfinite(weights).all():
-            raise FloatingPointError(f"round {round_number}: averaged weight blob {i} holds "
-                                     "NaN or Inf (training diverged: lower base_lr)")
+            return (f"round {round_number}: averaged weight blob {i} holds NaN or Inf "
+                    "(training diverged: lower base_lr)")
+    return None
+
+
+@dataclass
+class JobRound:
+    """One round of a multi-round job, as the task of partition 0 saw it."""
+
+    results: list[RoundResult]  # without states
+    samples: int
+    loss: float
+    seconds: float              # the round inside the task: block steps and averaging
+    average_seconds: float
+
+
+def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, stop: int,
+                        tau: int, seed: int, secret: str, faults: FaultInjection | None = None):
+    """Rounds ``first`` to ``stop - 1`` in one task of a barrier stage, averaging with the
+    other tasks after each (:mod:`.averaging`); partition 0 yields the final state and the
+    rounds' statistics. Stops early, on every task alike, after a round that diverged."""
+    from pyspark import BarrierTaskContext
+    context = BarrierTaskContext.get()
+    spec = on_task_gpu(spec)
+    (handle,) = handles
+    with caffe_messages_to_spark(), connect_averager(context, secret) as averager:
+        features, labels = load_block(handle)
+        state, rounds = state_bc.value, []
+        for r in range(first, stop):
+            if faults is not None:
+                faults.apply(r + 1, index)
+            started = time.perf_counter()
+            result = train_round(spec, features, labels, state, r, tau, seed, index)
+            result = dataclasses.replace(result, seconds=time.perf_counter() - started)
+            averaged = averager.average(result, faults.round_delay if faults else 0.0)
+            state = averaged.state
+            rounds.append(JobRound(averaged.results, averaged.samples, averaged.loss,
+                                   time.perf_counter() - started, averaged.average_seconds))
+            if divergence(r + 1, averaged.results, state):
+                break
+    if index == 0:
+        yield state, rounds
+
+
+def connect_averager(context, secret: str) -> Averager:
+    """The :class:`Averager` of this barrier task: partition 0 listens on its executor's
+    host and tells the others where, through ``allGather``."""
+    tasks = context.getTaskInfos()
+    if context.partitionId() == 0:
+        host = tasks[0].address.rsplit(":", 1)[0]
+        listener = socket.create_server((host, 0))
+        context.allGather(f"{host}:{listener.getsockname()[1]}")
+        return Averager.as_root(listener, len(tasks), secret)
+    host, port = context.allGather("")[0].rsplit(":", 1)
+    return Averager.as_peer(host, int(port), secret)
+
+
+def task_slots(sc) -> int:
+    """Tasks the cluster can run at once now (Spark's own count, as its barrier check uses)."""
+    jsc = sc._jsc.sc()
+    return jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile())
+
+
+def check_slots(sc, workers: int, rounds_per_job: int, wait: float = 60.0) -> None:
+    """Fail clearly when a barrier stage of ``workers`` tasks cannot start (Spark itself would
+    retry for up to 10 minutes); executors still registering get ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while (slots := task_slots(sc)) < workers:
+        if time.monotonic() > deadline:
+            raise ValueError(
+                f"roundsPerJob={rounds_per_job} runs each job as a barrier stage that needs "
+                f"all {workers} workers' tasks at once, but the cluster has {slots} task "
+                "slots: lower numWorkers or set roundsPerJob=1")
+        time.sleep(0.5)
+
+
+def job_end(start: int, rounds: int, rounds_per_job: int, hold_every: tuple[int, ...]) -> int:
+    """The round count after the job that begins after ``start`` rounds: at most
+    ``rounds_per_job`` rounds, and ending on every multiple of a ``hold_every`` interval
+    (where the driver needs the state: validation, checkpoints)."""
+    end = min(rounds, start + rounds_per_job)
+    for interval in hold_every:
+        end = min(end, (start // interval + 1) * interval)
+    return end
 
 
 def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
                seed: int, validate=None, validate_every: int = 1, start: int = 0,
-               history=None, faults: FaultInjection | None = None, callbacks=()
+               history=None, faults: FaultInjection | None = None, callbacks=(),
+               rounds_per_job: int = 1, hold_every: tuple[int, ...] = ()
                ) -> tuple[SolverState, list[RoundStats]]:
-    """Run SparkNet rounds: each one a Spark job over the cached blocks.
+    """Run SparkNet rounds over the cached blocks: each round a Spark job that the driver
+    averages, or, with ``rounds_per_job`` > 1, several rounds per barrier-stage job whose tasks
+    average among themselves (:func:`barrier_rounds_task`; same result, bit for bit).
 
     Parameters
     ----------
@@ -250,40 +339,70 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         Test switch injecting task failures.
     callbacks : sequence of callables
         Each called as ``callback(rounds_done, state, history)`` after every round
-        (checkpoints, progress bar, MLflow).
+        (checkpoints, progress bar, MLflow); ``state`` is None for a round inside a job.
+    rounds_per_job : int
+        Rounds per Spark job.
+    hold_every : tuple of int
+        Intervals on whose multiples a job ends, so the callbacks get the state there.
     """
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
-    for r in range(start, rounds):
+    holds = (*hold_every, *((validate_every,) if validate is not None else ()))
+    if rounds_per_job > 1 and start < rounds:
+        check_slots(sc, handles.getNumPartitions(), rounds_per_job)
+    r = start
+    while r < rounds:
+        stop = job_end(r, rounds, rounds_per_job, holds)
         started = time.perf_counter()
         state_bc = sc.broadcast(state)
         broadcast = time.perf_counter() - started
-        sc.setJobDescription(f"SparkNet round {r + 1}/{rounds} (tau={tau})")
+        sc.setJobDescription(f"SparkNet rounds {r + 1}-{stop}/{rounds} (tau={tau})"
+                             if stop - r > 1 else f"SparkNet round {r + 1}/{rounds} (tau={tau})")
         try:
-            results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
-                round_task, spec=spec, state_bc=state_bc, round_index=r, tau=tau,
-                seed=seed, faults=faults)).collect()
+            if rounds_per_job > 1:
+                [(state, done)] = handles.barrier().mapPartitionsWithIndex(functools.partial(
+                    barrier_rounds_task, spec=spec, state_bc=state_bc, first=r, stop=stop,
+                    tau=tau, seed=seed, secret=secrets.token_hex(16), faults=faults)).collect()
+            else:
+                results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
+                    round_task, spec=spec, state_bc=state_bc, round_index=r, tau=tau,
+                    seed=seed, faults=faults)).collect()
         finally:
             sc.setJobDescription(None)
             state_bc.unpersist()
-        if faults is not None and faults.round_delay:
-            time.sleep(faults.round_delay)
-        averaging = time.perf_counter()
-        state, samples, loss = average_results(results)
-        check_finite(r + 1, results, state)
-        done = time.perf_counter()
-        seconds = done - started
-        stats = RoundStats(r + 1, loss, samples, seconds, samples / seconds,
-                           compute_seconds=max(result.seconds for result in results),
-                           broadcast_seconds=broadcast, average_seconds=done - averaging)
-        if validate is not None and ((r + 1) % validate_every == 0 or r + 1 == rounds):
-            stats.validation_accuracy = validate(state)
-        stats.wall_seconds = time.perf_counter() - began
-        history.append(stats)
-        log.info("round %d/%d  loss %.4f  %.0f samples/s  %.2f s%s", r + 1, rounds, loss,
-                 stats.samples_per_second, seconds,
-                 "" if stats.validation_accuracy is None
-                 else f"  validation accuracy {stats.validation_accuracy:.4f}")
-        for callback in callbacks:
-            callback(r + 1, state, history)
+        if rounds_per_job == 1:
+            if faults is not None and faults.round_delay:
+                time.sleep(faults.round_delay)
+            averaging = time.perf_counter()
+            state, samples, loss = average_results(results)
+            done = [JobRound([dataclasses.replace(x, state=None) for x in results], samples,
+                             loss, 0.0, time.perf_counter() - averaging)]
+        # The job's time beyond its rounds inside the tasks (broadcast, scheduling, result
+        # transfer; all of it for a one-round job) counts in its first round.
+        overhead = time.perf_counter() - started - sum(job.seconds for job in done)
+        wall = started - began
+        for k, job in enumerate(done):
+            number = r + k + 1
+            last = k == len(done) - 1
+            reason = divergence(number, job.results, state if last else SolverState([], []))
+            if reason:
+                raise FloatingPointError(reason)
+            seconds = job.seconds + (overhead if k == 0 else 0.0)
+            wall += seconds
+            stats = RoundStats(number, job.loss, job.samples, seconds, job.samples / seconds,
+                               compute_seconds=max(x.seconds for x in job.results),
+                               broadcast_seconds=broadcast if k == 0 else 0.0,
+                               average_seconds=job.average_seconds)
+            if last and validate is not None and (number % validate_every == 0
+                                                  or number == rounds):
+                stats.validation_accuracy = validate(state)
+            stats.wall_seconds = (time.perf_counter() - began) if last else wall
+            history.append(stats)
+            log.info("round %d/%d  loss %.4f  %.0f samples/s  %.2f s%s", number, rounds,
+                     job.loss, stats.samples_per_second, seconds,
+                     "" if stats.validation_accuracy is None
+                     else f"  validation accuracy {stats.validation_accuracy:.4f}")
+            for callback in callbacks:
+                callback(number, state if last else None, history)
+        r += len(done)
     return state, history

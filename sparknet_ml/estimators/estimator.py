@@ -116,7 +116,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
     @keyword_only
     def __init__(self, *, netPrototxt=None, solverPrototxt=None, featuresCol="features",
                  labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
-                 numWorkers=None, seed=None, predictionCol="prediction",
+                 roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
                  probabilityCol="probability", rawPredictionCol="rawPrediction",
                  outputBlobs=None, initialWeights=None, useGpu="auto", allowTf32=False,
                  validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
@@ -127,7 +127,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
     @keyword_only
     def setParams(self, *, netPrototxt=None, solverPrototxt=None, featuresCol="features",
                   labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
-                  numWorkers=None, seed=None, predictionCol="prediction",
+                  roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
                   probabilityCol="probability", rawPredictionCol="rawPrediction",
                   outputBlobs=None, initialWeights=None, useGpu="auto", allowTf32=False,
                   validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
@@ -158,6 +158,10 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
     def setMaxIter(self, value):
         """Sets maxIter (number of averaging rounds)."""
         return self._set(maxIter=value)
+
+    def setRoundsPerJob(self, value):
+        """Sets roundsPerJob."""
+        return self._set(roundsPerJob=value)
 
     def setNumWorkers(self, value):
         """Sets numWorkers."""
@@ -247,7 +251,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                 state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
                                             self.getSyncInterval(), self._seed(), validate,
                                             self.getValidationInterval(), start, history,
-                                            faults, callbacks)
+                                            faults, callbacks, self.getRoundsPerJob(),
+                                            self._checkpoint_every())
                 model = SparkNetModel._create(
                     weights=named_weights(state, layout),
                     deploy_text=netlib.net_to_text(plan.deploy.net),
@@ -268,6 +273,11 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         """The seed as the non-negative integer numpy and Caffe take (pyspark's default, a
         hash of the class name, can be negative)."""
         return self.getSeed() % 2 ** 63
+
+    def _checkpoint_every(self) -> tuple[int, ...]:
+        """The checkpoint interval, when checkpoints are written (a job ends on its
+        multiples)."""
+        return (self.getCheckpointInterval(),) if self.getCheckpointDir() else ()
 
     def _resume(self, train: TrainSpec, summary, layout, state):
         """Rounds done, state and history to start from (the latest checkpoint in

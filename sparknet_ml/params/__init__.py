@@ -74,6 +74,11 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     syncInterval = Param(Params._dummy(), "syncInterval",
                          "tau: local SGD iterations per worker between weight averages",
                          typeConverter=_positive_int)
+    roundsPerJob = Param(Params._dummy(), "roundsPerJob",
+                         "averaging rounds per Spark job: 1 = one job per round, averaged on "
+                         "the driver; more = one barrier-stage job whose tasks average among "
+                         "themselves over sockets (needs a task slot per worker; a failure "
+                         "retries the job's rounds)", typeConverter=_positive_int)
     numWorkers = Param(Params._dummy(), "numWorkers",
                        "partitions trained in parallel (default: the DataFrame's partitions)",
                        typeConverter=_optional(_positive_int))
@@ -117,7 +122,7 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(batchSize=64, syncInterval=50, maxIter=40, numWorkers=None,
+        self._setDefault(batchSize=64, syncInterval=50, maxIter=40, roundsPerJob=1, numWorkers=None,
                          inputShape=None, outputBlobs=[], initialWeights=None, useGpu="auto",
                          allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
                          checkpointDir=None, checkpointInterval=10, baseLr=None,
@@ -142,6 +147,10 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def getSyncInterval(self) -> int:
         """Gets the value of syncInterval."""
         return self.getOrDefault(self.syncInterval)
+
+    def getRoundsPerJob(self) -> int:
+        """Gets the value of roundsPerJob."""
+        return self.getOrDefault(self.roundsPerJob)
 
     def getNumWorkers(self) -> int | None:
         """Gets the value of numWorkers."""
