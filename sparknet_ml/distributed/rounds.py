@@ -90,12 +90,13 @@ class FaultInjection:
         return cls(frozenset(int(r) for r in rounds.split(",") if r.strip()), mode,
                    float(conf.get("spark.sparknet.test.slowSeconds", "5")), delay)
 
-    def apply(self, round_number: int, partition: int) -> None:
-        """Fail (or stall) here when this is partition 0's first attempt in a chosen round."""
+    def apply(self, round_number: int, partition: int, attempt: int | None = None) -> None:
+        """Fail (or stall) here when this is partition 0's first attempt in a chosen round
+        (``attempt``: the driver's count for a barrier job; by default the task's own)."""
         from pyspark import TaskContext
         if round_number not in self.rounds or partition != 0:
             return
-        if TaskContext.get().attemptNumber() != 0:
+        if (TaskContext.get().attemptNumber() if attempt is None else attempt) != 0:
             return
         if self.mode == "exit":
             os._exit(134)
@@ -244,10 +245,12 @@ class JobRound:
 
 
 def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, stop: int,
-                        tau: int, seed: int, secret: str, faults: FaultInjection | None = None):
+                        tau: int, seed: int, secret: str, attempt: int,
+                        faults: FaultInjection | None = None):
     """Rounds ``first`` to ``stop - 1`` in one task of a barrier stage, averaging with the
     other tasks after each (:mod:`.averaging`); partition 0 yields the final state and the
-    rounds' statistics. Stops early, on every task alike, after a round that diverged."""
+    rounds' statistics. Stops early, on every task alike, after a round that diverged.
+    ``attempt`` counts the driver's runs of this job (Spark does not retry a barrier job)."""
     from pyspark import BarrierTaskContext
     context = BarrierTaskContext.get()
     spec = on_task_gpu(spec)
@@ -257,7 +260,7 @@ def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, s
         state, rounds = state_bc.value, []
         for r in range(first, stop):
             if faults is not None:
-                faults.apply(r + 1, index)
+                faults.apply(r + 1, index, attempt)
             started = time.perf_counter()
             result = train_round(spec, features, labels, state, r, tau, seed, index)
             result = dataclasses.replace(result, seconds=time.perf_counter() - started)
@@ -284,18 +287,48 @@ def connect_averager(context, secret: str) -> Averager:
     return Averager.as_peer(host, int(port), secret)
 
 
+def run_barrier_job(sc, handles, first: int, stop: int, **task_args):
+    """Rounds ``first`` to ``stop - 1`` as one barrier-stage job; a failed job is run again
+    from the same state, as often as Spark would retry a task (``spark.task.maxFailures``,
+    or F in ``local[N,F]``): Spark itself does not retry a failed barrier result stage.
+
+    Returns
+    -------
+    state : SolverState
+    rounds : list of JobRound
+    """
+    attempts, attempt = sc._jsc.sc().taskScheduler().maxTaskFailures(), 0
+    while True:
+        try:
+            [(state, rounds)] = handles.barrier().mapPartitionsWithIndex(functools.partial(
+                barrier_rounds_task, first=first, stop=stop, secret=secrets.token_hex(16),
+                attempt=attempt, **task_args)).collect()
+            return state, rounds
+        except Exception as err:  # a failed Spark job: Py4JJavaError, PythonException...
+            attempt += 1
+            if attempt == attempts:
+                raise
+            log.warning("SparkNet rounds %d-%d failed (attempt %d of %d), running them again "
+                        "from round %d's state: %s", first + 1, stop, attempt, attempts,
+                        first, str(err).splitlines()[0])
+
+
 def task_slots(sc) -> int:
     """Tasks the cluster can run at once now (Spark's own count, as its barrier check uses)."""
     jsc = sc._jsc.sc()
     return jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile())
 
 
-def check_slots(sc, workers: int, rounds_per_job: int, wait: float = 60.0) -> None:
+def check_slots(sc, workers: int, rounds_per_job: int) -> None:
     """Fail clearly when a barrier stage of ``workers`` tasks cannot start (Spark itself would
-    retry for up to 10 minutes); executors still registering get ``wait`` seconds."""
+    retry for up to 10 minutes). On a cluster, executors still registering get Spark's
+    ``spark.scheduler.maxRegisteredResourcesWaitingTime`` (default 30 s)."""
+    local = sc.master == "local" or sc.master.startswith("local[")
+    wait = 0.0 if local else float(sc._jsc.sc().conf().getTimeAsSeconds(
+        "spark.scheduler.maxRegisteredResourcesWaitingTime", "30s"))
     deadline = time.monotonic() + wait
     while (slots := task_slots(sc)) < workers:
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             raise ValueError(
                 f"roundsPerJob={rounds_per_job} runs each job as a barrier stage that needs "
                 f"all {workers} workers' tasks at once, but the cluster has {slots} task "
@@ -348,8 +381,6 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
     holds = (*hold_every, *((validate_every,) if validate is not None else ()))
-    if rounds_per_job > 1 and start < rounds:
-        check_slots(sc, handles.getNumPartitions(), rounds_per_job)
     r = start
     while r < rounds:
         stop = job_end(r, rounds, rounds_per_job, holds)
@@ -360,9 +391,9 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
                              if stop - r > 1 else f"SparkNet round {r + 1}/{rounds} (tau={tau})")
         try:
             if rounds_per_job > 1:
-                [(state, done)] = handles.barrier().mapPartitionsWithIndex(functools.partial(
-                    barrier_rounds_task, spec=spec, state_bc=state_bc, first=r, stop=stop,
-                    tau=tau, seed=seed, secret=secrets.token_hex(16), faults=faults)).collect()
+                state, done = run_barrier_job(sc, handles, r, stop, spec=spec,
+                                              state_bc=state_bc, tau=tau, seed=seed,
+                                              faults=faults)
             else:
                 results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
                     round_task, spec=spec, state_bc=state_bc, round_index=r, tau=tau,

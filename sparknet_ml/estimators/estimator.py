@@ -13,8 +13,8 @@ from .. import net as netlib
 from ..distributed.blocks import InputSpec, check_summary
 from ..distributed.checkpoint import fit_signature, load_checkpoint, save_checkpoint
 from ..distributed.reporting import ProgressBar, mlflow_run
-from ..distributed.rounds import (FaultInjection, RoundStats, cache_blocks, log, release_blocks,
-                                  run_rounds)
+from ..distributed.rounds import (FaultInjection, RoundStats, cache_blocks, check_slots, log,
+                                  release_blocks, run_rounds)
 from ..engine.worker import TrainSpec, named_weights
 from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
@@ -226,6 +226,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
         sc = dataset.sparkSession.sparkContext
         faults = FaultInjection.from_conf(sc.getConf())
+        if self.getRoundsPerJob() > 1:
+            check_slots(sc, workers, self.getRoundsPerJob())
         fit_id = uuid.uuid4().hex
         cached = []
         try:

@@ -1,6 +1,7 @@
 """A small deterministic SparkNet fit, run in its own process by test_reliability.py.
 
     python reliability_job.py MASTER [--conf k=v ...] [--checkpoint DIR] [--kill-executor-after R]
+                                     [--rounds-per-job K]
 
 Prints one JSON line: {"digest": sha256 of the final weights, "rounds": n}. With
 --kill-executor-after R, one executor JVM is killed (SIGKILL) as round R finishes.
@@ -48,6 +49,7 @@ def main():
     parser.add_argument("--conf", action="append", default=[])
     parser.add_argument("--checkpoint")
     parser.add_argument("--kill-executor-after", type=int)
+    parser.add_argument("--rounds-per-job", type=int, default=1)
     args = parser.parse_args()
     builder = (SparkSession.builder.master(args.master).config("spark.ui.enabled", "false")
                .config("spark.driver.host", "127.0.0.1").config("spark.default.parallelism", "2")
@@ -66,7 +68,8 @@ def main():
     est = SparkNetEstimator(netPrototxt=zoo.prototxt("lenet_train_test"),
                             solverPrototxt=zoo.prototxt("lenet_solver"), inputShape=[1, 28, 28],
                             syncInterval=5, maxIter=ROUNDS, seed=11, numWorkers=2,
-                            checkpointDir=args.checkpoint, checkpointInterval=1)
+                            checkpointDir=args.checkpoint, checkpointInterval=1,
+                            roundsPerJob=args.rounds_per_job)
     model = est.fit(train)
     digest = hashlib.sha256()
     for name, blobs in model.weights.items():

@@ -42,6 +42,16 @@ def test_injected_task_failures_are_retried_to_the_same_weights(baseline):
     assert raised == baseline and aborted == baseline
 
 
+def test_failures_in_barrier_jobs_rerun_the_job_to_the_same_weights(baseline):
+    # Spark does not retry a barrier result stage: the driver runs the job again.
+    digest, err = digest_of("local[2,4]", "--rounds-per-job", "3",
+                            "--conf", "spark.sparknet.test.failRounds=2,5",
+                            "--conf", "spark.sparknet.test.failMode=exit")
+    assert "SparkNet rounds 1-3 failed (attempt 1 of 4)" in err
+    assert "SparkNet rounds 4-6 failed (attempt 1 of 4)" in err
+    assert digest == baseline
+
+
 def test_a_task_failing_past_max_failures_fails_the_fit_with_its_cause():
     code, _, err = run_job("local[2]", "--conf", "spark.sparknet.test.failRounds=2")
     assert code != 0

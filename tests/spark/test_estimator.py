@@ -197,10 +197,32 @@ def test_bad_columns_fail_before_any_spark_job(spark, train_df):
     assert len(tracker.getJobIdsForGroup()) == jobs
 
 
-def test_validation_column_is_held_out_and_scored_every_interval(spark, train_df):
+def test_rounds_in_barrier_jobs_give_the_same_model_bit_for_bit(train_df, model):
+    jobs = lenet(roundsPerJob=3).fit(train_df)  # rounds 1-3, 4-6, 7-8
+    for name, blobs in model.weights.items():
+        for mine, theirs in zip(blobs, jobs.weights[name]):
+            np.testing.assert_array_equal(mine, theirs)
+    assert list(jobs.history["loss"]) == list(model.history["loss"])
+    assert list(jobs.history["round"]) == list(range(1, 9))
+    assert (jobs.history["compute_seconds"] > 0).all()
+
+
+def test_a_barrier_job_needing_more_slots_than_the_cluster_has_fails_before_any_job(
+        spark, train_df):
+    tracker = spark.sparkContext.statusTracker()
+    jobs = len(tracker.getJobIdsForGroup())
+    with pytest.raises(ValueError, match="all 3 workers' tasks at once, but the cluster has 2"):
+        lenet(roundsPerJob=2, numWorkers=3).fit(train_df)
+    assert len(tracker.getJobIdsForGroup()) == jobs
+
+
+@pytest.mark.parametrize("rounds_per_job", [1, 4])
+def test_validation_column_is_held_out_and_scored_every_interval(spark, train_df,
+                                                                 rounds_per_job):
     from pyspark.sql import functions as F
     df = train_df.withColumn("held_out", F.rand(seed=1) < 0.2)
-    model = lenet(validationCol="held_out", validationInterval=3, maxIter=7).fit(df)
+    model = lenet(validationCol="held_out", validationInterval=3, maxIter=7,
+                  roundsPerJob=rounds_per_job).fit(df)
     history = model.history
     scored = history.dropna(subset=["validation_accuracy"])
     assert list(scored["round"]) == [3, 6, 7]
