@@ -1,6 +1,7 @@
 """Time to accuracy vs Spark MLlib on Fashion-MNIST, same session, same cores (local[2]):
 MultilayerPerceptronClassifier (layers [784, 128, 10], L-BFGS, maxIter 200) against our LeNet
-(Caffe's stock lenet_train_test.prototxt, 2 workers, τ = 50, batch 64), scored on the 10,000
+(Caffe's stock lenet_train_test.prototxt, 2 workers, τ = 50, batch 64, one Spark job per
+scoring interval: roundsPerJob = 5), scored on the 10,000
 test images. Ours is scored every few rounds (validationCol on the test rows); its time axis
 is the time before round 1 plus the rounds' own time, without the scoring passes.
 
@@ -63,7 +64,7 @@ def mlp(spark, rows: int | None, iterations: int) -> dict:
             "iterations": iterations}
 
 
-def sparknet(data, rounds: int, tau: int, every: int) -> dict:
+def sparknet(data, rounds: int, tau: int, every: int, rounds_per_job: int) -> dict:
     """Fit our LeNet on ``data`` (:func:`with_test_rows`), scoring the test rows every
     ``every`` rounds; its accuracy timeline."""
     from sparknet_ml import SparkNetEstimator, zoo
@@ -71,7 +72,7 @@ def sparknet(data, rounds: int, tau: int, every: int) -> dict:
                             solverPrototxt=zoo.prototxt("lenet_solver"), inputShape=[1, 28, 28],
                             batchSize=64, syncInterval=tau, maxIter=rounds, numWorkers=2,
                             seed=0, validationCol="held_out", validationInterval=every,
-                            showProgress=False)
+                            roundsPerJob=rounds_per_job, showProgress=False)
     started = time.perf_counter()
     model = est.fit(data)
     seconds = time.perf_counter() - started
@@ -160,6 +161,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=150, help="our rounds (default 150)")
     parser.add_argument("--score-every", type=int, default=5,
                         help="score our model every N rounds (default 5)")
+    parser.add_argument("--rounds-per-job", type=int, metavar="K",
+                        help="our roundsPerJob (default: the scoring interval, one Spark job "
+                             "between scorings)")
     parser.add_argument("--torch-epochs", type=int, metavar="N",
                         help="TorchDistributor epochs (default: as many samples as our rounds, "
                              "16 at the defaults)")
@@ -175,7 +179,8 @@ def main():
     theirs = mlp(spark, rows, iterations)
     print(f"MLlib MLP: {theirs}", flush=True)
     data = with_test_rows(spark, rows)
-    ours = sparknet(data, rounds, tau, every)
+    per_job = args.rounds_per_job or every
+    ours = sparknet(data, rounds, tau, every, per_job)
     # a step of its 2 processes sees as many samples as an iteration of our 2 workers
     pytorch = (torch_distributor(data, epochs, every * tau) if importlib.util.find_spec("torch")
                else {"skipped": "torch not installed (pip install -e .[bench])"})
@@ -190,7 +195,7 @@ def main():
               "parameters": {"master": "local[2]", "train_rows": rows or 60000,
                              "test_rows": 10000, "mlp_iterations": iterations,
                              "rounds": rounds, "tau": tau, "batch": 64, "workers": 2,
-                             "scored_every_rounds": every},
+                             "scored_every_rounds": every, "rounds_per_job": per_job},
               "mlp": theirs, "sparknet": ours,
               "sparknet_reaches_mlp_accuracy": reached, "time_to_mlp_accuracy_ratio": ratio,
               "final_accuracy": ours["accuracy"], "torch_distributor": pytorch}

@@ -79,6 +79,7 @@ def train(args) -> int:
     estimator = SparkNetEstimator(netPrototxt=args.net, solverPrototxt=args.solver,
                                   labelCol=args.label_col, batchSize=args.batch,
                                   syncInterval=args.sync_interval, maxIter=args.rounds,
+                                  roundsPerJob=args.rounds_per_job,
                                   numWorkers=args.workers, seed=args.seed,
                                   showProgress=not args.no_progress)
     spark = spark_session(args.master, "sparknet-ml train")
@@ -178,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--workers", type=int, help="numWorkers (default: the data's partitions)")
     fit.add_argument("--sync-interval", type=int, default=50, help="tau (default 50)")
     fit.add_argument("--rounds", type=int, default=40, help="maxIter (default 40)")
+    fit.add_argument("--rounds-per-job", type=int, default=1,
+                     help="roundsPerJob (default 1; more: one barrier-stage Spark job per "
+                          "that many rounds, averaged inside the job)")
     fit.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--plot", help="write a PNG of loss and validation accuracy here")

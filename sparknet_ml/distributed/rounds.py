@@ -235,13 +235,31 @@ def divergence(round_number: int, results: list[RoundResult], state: SolverState
 
 @dataclass
 class JobRound:
-    """One round of a multi-round job, as the task of partition 0 saw it."""
+    """One round of a job, as whoever averaged it saw it (the driver, or partition 0's task)."""
 
     results: list[RoundResult]  # without states
     samples: int
     loss: float
-    seconds: float              # the round inside the task: block steps and averaging
-    average_seconds: float
+    seconds: float              # the round inside the task, block steps and averaging (0 for
+    average_seconds: float      # a one-round job: all its time is the job's)
+
+
+def run_driver_round(sc, handles, r: int, faults: FaultInjection | None, **task_args):
+    """Round ``r`` as one Spark job, averaged on the driver.
+
+    Returns
+    -------
+    state : SolverState
+    rounds : list of one JobRound
+    """
+    results = handles.mapPartitionsWithIndex(functools.partial(
+        round_task, round_index=r, faults=faults, **task_args)).collect()
+    if faults is not None and faults.round_delay:
+        time.sleep(faults.round_delay)
+    averaging = time.perf_counter()
+    state, samples, loss = average_results(results)
+    summaries = [dataclasses.replace(result, state=None) for result in results]
+    return state, [JobRound(summaries, samples, loss, 0.0, time.perf_counter() - averaging)]
 
 
 def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, stop: int,
@@ -389,25 +407,14 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         broadcast = time.perf_counter() - started
         sc.setJobDescription(f"SparkNet rounds {r + 1}-{stop}/{rounds} (tau={tau})"
                              if stop - r > 1 else f"SparkNet round {r + 1}/{rounds} (tau={tau})")
+        task_args = dict(spec=spec, state_bc=state_bc, tau=tau, seed=seed, faults=faults)
         try:
-            if rounds_per_job > 1:
-                state, done = run_barrier_job(sc, handles, r, stop, spec=spec,
-                                              state_bc=state_bc, tau=tau, seed=seed,
-                                              faults=faults)
-            else:
-                results: list[RoundResult] = handles.mapPartitionsWithIndex(functools.partial(
-                    round_task, spec=spec, state_bc=state_bc, round_index=r, tau=tau,
-                    seed=seed, faults=faults)).collect()
+            state, done = (run_barrier_job(sc, handles, r, stop, **task_args)
+                           if rounds_per_job > 1 else
+                           run_driver_round(sc, handles, r, **task_args))
         finally:
             sc.setJobDescription(None)
             state_bc.unpersist()
-        if rounds_per_job == 1:
-            if faults is not None and faults.round_delay:
-                time.sleep(faults.round_delay)
-            averaging = time.perf_counter()
-            state, samples, loss = average_results(results)
-            done = [JobRound([dataclasses.replace(x, state=None) for x in results], samples,
-                             loss, 0.0, time.perf_counter() - averaging)]
         # The job's time beyond its rounds inside the tasks (broadcast, scheduling, result
         # transfer; all of it for a one-round job) counts in its first round.
         overhead = time.perf_counter() - started - sum(job.seconds for job in done)

@@ -35,7 +35,8 @@ def test_train_then_score_parquet(spark, tmp_path):
     model = str(tmp_path / "model")
     done = cli("train", "--net", str(tmp_path / "net.prototxt"),
                "--solver", str(tmp_path / "solver.prototxt"), "--data", data, "--out", model,
-               "--rounds", "2", "--sync-interval", "5", "--workers", "2")
+               "--rounds", "2", "--sync-interval", "5", "--workers", "2",
+               "--rounds-per-job", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trained 2 rounds" in done.stdout and os.path.isdir(os.path.join(model, "model"))
     scored = str(tmp_path / "scored.parquet")
