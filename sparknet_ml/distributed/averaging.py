@@ -184,7 +184,7 @@ class Averager:
 
     def close(self) -> None:
         """Close this task's connections."""
-        for sock in self._peers or [self._root]:
+        for sock in self._peers if self._root is None else [self._root]:
             sock.close()
 
     def __enter__(self) -> "Averager":

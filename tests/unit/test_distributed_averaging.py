@@ -64,6 +64,16 @@ def test_every_task_gets_the_drivers_average_bit_for_bit():
             assert all(r.state is None for r in averaged.results)
 
 
+def test_a_single_task_averages_alone():
+    alone = result(0, 64, 1)
+    got, errors = run_tasks([alone], rounds=2)
+    assert not errors
+    for averaged in got[0]:
+        assert averaged.samples == 64 and averaged.loss == alone.loss
+        for mine, expected in zip(averaged.state.weights, alone.state.weights):
+            np.testing.assert_array_equal(mine, expected)
+
+
 def test_a_connection_without_the_secret_is_dropped_and_does_not_count():
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
