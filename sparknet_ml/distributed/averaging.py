@@ -22,6 +22,7 @@ import numpy as np
 from ..engine.worker import RoundResult, SolverState, average_results
 
 CONNECT_TIMEOUT = 300.0  # seconds the root waits for its peers (they start at once: a barrier)
+HELLO_TIMEOUT = 10.0     # seconds a new connection has to present the job's secret
 _LENGTH = struct.Struct("<Q")
 _MAX_HEADER = 1 << 20
 
@@ -53,7 +54,7 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> None:
         view = view[got:]
 
 
-def _recv(sock: socket.socket) -> tuple[dict, list[np.ndarray]]:
+def _recv(sock: socket.socket, arrays_allowed: bool = True) -> tuple[dict, list[np.ndarray]]:
     length = bytearray(_LENGTH.size)
     _recv_exact(sock, memoryview(length))
     (size,) = _LENGTH.unpack(length)
@@ -62,8 +63,11 @@ def _recv(sock: socket.socket) -> tuple[dict, list[np.ndarray]]:
     text = bytearray(size)
     _recv_exact(sock, memoryview(text))
     header = json.loads(text)
+    shapes = header.pop("shapes")
+    if shapes and not arrays_allowed:
+        raise ConnectionError("arrays before the job's secret: not a SparkNet peer")
     arrays = []
-    for shape in header.pop("shapes"):
+    for shape in shapes:
         array = np.empty(shape, np.float32)
         _recv_exact(sock, memoryview(array).cast("B"))
         arrays.append(array)
@@ -118,11 +122,11 @@ class Averager:
             except TimeoutError:
                 raise TimeoutError(f"{len(peers) + 1} of this SparkNet job's {world} tasks "
                                    f"connected within {timeout:.0f} s") from None
-            sock.settimeout(timeout)
+            sock.settimeout(HELLO_TIMEOUT)
             try:
-                hello, _ = _recv(sock)
+                hello, _ = _recv(sock, arrays_allowed=False)
                 accepted = hmac.compare_digest(str(hello.get("secret")), secret)
-            except (OSError, ValueError):
+            except Exception:  # noqa: BLE001 - whatever a stranger sends: not a peer
                 accepted = False
             if not accepted:
                 sock.close()

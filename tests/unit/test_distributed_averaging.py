@@ -1,11 +1,12 @@
 """The in-job averaging of multi-round jobs, over real loopback sockets (one thread per task)."""
 import socket
+import struct
 import threading
 
 import numpy as np
 import pytest
 
-from sparknet_ml.distributed.averaging import Averager
+from sparknet_ml.distributed.averaging import Averager, _recv
 from sparknet_ml.distributed.rounds import job_end
 from sparknet_ml.engine.worker import RoundResult, SolverState, average_results
 
@@ -74,11 +75,12 @@ def test_a_single_task_averages_alone():
             np.testing.assert_array_equal(mine, expected)
 
 
-def test_a_connection_without_the_secret_is_dropped_and_does_not_count():
+@pytest.mark.parametrize("hello", [b"GET / HTTP/1.0\r\n\r\n", struct.pack("<Q", 2) + b"[]"])
+def test_a_connection_without_the_secret_is_dropped_and_does_not_count(hello):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stranger = socket.create_connection(("127.0.0.1", port))
-    stranger.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    stranger.sendall(hello)
     with pytest.raises(TimeoutError, match="1 of this SparkNet job's 2 tasks connected"):
         Averager.as_root(listener, 2, SECRET, timeout=1.0)
     try:  # closed by the root: an end of stream, or a reset as it left bytes unread
@@ -86,6 +88,16 @@ def test_a_connection_without_the_secret_is_dropped_and_does_not_count():
     except ConnectionResetError:
         pass
     stranger.close()
+
+
+def test_arrays_announced_before_the_secret_are_refused_unallocated():
+    mine, theirs = socket.socketpair()
+    header = b'{"shapes": [[1000000000000]]}'  # 4 TB of float32
+    theirs.sendall(struct.pack("<Q", len(header)) + header)
+    mine.settimeout(1.0)
+    with pytest.raises(ConnectionError, match="arrays before the job's secret"):
+        _recv(mine, arrays_allowed=False)
+    mine.close(), theirs.close()
 
 
 def test_a_wrong_secret_is_refused():
