@@ -207,6 +207,22 @@ def test_rounds_in_barrier_jobs_give_the_same_model_bit_for_bit(train_df, model)
     assert (jobs.history["compute_seconds"] > 0).all()
 
 
+def test_barrier_jobs_checkpoint_and_resume_to_the_same_model(train_df, model, tmp_path,
+                                                             caplog):
+    import json
+    import logging
+    folder = str(tmp_path / "checkpoints")
+    lenet(roundsPerJob=4, maxIter=5, checkpointDir=folder, checkpointInterval=3).fit(train_df)
+    assert json.load(open(f"{folder}/latest.json"))["checkpoint"] == "round-000005"
+    with caplog.at_level(logging.INFO, logger="sparknet_ml"):
+        resumed = lenet(roundsPerJob=4, checkpointDir=folder, checkpointInterval=3).fit(train_df)
+    assert "resuming from the checkpoint after round 5" in caplog.text
+    for name, blobs in model.weights.items():
+        for mine, theirs in zip(blobs, resumed.weights[name]):
+            np.testing.assert_array_equal(mine, theirs)
+    assert list(resumed.history["round"]) == list(range(1, 9))
+
+
 def test_a_barrier_job_needing_more_slots_than_the_cluster_has_fails_before_any_job(
         spark, train_df):
     tracker = spark.sparkContext.statusTracker()
