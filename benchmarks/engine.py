@@ -57,11 +57,12 @@ def block_of(x, y, directory):
 def train_specs(net, batch, gpu, resident=None):
     """The estimator's TrainSpec for ``net``: resident block on a GPU unless told otherwise."""
     from sparknet_ml import zoo
+    from sparknet_ml.engine.transform import Transform
     from sparknet_ml.engine.worker import TrainSpec
     from sparknet_ml.net import net_to_text, parse_net, train_net
     name, solver, shape, scale = NETS[net]
     text = net_to_text(train_net(parse_net(zoo.prototxt(name)), shape, batch))
-    return TrainSpec(text, zoo.prototxt(solver), batch, gpu=gpu, scale=scale,
+    return TrainSpec(text, zoo.prototxt(solver), batch, gpu=gpu, transform=Transform(scale),
                      resident=gpu is not None if resident is None else resident)
 
 
@@ -112,7 +113,7 @@ def bench_score(net, batch, gpu, rows, repeat):
     from sparknet_ml.data.arrow import features_to_array, vectors_to_arrow
     from sparknet_ml.engine.scoring import ScoreSpec, forward, load_weights, softmax
     from sparknet_ml.engine.solver import make_solver
-    from sparknet_ml.engine.worker import normalize
+    from sparknet_ml.engine.transform import Transform
     from sparknet_ml.net import deploy_net, net_to_text, parse_net
     from sparknet_ml import zoo
     name, _, shape, scale = NETS[net]
@@ -132,7 +133,7 @@ def bench_score(net, batch, gpu, rows, repeat):
     flat = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1).astype(np.float64)),
                                              int(np.prod(shape)))
     record_batch = pa.RecordBatch.from_arrays([flat.cast(pa.list_(pa.float64()))], ["features"])
-    ready = normalize(x, scale, ())
+    ready = Transform(scale).apply(x)
 
     def raw():
         data = raw_net.blobs["data"].data
@@ -141,7 +142,7 @@ def bench_score(net, batch, gpu, rows, repeat):
             raw_net.forward()
 
     def arrow_in():
-        return normalize(features_to_array(record_batch.column(0), shape), scale, ())
+        return Transform(scale).apply(features_to_array(record_batch.column(0), shape))
 
     def scoring():
         logits = forward(scoring_net, spec, arrow_in())[0]

@@ -44,6 +44,7 @@ def main():
     from sparknet_ml.data import fashion_mnist
     from sparknet_ml.engine.scoring import ScoreSpec, cached_net, forward
     from sparknet_ml.engine.solver import make_solver, net_with_batch
+    from sparknet_ml.engine.transform import Transform
     from sparknet_ml.engine.worker import (TrainSpec, average_results, get_state,
                                            named_weights, train_round)
     rounds = 10 if args.quick else args.rounds
@@ -51,7 +52,7 @@ def main():
     test_images, test_labels = fashion_mnist.load("test")
     halves = [(images[i::2, None].copy(), labels[i::2].astype(np.float32)) for i in range(2)]
     spec = TrainSpec(zoo.prototxt("lenet_train"), zoo.prototxt("lenet_solver"), args.batch,
-                     gpu=args.gpu, scale=0.00390625)
+                     gpu=args.gpu, transform=Transform(0.00390625))
     caffe.set_mode_cpu()  # the initial weights come from the driver's CPU solver, as in a fit
     caffe.set_random_seed(0)
     solver = make_solver(spec.net_text, spec.solver_text, args.batch)

@@ -63,7 +63,6 @@ def raw_forward_loop(model, x):
     import caffe
     from sparknet_ml.engine.scoring import load_weights
     from sparknet_ml.engine.solver import net_with_batch
-    from sparknet_ml.engine.worker import normalize
     from sparknet_ml.net import net_to_text
     batch = model.getBatchSize()
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
@@ -71,7 +70,7 @@ def raw_forward_loop(model, x):
         f.flush()
         net = caffe.Net(f.name, caffe.TEST)
     load_weights(net, model.weights)
-    ready = normalize(x, model._meta["scale"], tuple(model._meta["mean"]))
+    ready = model.inputTransform.apply(x)
     data = net.blobs[model._meta["data_top"]]
 
     def loop():
@@ -87,13 +86,13 @@ def raw_forward_loop(model, x):
 def arrow_us_per_row(x, shape) -> float:
     import pyarrow as pa
     from sparknet_ml.data.arrow import features_to_array
-    from sparknet_ml.engine.worker import normalize
+    from sparknet_ml.engine.transform import Transform
     width = int(np.prod(shape))
     column = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(width), len(x), [None, pa.py_buffer(x.tobytes())]).cast(pa.binary())
     convert = functools.partial(features_to_array, column, shape)
     convert()
-    seconds = min(timed(lambda: normalize(convert(), 1 / 256, ())) for _ in range(5))
+    seconds = min(timed(lambda: Transform(1 / 256).apply(convert())) for _ in range(5))
     return seconds / len(x) * 1e6
 
 

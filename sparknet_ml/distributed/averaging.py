@@ -38,7 +38,8 @@ class AveragedRound:
     average_seconds: float      # the root's averaging (after the last peer's state arrived)
 
 
-def _send(sock: socket.socket, header: dict, arrays=()) -> None:
+def send_message(sock: socket.socket, header: dict, arrays=()) -> None:
+    """Send ``header`` (JSON) and ``arrays`` (raw float32) in the wire format above."""
     header = {**header, "shapes": [list(a.shape) for a in arrays]}
     text = json.dumps(header).encode()
     sock.sendall(_LENGTH.pack(len(text)) + text)
@@ -54,7 +55,9 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> None:
         view = view[got:]
 
 
-def _recv(sock: socket.socket, arrays_allowed: bool = True) -> tuple[dict, list[np.ndarray]]:
+def recv_message(sock: socket.socket,
+                 arrays_allowed: bool = True) -> tuple[dict, list[np.ndarray]]:
+    """Receive one message; ``arrays_allowed=False`` refuses arrays (before the secret)."""
     length = bytearray(_LENGTH.size)
     _recv_exact(sock, memoryview(length))
     (size,) = _LENGTH.unpack(length)
@@ -124,7 +127,7 @@ class Averager:
                                    f"connected within {timeout:.0f} s") from None
             sock.settimeout(HELLO_TIMEOUT)
             try:
-                hello, _ = _recv(sock, arrays_allowed=False)
+                hello, _ = recv_message(sock, arrays_allowed=False)
                 accepted = hmac.compare_digest(str(hello.get("secret")), secret)
             except Exception:  # noqa: BLE001 - whatever a stranger sends: not a peer
                 accepted = False
@@ -143,7 +146,7 @@ class Averager:
         """Connect to the root at ``host:port``."""
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _send(sock, {"secret": secret})
+        send_message(sock, {"secret": secret})
         sock.settimeout(None)
         return cls(None, sock)
 
@@ -158,15 +161,15 @@ class Averager:
             Seconds the root waits before replying (simulated network latency, tests only).
         """
         if self._root is not None:
-            _send(self._root, *_result_message(result))
-            header, arrays = _recv(self._root)
+            send_message(self._root, *_result_message(result))
+            header, arrays = recv_message(self._root)
             if "error" in header:
                 raise ValueError(header["error"])
             return AveragedRound(
                 SolverState(arrays[:header["weights"]], arrays[header["weights"]:]),
                 [RoundResult(None, *r) for r in header["results"]], header["samples"],
                 header["loss"], header["average_seconds"])
-        results = [result, *(_result_of(*_recv(peer)) for peer in self._peers)]
+        results = [result, *(_result_of(*recv_message(peer)) for peer in self._peers)]
         if delay:
             time.sleep(delay)
         started = time.perf_counter()
@@ -175,7 +178,7 @@ class Averager:
             state, samples, loss = average_results(results)
         except ValueError as err:
             for peer in self._peers:
-                _send(peer, {"error": str(err)})
+                send_message(peer, {"error": str(err)})
             raise
         summaries = [_summary(r) for r in results]
         seconds = time.perf_counter() - started
@@ -183,7 +186,7 @@ class Averager:
                   "average_seconds": seconds,
                   "results": [[r.samples, r.loss, r.partition, r.seconds] for r in summaries]}
         for peer in self._peers:
-            _send(peer, header, [*state.weights, *state.history])
+            send_message(peer, header, [*state.weights, *state.history])
         return AveragedRound(state, summaries, samples, loss, seconds)
 
     def close(self) -> None:

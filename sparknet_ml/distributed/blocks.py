@@ -8,7 +8,7 @@ is cached (Spark's locality preference); if an executor is lost, Spark recompute
 handles — converting those partitions again — on another one.
 
 Features whose values are all integers in 0..255 (pixels) are stored as uint8, else float32;
-the net's input transform (scale, mean) is applied per batch when the block is read. Rows are
+the net's data transform (crop, mirror, mean, scale) is applied per batch when the block is read. Rows are
 stored in a canonical order (sorted by label and feature bytes), so a block converted again
 after a lost executor or a restarted driver is bit-identical whatever order Spark's shuffle
 delivered its rows in. Rows with a null or non-finite feature or label are dropped and counted:
@@ -23,16 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.transform import Transform
+
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How DataFrame columns become a net's input blobs."""
+    """How DataFrame columns become a net's input blobs: the stored example's shape, and the
+    TEST-phase transform (center crop, mean, scale) that validation and scoring apply."""
 
     features_col: str
     label_col: str
     input_shape: tuple[int, ...]
-    scale: float = 1.0
-    mean: tuple[float, ...] = ()
+    transform: Transform = Transform()
 
 
 @dataclass(frozen=True)

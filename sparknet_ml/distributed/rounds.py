@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.devices import task_gpu
-from ..engine.worker import (RoundResult, SolverState, TrainSpec, average_results, normalize,
-                             train_round)
+from ..engine.worker import RoundResult, SolverState, TrainSpec, average_results, train_round
 from .averaging import Averager
+from .exchange import SparkChannel
 from .blocks import ROWS_SCHEMA, InputSpec, drop_blocks, load_block, store_block, to_rows
 
 log = logging.getLogger("sparknet_ml")
@@ -171,7 +171,8 @@ def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau:
             started = time.perf_counter()
             result = train_round(spec, *load_block(handle), state_bc.value, round_index, tau,
                                  seed, index)
-            results.append(dataclasses.replace(result, seconds=time.perf_counter() - started))
+            results.append(dataclasses.replace(result, seconds=time.perf_counter() - started,
+                                               state=state_bc.send(str(index), result.state)))
     yield from results
 
 
@@ -185,7 +186,7 @@ def validate_task(handles, spec, inputs: InputSpec, key: str, weights_bc):
             yield 0, 0
             continue
         net = cached_net(spec, key, lambda: weights_bc.value)
-        logits = forward(net, spec, normalize(features, inputs.scale, inputs.mean))[0]
+        logits = forward(net, spec, features, inputs.transform)[0]
         yield int((logits.argmax(axis=1) == labels).sum()), len(labels)
 
 
@@ -244,7 +245,7 @@ class JobRound:
     average_seconds: float      # a one-round job: all its time is the job's)
 
 
-def run_driver_round(sc, handles, r: int, faults: FaultInjection | None, **task_args):
+def run_driver_round(sc, handles, r: int, faults: FaultInjection | None, channel, **task_args):
     """Round ``r`` as one Spark job, averaged on the driver.
 
     Returns
@@ -252,14 +253,24 @@ def run_driver_round(sc, handles, r: int, faults: FaultInjection | None, **task_
     state : SolverState
     rounds : list of one JobRound
     """
-    results = handles.mapPartitionsWithIndex(functools.partial(
-        round_task, round_index=r, faults=faults, **task_args)).collect()
+    results = [_with_state(channel, task_args["state_bc"], str(result.partition), result)
+               for result in handles.mapPartitionsWithIndex(functools.partial(
+                   round_task, round_index=r, faults=faults, **task_args)).collect()]
     if faults is not None and faults.round_delay:
         time.sleep(faults.round_delay)
     averaging = time.perf_counter()
     state, samples, loss = average_results(results)
     summaries = [dataclasses.replace(result, state=None) for result in results]
     return state, [JobRound(summaries, samples, loss, 0.0, time.perf_counter() - averaging)]
+
+
+def _with_state(channel, shared, name: str, result: RoundResult) -> RoundResult:
+    """``result`` with the state its task sent as ``name`` through ``channel``."""
+    state = channel.take(shared, name, result.state)
+    if state is None and result.samples:
+        raise RuntimeError(f"the state of partition {result.partition} did not reach the "
+                           "driver")
+    return dataclasses.replace(result, state=state)
 
 
 def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, stop: int,
@@ -289,7 +300,7 @@ def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, s
             if divergence(r + 1, averaged.results, state):
                 break
     if index == 0:
-        yield state, rounds
+        yield state_bc.send("final", state), rounds
 
 
 def connect_averager(context, secret: str) -> Averager:
@@ -305,7 +316,7 @@ def connect_averager(context, secret: str) -> Averager:
     return Averager.as_peer(host, int(port), secret)
 
 
-def run_barrier_job(sc, handles, first: int, stop: int, **task_args):
+def run_barrier_job(sc, handles, first: int, stop: int, channel, **task_args):
     """Rounds ``first`` to ``stop - 1`` as one barrier-stage job; a failed job is run again
     from the same state, as often as Spark would retry a task (``spark.task.maxFailures``,
     or F in ``local[N,F]``): Spark itself does not retry a failed barrier result stage.
@@ -321,7 +332,7 @@ def run_barrier_job(sc, handles, first: int, stop: int, **task_args):
             [(state, rounds)] = handles.barrier().mapPartitionsWithIndex(functools.partial(
                 barrier_rounds_task, first=first, stop=stop, secret=secrets.token_hex(16),
                 attempt=attempt, **task_args)).collect()
-            return state, rounds
+            return channel.take(task_args["state_bc"], "final", state), rounds
         except Exception as err:  # a failed Spark job: Py4JJavaError, PythonException...
             attempt += 1
             if attempt == attempts:
@@ -367,7 +378,7 @@ def job_end(start: int, rounds: int, rounds_per_job: int, hold_every: tuple[int,
 def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
                seed: int, validate=None, validate_every: int = 1, start: int = 0,
                history=None, faults: FaultInjection | None = None, callbacks=(),
-               rounds_per_job: int = 1, hold_every: tuple[int, ...] = ()
+               rounds_per_job: int = 1, hold_every: tuple[int, ...] = (), channel=None
                ) -> tuple[SolverState, list[RoundStats]]:
     """Run SparkNet rounds over the cached blocks: each round a Spark job that the driver
     averages, or, with ``rounds_per_job`` > 1, several rounds per barrier-stage job whose tasks
@@ -395,7 +406,10 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         Rounds per Spark job.
     hold_every : tuple of int
         Intervals on whose multiples a job ends, so the callbacks get the state there.
+    channel : SparkChannel or SocketChannel, optional
+        How states travel (:mod:`.exchange`); Spark's broadcast and results by default.
     """
+    channel = channel or SparkChannel(sc)
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
     holds = (*hold_every, *((validate_every,) if validate is not None else ()))
@@ -403,18 +417,19 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
     while r < rounds:
         stop = job_end(r, rounds, rounds_per_job, holds)
         started = time.perf_counter()
-        state_bc = sc.broadcast(state)
+        state_bc = channel.share(state)
         broadcast = time.perf_counter() - started
         sc.setJobDescription(f"SparkNet rounds {r + 1}-{stop}/{rounds} (tau={tau})"
                              if stop - r > 1 else f"SparkNet round {r + 1}/{rounds} (tau={tau})")
-        task_args = dict(spec=spec, state_bc=state_bc, tau=tau, seed=seed, faults=faults)
+        task_args = dict(spec=spec, state_bc=state_bc, tau=tau, seed=seed, faults=faults,
+                         channel=channel)
         try:
             state, done = (run_barrier_job(sc, handles, r, stop, **task_args)
                            if rounds_per_job > 1 else
                            run_driver_round(sc, handles, r, **task_args))
         finally:
             sc.setJobDescription(None)
-            state_bc.unpersist()
+            channel.release(state_bc)
         # The job's time beyond its rounds inside the tasks (broadcast, scheduling, result
         # transfer; all of it for a one-round job) counts in its first round.
         overhead = time.perf_counter() - started - sum(job.seconds for job in done)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .solver import set_device
+from .transform import Transform
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,14 @@ def cached_net(spec: ScoreSpec, key: str, weights):
     return net
 
 
-def forward(net, spec: ScoreSpec, features: np.ndarray) -> list[np.ndarray]:
+def forward(net, spec: ScoreSpec, features: np.ndarray,
+            transform: Transform = Transform()) -> list[np.ndarray]:
     """Forward ``features`` (n, *input_shape) in batches; return each of ``spec.blobs`` as
-    an (n, k) float32 array (k = the blob's size per row)."""
+    an (n, k) float32 array (k = the blob's size per row).
+
+    ``transform`` (the TEST phase's: center crop, mean, scale) is applied batch by batch,
+    straight into the net's input blob.
+    """
     n = len(features)
     outputs = [np.empty((n, int(np.prod(net.blobs[b].data.shape[1:]))), np.float32)
                for b in spec.blobs]
@@ -101,7 +107,7 @@ def forward(net, spec: ScoreSpec, features: np.ndarray) -> list[np.ndarray]:
         # copy the new batch over the one already on the device.
         data = data_blob.data
         rows = min(spec.batch_size, n - start)
-        data[:rows] = features[start:start + rows]
+        transform.apply(features[start:start + rows], out=data[:rows])
         if rows < spec.batch_size:
             data[rows:] = 0
         net.forward()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .solver import BLOCK_TOP, LABEL_BLOCK_TOP, make_solver, set_device
+from .transform import Transform
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,15 @@ class TrainSpec:
         GPU id, or None for the CPU.
     tf32 : bool
         TensorFloat-32 math on the GPU.
-    scale, mean : float, tuple of float
-        The input transform applied to every batch (see :func:`normalize`).
+    transform : Transform
+        The TRAIN-phase data transform (crop offsets and flips drawn per example and
+        iteration from (seed, partition, round)).
     resident : bool
         Keep the partition's block, transformed once, inside the net and gather each batch
         there (:func:`~sparknet_ml.engine.solver.with_resident_block`): on a GPU no batch
         crosses from the host. Costs a float32 copy of the block in host and device memory;
-        blocks over :data:`RESIDENT_MAX_BYTES` are fed batch by batch instead.
+        blocks over :data:`RESIDENT_MAX_BYTES`, and transforms that draw crops or flips, are
+        fed batch by batch instead.
     """
 
     net_text: str
@@ -57,8 +60,7 @@ class TrainSpec:
     label_top: str = "label"
     gpu: int | None = None
     tf32: bool = False
-    scale: float = 1.0
-    mean: tuple[float, ...] = ()
+    transform: Transform = Transform()
     resident: bool = False
 
     def key(self) -> str:
@@ -86,20 +88,6 @@ class RoundResult:
     loss: float                # mean training loss over the round's iterations
     partition: int = -1
     seconds: float = 0.0       # the task's time for it (set by the caller that measures it)
-
-
-def normalize(x: np.ndarray, scale: float, mean: tuple[float, ...], out=None) -> np.ndarray:
-    """The replaced data layer's transform ``(x - mean) * scale`` (Caffe's order), as float32.
-
-    ``mean`` holds one value per channel (axis 1) or is empty; ``out`` may be a net's blob.
-    """
-    out = np.empty(x.shape, np.float32) if out is None else out
-    out[...] = x
-    if mean:
-        out -= np.asarray(mean, np.float32).reshape((1, -1) + (1,) * (x.ndim - 2))
-    if scale != 1.0:
-        out *= np.float32(scale)
-    return out
 
 
 # One solver per spec per Python worker process, reused across rounds and tasks.
@@ -154,9 +142,10 @@ def set_state(solver, state: SolverState) -> None:
 
 
 def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
-    """Whether ``train_round`` keeps this block inside the net (``spec.resident`` and small
-    enough)."""
-    return spec.resident and features.size * 4 <= RESIDENT_MAX_BYTES and len(features) <= 2**24
+    """Whether ``train_round`` keeps this block inside the net (``spec.resident``, small
+    enough, and a transform that is the same every iteration)."""
+    return (spec.resident and not spec.transform.random
+            and features.size * 4 <= RESIDENT_MAX_BYTES and len(features) <= 2**24)
 
 
 def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
@@ -173,7 +162,7 @@ def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndar
     if held is None or held[0] is not features or held[1] is not labels:
         block = blobs[BLOCK_TOP]
         block.reshape(len(features), *block.shape[1:])
-        normalize(features, spec.scale, spec.mean, out=block.data)
+        spec.transform.apply(features, out=block.data)
         if LABEL_BLOCK_TOP in blobs:
             label_block = blobs[LABEL_BLOCK_TOP]
             label_block.reshape(len(labels), *label_block.shape[1:])
@@ -214,7 +203,8 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     spec : TrainSpec
         How to build the solver.
     features : ndarray, uint8 or float32, shape (n, *input_shape)
-        The partition's raw examples (``spec``'s transform is applied per batch).
+        The partition's stored examples (``spec.transform`` is applied per batch; its crops
+        and flips come from a generator seeded with (seed, partition, round)).
     labels : ndarray, float32, shape (n,)
     state : SolverState
         Weights and history broadcast for this round.
@@ -234,6 +224,8 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     resident = feeds_resident(spec, features)
     if resident:
         load_resident(solver, spec, features, labels, batches)
+    transform = spec.transform
+    draws = np.random.default_rng((seed, partition, round_index)) if transform.random else None
     data = solver.net.blobs[spec.data_top]
     label = solver.net.blobs[spec.label_top] if spec.label_top else None
     loss_blob = solver.net.blobs[solver.net.outputs[0]]
@@ -242,7 +234,9 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
         if not resident:
             # Blob.data is mutable_cpu_data(): read it per step, or on a GPU Caffe would not
             # copy the new batch over the one already on the device.
-            normalize(features[rows], spec.scale, spec.mean, out=data.data)
+            offsets, flips = (transform.draw(draws, len(rows), features.shape[1:])
+                              if draws is not None else (None, None))
+            transform.apply(features, rows, offsets, flips, out=data.data)
             if label is not None:
                 label.data[...] = labels[rows]
         solver.step(1)

@@ -5,6 +5,7 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from caffe.proto import caffe_pb2
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.util import MLReadable, MLWritable
@@ -12,9 +13,11 @@ from pyspark.ml.util import MLReadable, MLWritable
 from .. import net as netlib
 from ..distributed.blocks import InputSpec, check_summary
 from ..distributed.checkpoint import fit_signature, load_checkpoint, save_checkpoint
+from ..distributed.exchange import SocketChannel, SparkChannel, plan_route
 from ..distributed.reporting import ProgressBar, mlflow_run
 from ..distributed.rounds import (FaultInjection, RoundStats, cache_blocks, check_slots, log,
                                   release_blocks, run_rounds)
+from ..engine.transform import Transform
 from ..engine.worker import TrainSpec, named_weights
 from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
@@ -29,6 +32,49 @@ class NetPlan:
     deploy: "netlib.DeployNet"
 
 
+def plan_transforms(stage, net) -> tuple[tuple[int, ...], Transform, Transform]:
+    """The stored example's shape and the TRAIN and TEST data transforms of ``stage``'s net,
+    with the mean file (``meanFile`` or ``transform_param.mean_file``) read on the driver.
+
+    Raises
+    ------
+    ValueError
+        Naming the layer and file: an unreadable mean file, a mean file beside mean_value,
+        a mean or crop that does not fit the stored example, no shape to be found, or TRAIN
+        and TEST crops of different sizes.
+    """
+    from ..persistence.caffemodel import read_mean_file
+    phases = {phase: netlib.data_transform(net, phase)
+              for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST)}
+    override, means = stage.getMeanFile(), {}
+    for layer, param in phases.values():
+        path = override or param.mean_file
+        if override and param.mean_value:
+            raise ValueError(f"layer {layer!r}: meanFile {override!r} and transform_param."
+                             "mean_value are both set; Caffe takes one of them")
+        if path and path not in means:
+            try:
+                means[path] = read_mean_file(path)
+            except ValueError as err:
+                raise ValueError(f"layer {layer!r}: {err}" if layer else str(err)) from None
+    shape = (stage.getInputShape() or netlib.infer_input_shape(netlib.filter_phase(net, 0))
+             or next((m.shape for m in means.values()), None))
+    if not shape:
+        raise ValueError("inputShape is not set and neither the net nor a mean file states "
+                         "the example's shape: set inputShape=[C, H, W]")
+    shape = tuple(int(d) for d in shape)
+    train, test = (
+        netlib.resolve_transform(layer, param, shape, means.get(override or param.mean_file),
+                                 override or param.mean_file or None)
+        for layer, param in (phases[caffe_pb2.TRAIN], phases[caffe_pb2.TEST]))
+    if train.output_shape(shape) != test.output_shape(shape):
+        raise ValueError(f"the TRAIN data layer {phases[caffe_pb2.TRAIN][0]!r} gives "
+                         f"{list(train.output_shape(shape))} examples and the TEST one "
+                         f"{phases[caffe_pb2.TEST][0]!r} {list(test.output_shape(shape))}; "
+                         "both phases must feed the net the same shape")
+    return shape, train, test
+
+
 def plan_nets(stage) -> NetPlan:
     """Parse and derive the training and deploy nets of ``stage``; no Spark job, no Caffe.
 
@@ -36,7 +82,8 @@ def plan_nets(stage) -> NetPlan:
     ------
     ValueError
         Naming the param, layer or shape at fault: maxIter <= 0, a bad or oversized net or
-        solver, a disallowed layer, a blob or input batch over its cap, base_lr <= 0 or NaN.
+        solver, a disallowed layer, a blob or input batch over its cap, base_lr <= 0 or NaN,
+        a data transform that does not fit (:func:`plan_transforms`).
     """
     from ..net.layers import check_blob_shapes
     if stage.getMaxIter() <= 0:
@@ -44,14 +91,11 @@ def plan_nets(stage) -> NetPlan:
     net = netlib.parse_net(stage.getNetPrototxt())
     netlib.check_layers(net)
     check_blob_shapes(net)
-    shape = stage.getInputShape() or netlib.infer_input_shape(netlib.filter_phase(net, 0))
-    if not shape:
-        raise ValueError("inputShape is not set and the net states no input shape: "
-                         "set inputShape=[C, H, W]")
-    shape = tuple(int(d) for d in shape)
+    shape, train_transform, test_transform = plan_transforms(stage, net)
     batch = stage.getBatchSize()
     columns.check_input_memory(batch, shape)
-    train_net = netlib.train_net(net, shape, batch)
+    net_shape = train_transform.output_shape(shape)
+    train_net = netlib.train_net(net, net_shape, batch)
     data_top, label_top = netlib.data_layer_tops(train_net)
     solver = netlib.parse_solver(stage.getSolverPrototxt())
     netlib.check_solver(solver)
@@ -59,13 +103,11 @@ def plan_nets(stage) -> NetPlan:
         solver.base_lr = stage.getBaseLr()
     if not solver.base_lr > 0:
         raise ValueError(f"solver base_lr must be positive, got {solver.base_lr}")
-    scale, mean = netlib.input_transform(net)
-    scale, mean = float(scale), tuple(float(m) for m in mean)
     return NetPlan(
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
-                        data_top, label_top or "", scale=scale, mean=mean),
-        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape, scale, mean),
-        deploy=netlib.deploy_net(net, shape, batch))
+                        data_top, label_top or "", transform=train_transform),
+        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape, test_transform),
+        deploy=netlib.deploy_net(net, net_shape, batch))
 
 
 def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, output_blob: str):
@@ -96,6 +138,19 @@ def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, outpu
     return get_state(solver), layout, outputs
 
 
+def state_channel(sc, state, workers: int, rounds_per_job: int):
+    """How this fit's states travel (:func:`~sparknet_ml.distributed.exchange.plan_route`
+    against the driver JVM's heap and ``spark.driver.maxResultSize``), logged."""
+    state_bytes = sum(a.nbytes for a in state.weights + state.history)
+    route = plan_route(state_bytes, workers, rounds_per_job,
+                       sc._jvm.java.lang.Runtime.getRuntime().maxMemory(),
+                       sc._jsc.sc().conf().getSizeAsBytes("spark.driver.maxResultSize", "1g"))
+    log.info("%s", route.reason)
+    if route.sockets:
+        return SocketChannel(sc.getConf().get("spark.driver.host", "127.0.0.1"))
+    return SparkChannel(sc)
+
+
 class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
     """Trains a Caffe net on a DataFrame with SparkNet's scheme.
 
@@ -118,7 +173,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                  labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
                  roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
                  probabilityCol="probability", rawPredictionCol="rawPrediction",
-                 outputBlobs=None, initialWeights=None, useGpu="auto", allowTf32=False,
+                 outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto", allowTf32=False,
                  validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
                  checkpointInterval=10, baseLr=None, showProgress=True):
         super().__init__()
@@ -129,7 +184,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                   labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
                   roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
                   probabilityCol="probability", rawPredictionCol="rawPrediction",
-                  outputBlobs=None, initialWeights=None, useGpu="auto", allowTf32=False,
+                  outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto", allowTf32=False,
                   validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
                   checkpointInterval=10, baseLr=None, showProgress=True):
         """Sets params; same keywords as the constructor."""
@@ -170,6 +225,10 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
     def setSeed(self, value):
         """Sets seed."""
         return self._set(seed=value)
+
+    def setMeanFile(self, value):
+        """Sets meanFile (a mean image .binaryproto; overrides transform_param.mean_file)."""
+        return self._set(meanFile=value)
 
     def setInitialWeights(self, value):
         """Sets initialWeights (a .caffemodel path)."""
@@ -229,6 +288,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         if self.getRoundsPerJob() > 1:
             check_slots(sc, workers, self.getRoundsPerJob())
         fit_id = uuid.uuid4().hex
+        channel = state_channel(sc, state, workers, self.getRoundsPerJob())
         cached = []
         try:
             blocks, summary = cache_blocks(dataset.filter(~dataset[validation]) if validation
@@ -248,25 +308,29 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                     sc, held_out, spec, plan.inputs, named_weights(s, layout))
             start, state, history, checkpoint = self._resume(train, summary, layout, state)
             progress = ProgressBar(self.getMaxIter(), start, self.getShowProgress())
+            test = plan.inputs.transform
             with mlflow_run(self) as tracker, progress.active():
                 callbacks = [c for c in (checkpoint, progress, tracker) if c is not None]
                 state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
                                             self.getSyncInterval(), self._seed(), validate,
                                             self.getValidationInterval(), start, history,
                                             faults, callbacks, self.getRoundsPerJob(),
-                                            self._checkpoint_every())
+                                            self._checkpoint_every(), channel)
                 model = SparkNetModel._create(
                     weights=named_weights(state, layout),
                     deploy_text=netlib.net_to_text(plan.deploy.net),
                     output_blob=plan.deploy.output_blob,
                     classification=plan.deploy.classification, data_top=train.data_top,
-                    history=[h.__dict__ for h in history], scale=plan.inputs.scale,
-                    mean=list(plan.inputs.mean), input_shape=list(plan.inputs.input_shape))
+                    history=[h.__dict__ for h in history], scale=test.scale,
+                    mean=list(test.mean_values), mean_image=test.mean_image,
+                    crop=None if test.crop is None else list(test.crop),
+                    input_shape=list(plan.inputs.input_shape))
                 model._resetUid(self.uid)
                 model = self._copyValues(model)
                 if tracker is not None:
                     tracker.log_model(model)
         finally:
+            channel.close()
             for handles in cached:
                 release_blocks(handles)
         return model
@@ -291,7 +355,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                                  self.getMaxIter())
         signature = fit_signature(net=train.net_text, solver=train.solver_text,
                                   batch=train.batch_size, tau=tau, seed=self._seed(),
-                                  scale=train.scale, mean=train.mean,
+                                  transform=train.transform.describe(),
                                   rows=[h.rows for h in summary])
         start, history = 0, []
         found = load_checkpoint(directory, signature, layout)

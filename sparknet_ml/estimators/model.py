@@ -10,7 +10,7 @@ from pyspark.ml.util import MLReadable, MLWritable
 
 from ..distributed.blocks import InputSpec
 from ..engine.scoring import ScoreSpec, Weights, cached_net, forward, softmax, weights_key
-from ..engine.worker import normalize
+from ..engine.transform import Transform
 from ..params import _ScoringSetters, _SparkNetParams
 from . import columns
 
@@ -26,9 +26,9 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
     for batch in batches:
         if net is None:
             net = cached_net(spec, key, lambda: weights_bc.value)
-        x = normalize(features_to_array(batch.column(inputs.features_col), inputs.input_shape,
-                                        name=inputs.features_col), inputs.scale, inputs.mean)
-        outputs = forward(net, spec, x)
+        x = features_to_array(batch.column(inputs.features_col), inputs.input_shape,
+                              name=inputs.features_col)
+        outputs = forward(net, spec, x, inputs.transform)
         logits, extra = outputs[0], outputs[1:]
         raw_name, prob_name, pred_name, *blob_names = names
         new = {raw_name: vectors_to_arrow(logits)}
@@ -53,13 +53,25 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         super().__init__()
         self._weights: Weights = {}
         self._meta: dict = {}
+        self._mean_image: np.ndarray | None = None
 
     @classmethod
-    def _create(cls, weights: Weights, **meta) -> "SparkNetModel":
+    def _create(cls, weights: Weights, mean_image: np.ndarray | None = None,
+                **meta) -> "SparkNetModel":
         model = cls()
         model._weights = weights
+        model._mean_image = mean_image
         model._meta = meta
         return model
+
+    @property
+    def inputTransform(self) -> Transform:
+        """The TEST-phase data transform ``transform`` applies: center crop, mean, scale."""
+        meta = self._meta
+        crop = meta.get("crop")
+        return Transform(scale=meta["scale"], mean_values=tuple(meta["mean"]),
+                         mean_image=self._mean_image,
+                         crop=None if crop is None else tuple(crop))
 
     @property
     def weights(self) -> Weights:
@@ -117,7 +129,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         if clash:
             raise ValueError(f"output column(s) {', '.join(clash)} already exist in the input")
         inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
-                           meta["scale"], tuple(meta["mean"]))
+                           self.inputTransform)
         sc = dataset.sparkSession.sparkContext
         weights_bc = sc.broadcast(self._weights)
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,
@@ -127,15 +139,19 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
 
     def saveCaffeModel(self, directory: str) -> None:
         """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:
-        ``caffe.Net("deploy.prototxt", caffe.TEST, weights="weights.caffemodel")``."""
+        ``caffe.Net("deploy.prototxt", caffe.TEST, weights="weights.caffemodel")``, and
+        ``mean.binaryproto`` when the net subtracts a mean image."""
         from .. import net as netlib
-        from ..persistence.caffemodel import caffemodel_bytes
+        from ..persistence.caffemodel import caffemodel_bytes, mean_blob_bytes
         os.makedirs(directory, exist_ok=True)
         deploy = netlib.parse_net(self._meta["deploy_text"])
         with open(os.path.join(directory, "deploy.prototxt"), "w") as f:
             f.write(self._meta["deploy_text"])
         with open(os.path.join(directory, "weights.caffemodel"), "wb") as f:
             f.write(caffemodel_bytes(deploy, self._weights))
+        if self._mean_image is not None:
+            with open(os.path.join(directory, "mean.binaryproto"), "wb") as f:
+                f.write(mean_blob_bytes(self._mean_image))
 
     @classmethod
     def read(cls):

@@ -11,8 +11,10 @@ import dataclasses
 import struct
 from collections.abc import Sequence
 
+import numpy as np
 from caffe.proto import caffe_pb2
 
+from ..engine.transform import Transform
 from .layers import DATA_LAYER_TYPES, check_blob_shape, check_bottoms, check_layers
 from .prototxt import NetSpecError, parse_net
 
@@ -24,7 +26,9 @@ _LEGACY_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 # Layer parameters whose ``engine`` chooses Caffe's own implementation or cuDNN's.
 _ENGINE_FIELDS = ("convolution_param", "pooling_param", "lrn_param", "relu_param",
                   "sigmoid_param", "softmax_param", "tanh_param")
-_UNSUPPORTED_TRANSFORM_FIELDS = ("mean_file", "crop_size", "crop_h", "crop_w", "old_resize_param")
+# TransformationParameter fields of this Caffe (SSD's resize, noise and box constraints) that
+# sparknet_ml does not apply: refused rather than ignored.
+_UNSUPPORTED_TRANSFORM_FIELDS = ("old_resize_param", "noise_param", "emit_constraint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,12 +159,9 @@ def _example_shape(layer: caffe_pb2.LayerParameter, index: int) -> tuple[int, ..
         if p.channels and p.height and p.width:
             return (p.channels, p.height, p.width)
     if layer.type == "ImageData" and index == 0:
-        p, t = layer.image_data_param, layer.transform_param
-        channels = 3 if p.is_color else 1
-        if t.crop_size:
-            return (channels, t.crop_size, t.crop_size)
-        if p.new_height and p.new_width:
-            return (channels, p.new_height, p.new_width)
+        p = layer.image_data_param
+        if p.new_height and p.new_width:  # the stored example; the crop is the net's input
+            return (3 if p.is_color else 1, p.new_height, p.new_width)
     return None
 
 
@@ -168,7 +169,7 @@ def infer_input_shape(net) -> tuple[int, ...] | None:
     """Return the shape of one example of the data blob (e.g. C, H, W), or None when unknown.
 
     Read from an ``Input`` layer's ``input_param.shape``, ``DummyData`` shapes, ``MemoryData``
-    channels/height/width, ``ImageData`` crop or resize size, or the legacy
+    channels/height/width, ``ImageData``'s resize size (``new_height``/``new_width``), or the legacy
     ``input_shape``/``input_dim`` net fields; the first (batch) dimension is dropped. ``Data`` and
     ``HDF5Data`` layers do not say their shape.
     """
@@ -197,22 +198,34 @@ def _float32(value: float) -> float:
     return value
 
 
-def input_transform(net) -> tuple[float, tuple[float, ...]]:
-    """Return ``(scale, mean_values)`` of the data layers' ``transform_param``.
+def data_transform(net, phase: int) -> tuple[str | None, caffe_pb2.TransformationParameter]:
+    """Return the ``transform_param`` the data layers of ``phase`` apply to the data blob.
 
-    Caffe computes ``(x - mean_value[c]) * scale``; an empty ``mean_values`` means no mean, one
-    value applies to every channel. ``mirror`` and other augmentation is ignored: sparknet_ml does
-    not augment. Layers that do not transform (``Input``, ``HDF5Data``, ...) give ``(1.0, ())``.
+    Parameters
+    ----------
+    net : str, os.PathLike or caffe_pb2.NetParameter
+        The user's net (filtered here to ``phase``).
+    phase : int
+        ``caffe_pb2.TRAIN`` or ``caffe_pb2.TEST``: CaffeNet mirrors in TRAIN only.
+
+    Returns
+    -------
+    layer : str or None
+        The data layer it comes from (None when no layer transforms: ``Input``, ``HDF5Data``).
+    param : caffe_pb2.TransformationParameter
+        A copy; empty when no layer transforms.
 
     Raises
     ------
     NetSpecError
-        For ``mean_file`` (give ``mean_value`` instead), cropping or resizing, legacy transform
-        fields in ``data_param``, or data layers that transform differently (e.g. TRAIN vs TEST).
+        Naming the layer: both ``mean_file`` and ``mean_value`` (Caffe CHECK-fails), both
+        ``force_color`` and ``force_gray``, ``crop_h`` without ``crop_w``, resize, noise or
+        annotation fields sparknet_ml does not apply, legacy transform fields in the layer's
+        own parameter, or data layers of one phase that transform differently.
     """
-    net = parse_net(net)
+    net = filter_phase(net, phase)
     data_top, _ = _data_tops(net)
-    found = None
+    found, name = None, None
     for layer in _data_layers(net):
         if layer.type not in _TRANSFORMING_TYPES or data_top not in layer.top:
             continue
@@ -223,17 +236,82 @@ def input_transform(net) -> tuple[float, tuple[float, ...]]:
                                    "transform_param (Caffe's tools/upgrade_net_proto_text does)")
         t = layer.transform_param
         for field in _UNSUPPORTED_TRANSFORM_FIELDS:
-            if t.HasField(field) and getattr(t, field):
-                hint = ("give mean_value instead" if field == "mean_file"
-                        else "crop or resize the data yourself")
-                raise NetSpecError(
-                    f"layer {layer.name!r}: transform_param.{field} is not supported; {hint}")
-        this = (_float32(t.scale), tuple(_float32(m) for m in t.mean_value))
-        if found is not None and found[0] != this:
-            raise NetSpecError(f"layers {found[1]!r} and {layer.name!r} transform the data differently "
-                               f"({found[0]} vs {this}); sparknet_ml applies one transform")
-        found = (this, layer.name)
-    return found[0] if found else (1.0, ())
+            if t.HasField(field):
+                raise NetSpecError(f"layer {layer.name!r}: transform_param.{field} is not "
+                                   "supported (sparknet_ml applies crop, mirror, mean and scale)")
+        if t.HasField("mean_file") and t.mean_value:
+            raise NetSpecError(f"layer {layer.name!r}: transform_param has both mean_file "
+                               f"{t.mean_file!r} and mean_value; Caffe takes one of them")
+        if t.force_color and t.force_gray:
+            raise NetSpecError(f"layer {layer.name!r}: transform_param has both force_color "
+                               "and force_gray")
+        if not t.crop_size and bool(t.crop_h) != bool(t.crop_w):
+            raise NetSpecError(f"layer {layer.name!r}: transform_param sets only one of crop_h "
+                               f"({t.crop_h}) and crop_w ({t.crop_w})")
+        if found is not None and found.SerializeToString(deterministic=True) != \
+                t.SerializeToString(deterministic=True):
+            raise NetSpecError(f"layers {name!r} and {layer.name!r} transform the data "
+                               "differently in one phase; sparknet_ml applies one transform "
+                               "per phase")
+        found, name = t, layer.name
+    out = caffe_pb2.TransformationParameter()
+    if found is not None:
+        out.CopyFrom(found)
+    return name, out
+
+
+def resolve_transform(layer: str | None, param: caffe_pb2.TransformationParameter,
+                      input_shape: Sequence[int], mean_image=None,
+                      mean_source: str | None = None) -> Transform:
+    """Check one phase's ``transform_param`` against the stored example and resolve it.
+
+    Parameters
+    ----------
+    layer, param :
+        As :func:`data_transform` returns them.
+    input_shape : sequence of int
+        The stored example's shape (``inputShape``), e.g. ``(3, 256, 256)``.
+    mean_image : ndarray, optional
+        The mean blob read from ``mean_source`` (the layer's ``mean_file`` or ``meanFile``).
+    mean_source : str, optional
+        Where ``mean_image`` came from, for messages.
+
+    Raises
+    ------
+    NetSpecError
+        Naming the layer (and the mean file): a crop larger than the example, a crop or
+        mirror of an example that is not (C, H, W), a mean_value count that is neither 1 nor
+        C, a mean image of another shape than the example, force_color/force_gray where the
+        examples do not already have 3/1 channels.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    where = f"layer {layer!r}" if layer else "the data transform"
+    crop = ((param.crop_size,) * 2 if param.crop_size
+            else (param.crop_h, param.crop_w) if param.crop_h else None)
+    if (crop or param.mirror) and len(shape) != 3:
+        raise NetSpecError(f"{where}: crop_size and mirror need examples of shape [C, H, W]; "
+                           f"inputShape is {list(shape)}")
+    if crop and (crop[0] > shape[1] or crop[1] > shape[2]):
+        raise NetSpecError(f"{where}: the {crop[0]}x{crop[1]} crop is larger than the stored "
+                           f"example, {shape[1]}x{shape[2]} (inputShape {list(shape)})")
+    channels = shape[0] if len(shape) > 1 else 1
+    if len(param.mean_value) not in (0, 1, channels):
+        raise NetSpecError(f"{where}: {len(param.mean_value)} mean_value entries for "
+                           f"{channels} channels; give 1 or {channels}")
+    if mean_image is not None and tuple(mean_image.shape) != shape:
+        raise NetSpecError(f"{where}: the mean file {mean_source} holds a "
+                           f"{list(mean_image.shape)} mean, but the stored example is "
+                           f"{list(shape)} (inputShape); Caffe needs them equal")
+    for flag, wanted in (("force_color", 3), ("force_gray", 1)):
+        if getattr(param, flag) and channels != wanted:
+            raise NetSpecError(f"{where}: transform_param.{flag} asks for {wanted}-channel "
+                               f"images but the examples have {channels}; convert them "
+                               "(sparknet_ml does not decode images in the transform)")
+    return Transform(scale=_float32(param.scale),
+                     mean_values=tuple(_float32(m) for m in param.mean_value),
+                     mean_image=None if mean_image is None else
+                     np.ascontiguousarray(mean_image, np.float32),
+                     crop=crop, mirror=param.mirror)
 
 
 def _with_input(net: caffe_pb2.NetParameter, tops: list[str],

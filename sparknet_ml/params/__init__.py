@@ -85,6 +85,11 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     outputBlobs = Param(Params._dummy(), "outputBlobs",
                         "blobs added as array<float> columns by transform (feature extraction)",
                         typeConverter=TypeConverters.toListString)
+    meanFile = Param(Params._dummy(), "meanFile",
+                     "path of a mean image .binaryproto (as Caffe's compute_image_mean writes "
+                     "it) subtracted from every stored example; overrides transform_param."
+                     "mean_file, which like it is read on the driver (a relative path from its "
+                     "working directory)", typeConverter=_optional(TypeConverters.toString))
     initialWeights = Param(Params._dummy(), "initialWeights",
                            "path of a .caffemodel to start training from (fine-tuning)",
                            typeConverter=_optional(TypeConverters.toString))
@@ -123,7 +128,7 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def __init__(self, *args):
         super().__init__(*args)
         self._setDefault(batchSize=64, syncInterval=50, maxIter=40, roundsPerJob=1,
-                         numWorkers=None, inputShape=None, outputBlobs=[], initialWeights=None, useGpu="auto",
+                         numWorkers=None, inputShape=None, outputBlobs=[], meanFile=None, initialWeights=None, useGpu="auto",
                          allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
                          checkpointDir=None, checkpointInterval=10, baseLr=None,
                          showProgress=True)
@@ -159,6 +164,10 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def getOutputBlobs(self) -> list:
         """Gets the value of outputBlobs."""
         return self.getOrDefault(self.outputBlobs)
+
+    def getMeanFile(self) -> str | None:
+        """Gets the value of meanFile."""
+        return self.getOrDefault(self.meanFile)
 
     def getInitialWeights(self) -> str | None:
         """Gets the value of initialWeights."""

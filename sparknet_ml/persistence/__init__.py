@@ -1,5 +1,5 @@
 """MLWriter / MLReader for both stages: Spark's JSON metadata, plus for models the deploy
-prototxt and a caffemodel. Nothing is pickled; loading checks the class the metadata names
+prototxt, a caffemodel and, when the net subtracts a mean image, ``mean.binaryproto``. Nothing is pickled; loading checks the class the metadata names
 instead of importing it, reads no file that resolves outside the saved directory, and
 refuses prototxt params that name a file (their converter would read it)."""
 from __future__ import annotations
@@ -10,12 +10,13 @@ import os
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from ..net.prototxt import looks_like_path
-from .caffemodel import caffemodel_bytes, read_caffemodel
+from .caffemodel import caffemodel_bytes, mean_blob_bytes, read_caffemodel, read_mean_file
 
 _MODEL_DIR = "model"
 _DEPLOY = "deploy.prototxt"
 _WEIGHTS = "weights.caffemodel"
 _META = "model.json"
+_MEAN = "mean.binaryproto"
 
 
 def class_name(cls) -> str:
@@ -71,6 +72,11 @@ class StageWriter(MLWriter):
             f.write(caffemodel_bytes(netlib.parse_net(deploy_text), self.instance._weights))
         meta["layers"] = {name: [list(b.shape) for b in blobs]
                           for name, blobs in self.instance._weights.items()}
+        mean_image = self.instance._mean_image
+        meta["mean_image"] = mean_image is not None
+        if mean_image is not None:
+            with open(os.path.join(directory, _MEAN), "wb") as f:
+                f.write(mean_blob_bytes(mean_image))
         with open(os.path.join(directory, _META), "w") as f:
             json.dump(meta, f, indent=1)
 
@@ -110,7 +116,11 @@ class StageReader(MLReader):
             if found != shapes:
                 raise ValueError(f"{directory}/{_WEIGHTS} does not match {_META}: "
                                  f"layers {sorted(found)} vs {sorted(shapes)}")
+            mean_image = None
+            if meta.pop("mean_image", False):
+                mean_image = read_mean_file(_file_inside(root, os.path.join(directory, _MEAN)))
             instance._weights, instance._meta = weights, meta
+            instance._mean_image = mean_image
         DefaultParamsReader.getAndSetParams(instance, metadata)
         instance._resetUid(metadata["uid"])
         return instance

@@ -76,3 +76,66 @@ def caffemodel_bytes(net, weights: Weights) -> bytes:
             blob.shape.dim.extend(value.shape)
             blob.data.extend(np.asarray(value, np.float32).ravel().tolist())
     return model.SerializeToString()
+
+
+MAX_MEAN_FILE_BYTES = 256 * 2 ** 20
+"""Largest mean ``.binaryproto`` read (256 MiB; ImageNet's 3x256x256 mean is 786 kB)."""
+
+
+def parse_mean_blob(data: bytes) -> np.ndarray:
+    """The mean image (C, H, W) of a BlobProto, as Caffe's ``compute_image_mean`` writes it
+    (one example: num 1, or a 4-D shape with first dimension 1; a 3-D shape is taken as is).
+
+    Raises
+    ------
+    ValueError
+        When the bytes are not a BlobProto or hold more than one example.
+    """
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
+    blob = caffe_pb2.BlobProto()
+    try:
+        blob.ParseFromString(data)
+    except DecodeError as err:
+        raise ValueError(f"not a BlobProto .binaryproto (truncated or corrupt): {err}") from None
+    if not (blob.HasField("shape") or blob.channels):
+        raise ValueError("not a mean .binaryproto: the BlobProto has no shape")
+    mean = _blob_array(blob)
+    if mean.ndim == 4:
+        if mean.shape[0] != 1:
+            raise ValueError(f"a mean .binaryproto holds one example; this one has shape "
+                             f"{list(mean.shape)}")
+        mean = mean[0]
+    return np.ascontiguousarray(mean)
+
+
+def read_mean_file(path: str) -> np.ndarray:
+    """The mean image (C, H, W) of a ``.binaryproto`` file (see :func:`parse_mean_blob`).
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``: missing, over :data:`MAX_MEAN_FILE_BYTES`, or not a mean blob.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"mean file {path}: no such file (a relative path is read from the "
+                         f"driver's working directory, {os.getcwd()})")
+    size = os.path.getsize(path)
+    if size > MAX_MEAN_FILE_BYTES:
+        raise ValueError(f"mean file {path}: {size} bytes, over the {MAX_MEAN_FILE_BYTES} "
+                         "bytes cap (MAX_MEAN_FILE_BYTES)")
+    with open(path, "rb") as f:
+        try:
+            return parse_mean_blob(f.read())
+        except ValueError as err:
+            raise ValueError(f"mean file {path}: {err}") from None
+
+
+def mean_blob_bytes(mean: np.ndarray) -> bytes:
+    """A ``.binaryproto`` of the mean image ``mean`` (C, H, W), laid out as Caffe's
+    ``compute_image_mean`` writes it (num 1, channels, height, width)."""
+    from caffe.proto import caffe_pb2
+    channels, height, width = mean.shape
+    blob = caffe_pb2.BlobProto(num=1, channels=channels, height=height, width=width)
+    blob.data.extend(np.asarray(mean, np.float32).ravel().tolist())
+    return blob.SerializeToString()

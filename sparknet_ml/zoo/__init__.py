@@ -1,4 +1,9 @@
-"""Reference nets as Caffe prototxt text: LeNet and cifar10_quick, with their solvers.
+"""Reference nets as Caffe prototxt text, with their solvers.
+
+LeNet (``lenet_train_test``, ``lenet_train``) and ``cifar10_quick_train``, and Caffe's model-zoo
+ImageNet nets copied unchanged from the pinned sdist's ``models/`` folder (BSD-2 licensed):
+``bvlc_reference_caffenet_*``, ``bvlc_alexnet_*``, ``bvlc_googlenet_*`` and
+``finetune_flickr_style_*``, each as ``<name>_train_val`` and ``<name>_solver``.
 
 >>> "SoftmaxWithLoss" in prototxt("lenet_train")
 True

@@ -10,6 +10,7 @@ from sparknet_ml import zoo
 from sparknet_ml.data import fashion_mnist
 from sparknet_ml.engine.scoring import ScoreSpec, cached_net, forward
 from sparknet_ml.engine.solver import make_solver
+from sparknet_ml.engine.transform import Transform
 from sparknet_ml.engine.worker import TrainSpec, get_state, named_weights, train_round
 
 from .conftest import build_info, caffe
@@ -23,7 +24,7 @@ RTOL = 1e-4  # of the largest value; fp32 cuDNN/cuBLAS vs OpenBLAS after a few S
 def lenet():
     images, labels = fashion_mnist.load("train")
     spec = TrainSpec(zoo.prototxt("lenet_train"), zoo.prototxt("lenet_solver"), batch_size=64,
-                     scale=0.00390625)
+                     transform=Transform(0.00390625))
     caffe.set_mode_cpu()
     caffe.set_random_seed(3)
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from sparknet_ml.distributed.averaging import Averager, _recv
+from sparknet_ml.distributed.averaging import Averager, recv_message
 from sparknet_ml.distributed.rounds import job_end
 from sparknet_ml.engine.worker import RoundResult, SolverState, average_results
 
@@ -96,7 +96,7 @@ def test_arrays_announced_before_the_secret_are_refused_unallocated():
     theirs.sendall(struct.pack("<Q", len(header)) + header)
     mine.settimeout(1.0)
     with pytest.raises(ConnectionError, match="arrays before the job's secret"):
-        _recv(mine, arrays_allowed=False)
+        recv_message(mine, arrays_allowed=False)
     mine.close(), theirs.close()
 
 

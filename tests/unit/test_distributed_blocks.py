@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparknet_ml.distributed import blocks
-from sparknet_ml.engine.worker import normalize
+from sparknet_ml.engine.transform import Transform
 
 
 def rows_of(x, y, chunks=2):
@@ -54,13 +54,13 @@ def test_empty_partition_gives_an_empty_block(tmp_path, monkeypatch):
     assert handle.rows == 0 and features.shape == (0, 1, 2, 2) and labels.shape == (0,)
 
 
-def test_normalize_applies_mean_then_scale_per_channel():
+def test_transform_applies_mean_then_scale_per_channel():
     x = np.full((2, 3, 2, 2), 10, np.uint8)
-    out = normalize(x, 0.5, (1.0, 2.0, 3.0))
+    out = Transform(0.5, (1.0, 2.0, 3.0)).apply(x)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out[:, :, 0, 0], [[4.5, 4.0, 3.5]] * 2)
     blob = np.empty((2, 3, 2, 2), np.float32)
-    assert normalize(x, 1.0, (), out=blob) is blob and (blob == 10).all()
+    assert Transform().apply(x, out=blob) is blob and (blob == 10).all()
 
 
 def test_handles_are_small_and_hashable():

@@ -5,6 +5,7 @@ import pytest
 caffe = pytest.importorskip("caffe")
 
 from sparknet_ml.engine.solver import make_solver  # noqa: E402
+from sparknet_ml.engine.transform import Transform  # noqa: E402
 from sparknet_ml.engine.worker import (RoundResult, SolverState, TrainSpec,  # noqa: E402
                                        average_results, batch_indices, get_state, set_state,
                                        train_round)
@@ -131,7 +132,7 @@ def test_a_resident_block_trains_exactly_like_batches_fed_from_the_host(net, lab
     """The GPU feed (block inside the net, rows gathered by Caffe) on the CPU: same rows,
     same transform, same numbers; across a change of block and of tau in one process."""
     caffe.set_mode_cpu()
-    host = TrainSpec(net, SOLVER, batch_size=8, label_top=label_top, scale=0.02, mean=(100.0,))
+    host = TrainSpec(net, SOLVER, batch_size=8, label_top=label_top, transform=Transform(0.02, (100.0,)))
     resident = TrainSpec(**{**host.__dict__, "resident": True})
     assert resident.key() != host.key()
     blocks = [(rng.integers(0, 256, (n, 4)).astype(np.uint8),

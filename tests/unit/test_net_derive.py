@@ -7,8 +7,9 @@ import pytest
 from caffe.proto import caffe_pb2
 
 from sparknet_ml import zoo
-from sparknet_ml.net import (NetSpecError, data_layer_tops, deploy_net, filter_phase, infer_input_shape,
-                             input_transform, net_to_text, parse_net, train_net)
+from sparknet_ml.net import (NetSpecError, data_layer_tops, data_transform, deploy_net, filter_phase,
+                             infer_input_shape, net_to_text, parse_net, resolve_transform,
+                             train_net)
 
 # BVLC Caffe's examples/mnist/lenet_train_test.prototxt, verbatim (shipped in the zoo).
 LENET_TRAIN_TEST = zoo.prototxt("lenet_train_test")
@@ -91,31 +92,58 @@ def test_infer_input_shape_of_zoo_nets():
     assert infer_input_shape(zoo.prototxt("cifar10_quick_train")) == (3, 32, 32)
 
 
-def test_input_transform():
-    assert input_transform(LENET_TRAIN_TEST) == (0.00390625, ())
-    assert input_transform(zoo.prototxt("lenet_train")) == (1.0, ())
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+
+
+def resolved(net, phase, shape=(1, 28, 28), mean_image=None):
+    layer, param = data_transform(net, phase)
+    return resolve_transform(layer, param, shape, mean_image, "mean.binaryproto")
+
+
+def test_data_transform_per_phase():
+    assert data_transform(LENET_TRAIN_TEST, TRAIN)[0] == "mnist"
+    assert resolved(LENET_TRAIN_TEST, TRAIN).scale == 0.00390625
+    plain = resolved(zoo.prototxt("lenet_train"), TRAIN)
+    assert (plain.scale, plain.mean_values, plain.crop, plain.mirror) == (1.0, (), None, False)
     means = with_transform(
-        "transform_param { scale: 0.1 mean_value: 104 mean_value: 117 mean_value: 123 }")
-    assert input_transform(filter_phase(means, caffe_pb2.TRAIN)) == (0.1, (104.0, 117.0, 123.0))
-    with pytest.raises(NetSpecError, match="'mnist' and 'mnist' transform the data differently"):
-        input_transform(means)
-    mirrored = with_transform("transform_param { scale: 0.00390625 mirror: true }")
-    assert input_transform(mirrored) == (0.00390625, ())
+        "transform_param { scale: 0.1 mean_value: 104 mean_value: 117 mean_value: 123 "
+        "crop_size: 24 mirror: true }")
+    train = resolved(means, TRAIN, (3, 28, 28))
+    assert (train.scale, train.mean_values, train.crop, train.mirror) == (
+        0.1, (104.0, 117.0, 123.0), (24, 24), True)
+    test = resolved(means, TEST, (3, 28, 28))  # the TEST layer keeps LeNet's own transform
+    assert (test.scale, test.crop, test.mirror) == (0.00390625, None, False)
 
 
 @pytest.mark.parametrize("transform, message", [
-    ('transform_param { mean_file: "mean.binaryproto" }', "transform_param.mean_file.*give mean_value"),
-    ("transform_param { crop_size: 24 }", "transform_param.crop_size"),
+    ('transform_param { mean_file: "m.binaryproto" mean_value: 1 }', "both mean_file .* and mean_value"),
+    ("transform_param { force_color: true force_gray: true }", "both force_color and force_gray"),
+    ("transform_param { crop_h: 20 }", "only one of crop_h"),
+    ("transform_param { emit_constraint { } }", "emit_constraint is not supported"),
 ])
-def test_input_transform_rejects_files_and_crops(transform, message):
-    with pytest.raises(NetSpecError, match=f"layer 'mnist': {message}"):
-        input_transform(with_transform(transform))
+def test_data_transform_rejects_what_caffe_refuses_or_we_do_not_apply(transform, message):
+    with pytest.raises(NetSpecError, match=f"layer 'mnist': .*{message}"):
+        data_transform(with_transform(transform), TRAIN)
 
 
-def test_input_transform_rejects_legacy_data_param_fields():
+@pytest.mark.parametrize("transform, shape, mean, message", [
+    ("transform_param { crop_size: 30 }", (1, 28, 28), None, "30x30 crop is larger .* 28x28"),
+    ("transform_param { crop_h: 20 crop_w: 29 }", (1, 28, 28), None, "20x29 crop is larger"),
+    ("transform_param { mirror: true }", (784,), None, "need examples of shape \\[C, H, W\\]"),
+    ("transform_param { mean_value: 1 mean_value: 2 }", (3, 28, 28), None, "2 mean_value entries for 3"),
+    ("transform_param { force_color: true }", (1, 28, 28), None, "force_color asks for 3-channel"),
+    ('transform_param { mean_file: "m" }', (1, 28, 28), np.zeros((1, 27, 28), np.float32),
+     "mean file mean.binaryproto holds a \\[1, 27, 28\\] mean"),
+])
+def test_resolve_transform_checks_the_stored_example(transform, shape, mean, message):
+    with pytest.raises(NetSpecError, match=f"layer 'mnist': .*{message}"):
+        resolved(with_transform(transform), TRAIN, shape, mean)
+
+
+def test_data_transform_rejects_legacy_data_param_fields():
     legacy = LENET_TRAIN_TEST.replace("backend: LMDB", "backend: LMDB\n    scale: 0.5", 1)
     with pytest.raises(NetSpecError, match=r"layer 'mnist': data_param.scale is deprecated"):
-        input_transform(legacy)
+        data_transform(legacy, TRAIN)
 
 
 def test_train_net_replaces_data_layers():

@@ -1,0 +1,72 @@
+"""Caffe's stock ImageNet nets (model-zoo files, unchanged) train and score through
+SparkNetEstimator on local[2], with Caffe's crop, mirror and mean transforms.
+
+The data: Fashion-MNIST pictures upscaled to 256x256 RGB (no ImageNet-like set is packaged).
+Tiny batches and few iterations: these check that the nets run, not how well they learn.
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("caffe")
+
+from sparknet_ml import SparkNetEstimator, zoo  # noqa: E402
+from sparknet_ml.data import fashion_mnist  # noqa: E402
+from sparknet_ml.persistence.caffemodel import mean_blob_bytes  # noqa: E402
+
+ROWS = 8
+
+
+def imagenet_shaped(count: int, offset: int = 0):
+    """``count`` Fashion-MNIST pictures as 3x256x256 uint8 (nearest-neighbour upscaling; the
+    channels tinted differently) and their labels."""
+    images, labels = fashion_mnist.load("train")
+    index = np.arange(256) * 28 // 256
+    big = images[offset:offset + count][:, index][:, :, index]
+    rgb = np.stack([big, big // 2 + 64, 255 - big], axis=1).astype(np.uint8)
+    return rgb, labels[offset:offset + count].astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def pictures(spark, tmp_path_factory):
+    """The DataFrame (binary uint8 features, label) and a mean.binaryproto of its pictures."""
+    x, y = imagenet_shaped(ROWS)
+    df = spark.createDataFrame([(bytearray(a.tobytes()), float(b)) for a, b in zip(x, y)],
+                               "features binary, label double").repartition(2).cache()
+    mean_path = tmp_path_factory.mktemp("mean") / "mean.binaryproto"
+    mean_path.write_bytes(mean_blob_bytes(x.mean(axis=0).astype(np.float32)))
+    return df, str(mean_path)
+
+
+def stock_estimator(name, **params):
+    return SparkNetEstimator(netPrototxt=zoo.prototxt(f"{name}_train_val"),
+                             solverPrototxt=zoo.prototxt(f"{name}_solver"), batchSize=2,
+                             syncInterval=2, maxIter=1, seed=3, showProgress=False, **params)
+
+
+def check_scores(model, df, classes):
+    rows = model.transform(df).select("probability", "prediction").collect()
+    probabilities = np.array([r.probability.toArray() for r in rows])
+    assert probabilities.shape == (ROWS, classes)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert all(0 <= r.prediction < classes for r in rows)
+
+
+@pytest.mark.parametrize("name, mean", [("bvlc_reference_caffenet", "file"),
+                                        ("bvlc_alexnet", "file"),
+                                        ("bvlc_googlenet", "values")])
+def test_stock_imagenet_net_trains_a_round_and_scores_1000_classes(spark, pictures, name, mean):
+    df, mean_path = pictures
+    params = {"meanFile": mean_path} if mean == "file" else {"inputShape": [3, 256, 256]}
+    model = stock_estimator(name, **params).fit(df)
+    assert model.getOrDefault("inputShape") in (None, [3, 256, 256])
+    assert model._meta["input_shape"] == [3, 256, 256] and model._meta["crop"] in ([227, 227],
+                                                                                   [224, 224])
+    assert np.isfinite(model.history["loss"]).all()
+    check_scores(model, df, 1000)
+
+
+def test_the_stock_mean_file_path_is_read_from_the_drivers_directory(spark, pictures):
+    df, _ = pictures
+    with pytest.raises(ValueError, match="layer 'data': mean file data/ilsvrc12/imagenet_mean"
+                                         ".binaryproto: no such file"):
+        stock_estimator("bvlc_reference_caffenet").fit(df)
