@@ -23,3 +23,20 @@ def write_image_folder(root, per_class: int, size: int = 32, channels: int = 3) 
     with open(os.path.join(root, "README.txt"), "w") as f:
         f.write("not an image: Spark's image source skips it\n")
     return str(root)
+
+
+def write_photo_folder(root, per_class: int) -> str:
+    """``root/<class>/<n>.png|jpg``: ``per_class`` Fashion-MNIST pictures of three classes,
+    upscaled to sizes that differ (96x96 to 160x128), colour PNG, gray PNG and JPEG in turn:
+    what the ImageNet app resizes to 256x256."""
+    from PIL import Image
+    images, labels = fashion_mnist.load("train")
+    sizes = [(96, 96), (160, 128), (128, 112)]
+    for label, name in CLASSES.items():
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for k, i in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            picture = Image.fromarray(images[i]).resize(sizes[k % 3], Image.BILINEAR)
+            if k % 3 != 1:
+                picture = picture.convert("RGB")
+            picture.save(os.path.join(root, name, f"{i}.{'jpg' if k % 3 == 2 else 'png'}"))
+    return str(root)

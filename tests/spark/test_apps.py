@@ -4,14 +4,18 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("caffe")
 
+from sparknet_ml import SparkNetModel  # noqa: E402
 from sparknet_ml.apps.image_folder import net_for_classes, read_image_folder  # noqa: E402
+from sparknet_ml.apps.imagenet import resize_bilinear, set_classes  # noqa: E402
 from sparknet_ml import net as netlib, zoo  # noqa: E402
+from sparknet_ml.persistence.caffemodel import read_mean_file  # noqa: E402
 
-from .image_folders import write_image_folder  # noqa: E402
+from .image_folders import write_image_folder, write_photo_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,43 @@ def test_net_for_classes_sets_the_output_layer():
     text = net_for_classes(zoo.prototxt("cifar10_quick_train"), [3, 32, 32], 3)
     [ip2] = [layer for layer in netlib.parse_net(text).layer if layer.name == "ip2"]
     assert ip2.inner_product_param.num_output == 3
+
+
+def test_imagenet_app_trains_stock_caffenet_on_photos_of_any_size(spark, tmp_path):
+    """SparkNet's ImageNetApp: Fashion-MNIST pictures of three sizes (PNG, gray PNG, JPEG)
+    resized to 256x256, stock CaffeNet with 3 classes, random crops and mirrors, the mean image
+    computed from the training split."""
+    data = write_photo_folder(tmp_path / "photos", per_class=30)
+    out = str(tmp_path / "run")
+    done = subprocess.run(
+        [sys.executable, "-m", "sparknet_ml.apps.imagenet", "--data", data, "--net", "caffenet",
+         "--batch", "8", "--sync-interval", "5", "--rounds", "6", "--base-lr", "0.001",
+         "--test-fraction", "0.25", "--out", out], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("caffenet on") and "3 classes" in line
+    assert float(line.split("top-1 ")[1].split(",")[0]) >= 0.5  # chance is 1/3
+    assert float(line.split("top-5 ")[1].split(";")[0]) == 1.0  # 3 classes: always in the top 5
+    mean = read_mean_file(os.path.join(out, "mean.binaryproto"))
+    assert mean.shape == (3, 256, 256) and 0 < mean.mean() < 255
+    model = SparkNetModel.load(os.path.join(out, "model"))
+    assert model._meta["crop"] == [227, 227] and model.weights["fc8"][0].shape == (3, 4096)
+    np.testing.assert_array_equal(model._mean_image, mean)
+    with open(os.path.join(out, "classes.json")) as f:
+        assert json.load(f) == ["bag", "trouser", "tshirt"]
+
+
+def test_resize_bilinear_matches_pillows_upscaling():
+    from PIL import Image
+    picture = np.random.default_rng(0).integers(0, 256, (28, 20, 3)).astype(np.uint8)
+    ours = resize_bilinear(picture, 256, 200).astype(int)
+    pillow = np.asarray(Image.fromarray(picture).resize((200, 256), Image.BILINEAR)).astype(int)
+    assert np.abs(ours - pillow).max() <= 1
+
+
+def test_set_classes_sets_every_classifier_of_googlenet():
+    net = netlib.parse_net(set_classes(zoo.prototxt("bvlc_googlenet_train_val"), 7))
+    outputs = {layer.name: layer.inner_product_param.num_output for layer in net.layer
+               if layer.type == "InnerProduct"}
+    assert outputs["loss1/classifier"] == outputs["loss2/classifier"] == 7
+    assert outputs["loss3/classifier"] == 7 and outputs["loss1/fc"] == 1024
