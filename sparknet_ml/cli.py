@@ -66,9 +66,15 @@ def _read(spark, data: str):
 
 
 def train(args) -> int:
-    """Fit a SparkNetEstimator on parquet data or Fashion-MNIST and save the model."""
+    """Fit a SparkNetEstimator on parquet data, Fashion-MNIST or an image folder and save the
+    model; ``--net caffenet|googlenet`` runs the ImageNet app on an image folder."""
     import logging
     from . import SparkNetEstimator
+    from .apps import imagenet
+    if args.net in imagenet.NETS:
+        return _train_imagenet(args)
+    if args.solver is None:
+        raise ValueError(f"--net {args.net}: a net file needs --solver")
     for flag, path in (("--net", args.net), ("--solver", args.solver)):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{flag} {path}: no such file")
@@ -81,6 +87,7 @@ def train(args) -> int:
                                   syncInterval=args.sync_interval, maxIter=args.rounds,
                                   roundsPerJob=args.rounds_per_job,
                                   numWorkers=args.workers, seed=args.seed,
+                                  meanFile=args.mean_file, baseLr=args.base_lr,
                                   showProgress=not args.no_progress)
     spark = spark_session(args.master, "sparknet-ml train")
     try:
@@ -96,6 +103,19 @@ def train(args) -> int:
     last = model.history.iloc[-1]
     print(f"trained {int(last['round'])} rounds, last loss {last['loss']:.4f}; "
           f"saved to {args.out}")
+    return 0
+
+
+def _train_imagenet(args) -> int:
+    """``train --net caffenet|googlenet``: the ImageNet app on the image folder ``--data``."""
+    from .apps import imagenet, log_rounds
+    if not os.path.isdir(args.data):
+        raise FileNotFoundError(f"--data {args.data}: --net {args.net} trains on an image "
+                                "folder (one sub-folder of images per class)")
+    log_rounds()
+    report = imagenet.run(argparse.Namespace(**{**vars(args), "workers": args.workers or 2}))
+    print(f"{args.net}: {len(report['classes'])} classes, fit {report['fit_seconds']:.0f} s, "
+          f"top-1 {report['top1']:.4f}, top-5 {report['top5']:.4f}; saved to {args.out}")
     return 0
 
 
@@ -165,8 +185,15 @@ def _parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("train", help="train a net on a DataFrame with SparkNet",
                               description="Train a Caffe net with SparkNet rounds; save the "
                                           "model.")
-    fit.add_argument("--net", required=True, help="net prototxt file (stock Caffe files work)")
-    fit.add_argument("--solver", required=True, help="solver prototxt file")
+    fit.add_argument("--net", required=True,
+                     help="net prototxt file (stock Caffe files work), or caffenet / googlenet: "
+                          "Caffe's stock ImageNet nets on an image folder (the ImageNet app)")
+    fit.add_argument("--solver", help="solver prototxt file (default for caffenet / googlenet: "
+                                      "the stock one)")
+    fit.add_argument("--mean-file", help="mean image .binaryproto (meanFile)")
+    fit.add_argument("--base-lr", type=float, help="overrides the solver's base_lr (baseLr)")
+    fit.add_argument("--test-fraction", type=float, default=0.2,
+                     help="caffenet / googlenet: held-out share for top-1/top-5 (default 0.2)")
     fit.add_argument("--data", required=True,
                      help="parquet path, image folder (one sub-folder of images per class), or "
                           "fashion-mnist (Debian's dataset-fashion-mnist)")

@@ -91,3 +91,14 @@ def test_bench_lists_and_runs_a_benchmark_into_a_results_folder(tmp_path):
     assert all(r["cpu_img_s"] > 0 for r in rows)
     done = cli("bench", "nope")
     assert done.returncode == 2 and "no benchmark nope; known: " in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--net", "caffenet", "--data", "fashion-mnist"], "--net caffenet trains on an image folder"),
+    (["--net", "lenet.prototxt", "--data", "fashion-mnist"], "a net file needs --solver"),
+])
+def test_train_stock_imagenet_nets_and_net_files_say_what_they_need(args, message, tmp_path):
+    done = cli("train", *args, "--out", str(tmp_path / "model"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("sparknet-ml: error:")
+    assert message in lines[0]

@@ -21,13 +21,14 @@ def small_df(spark):
 
 
 def lenet(ip1_outputs=500, **params):
-    net = zoo.prototxt("lenet_train").replace("num_output: 500", f"num_output: {ip1_outputs}")
+    net = zoo.prototxt("lenet_train_test").replace("num_output: 500",
+                                                f"num_output: {ip1_outputs}")
     return SparkNetEstimator(netPrototxt=net, solverPrototxt=zoo.prototxt("lenet_solver"),
                              inputShape=[1, 28, 28], batchSize=4, syncInterval=2, maxIter=2,
                              seed=5, showProgress=False, **params)
 
 
-@pytest.mark.parametrize("ip1_outputs, rounds_per_job", [(30000, 1), (20000, 2)])
+@pytest.mark.parametrize("ip1_outputs, rounds_per_job", [(30000, 1), (30000, 2)])
 def test_an_imagenet_sized_state_trains_on_default_driver_memory(spark, small_df, caplog,
                                                                  ip1_outputs, rounds_per_job):
     with caplog.at_level(logging.INFO, logger="sparknet_ml"):

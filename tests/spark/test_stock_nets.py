@@ -51,18 +51,42 @@ def check_scores(model, df, classes):
     assert all(0 <= r.prediction < classes for r in rows)
 
 
-@pytest.mark.parametrize("name, mean", [("bvlc_reference_caffenet", "file"),
-                                        ("bvlc_alexnet", "file"),
-                                        ("bvlc_googlenet", "values")])
-def test_stock_imagenet_net_trains_a_round_and_scores_1000_classes(spark, pictures, name, mean):
+@pytest.fixture(scope="module")
+def caffenet(spark, pictures):
     df, mean_path = pictures
-    params = {"meanFile": mean_path} if mean == "file" else {"inputShape": [3, 256, 256]}
+    return stock_estimator("bvlc_reference_caffenet", meanFile=mean_path).fit(df)
+
+
+def test_stock_caffenet_trains_a_round_and_scores_1000_classes(caffenet, pictures):
+    assert caffenet._meta["input_shape"] == [3, 256, 256]  # inferred from the mean file
+    assert caffenet._meta["crop"] == [227, 227] and caffenet._mean_image.shape == (3, 256, 256)
+    assert np.isfinite(caffenet.history["loss"]).all()
+    check_scores(caffenet, pictures[0], 1000)
+
+
+@pytest.mark.parametrize("name", ["bvlc_alexnet", "bvlc_googlenet"])
+def test_stock_alexnet_and_googlenet_train_a_round_and_score_1000_classes(spark, pictures, name):
+    df, mean_path = pictures
+    # GoogLeNet subtracts mean values and says no shape: inputShape is the stored example's
+    params = ({"meanFile": mean_path} if name == "bvlc_alexnet"
+              else {"inputShape": [3, 256, 256]})
     model = stock_estimator(name, **params).fit(df)
-    assert model.getOrDefault("inputShape") in (None, [3, 256, 256])
-    assert model._meta["input_shape"] == [3, 256, 256] and model._meta["crop"] in ([227, 227],
-                                                                                   [224, 224])
+    assert model._meta["crop"] == ([227, 227] if name == "bvlc_alexnet" else [224, 224])
     assert np.isfinite(model.history["loss"]).all()
     check_scores(model, df, 1000)
+
+
+def test_flickr_style_fine_tunes_caffenet_into_its_renamed_last_layer(spark, pictures, caffenet,
+                                                                       tmp_path):
+    df, mean_path = pictures
+    caffenet.saveCaffeModel(str(tmp_path))
+    tuned = stock_estimator("finetune_flickr_style", meanFile=mean_path,
+                            initialWeights=str(tmp_path / "weights.caffemodel")).fit(df)
+    assert tuned.weights["fc8_flickr"][0].shape == (20, 4096)  # new, from its filler
+    for layer in ("conv1", "fc7"):  # from CaffeNet, moved by 2 steps of base_lr 0.001 only
+        start, now = caffenet.weights[layer][0], tuned.weights[layer][0]
+        assert np.abs(now - start).max() < 0.05 * np.abs(start).max()
+    check_scores(tuned, df, 20)
 
 
 def test_the_stock_mean_file_path_is_read_from_the_drivers_directory(spark, pictures):
