@@ -9,7 +9,7 @@ setup(
     license="BSD-2-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["sparknet_ml", "sparknet_ml.*"]),
-    package_data={"sparknet_ml": ["zoo/*.prototxt"]},
+    package_data={"sparknet_ml": ["zoo/*.prototxt", "build/layers/*"]},
     # pycaffe itself is not on any index for today's Pythons: `sparknet-ml build-caffe --install`
     # builds and installs it (make setup does).
     install_requires=["pyspark>=4.0,<5", "pandas>=2.2,<3", "pyarrow>=18", "numpy>=1.25",

@@ -71,7 +71,7 @@ def raw_solver(spec, x, y):
     (transformed) already in the input blobs."""
     from sparknet_ml.engine.solver import make_solver
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
-    solver.net.blobs["data"].data[...] = x[:spec.batch_size] * np.float32(spec.scale)
+    spec.transform.apply(x[:spec.batch_size], out=solver.net.blobs["data"].data)
     solver.net.blobs["label"].data[...] = y[:spec.batch_size]
     return solver
 

@@ -54,10 +54,14 @@ class BuildConfig:
 
 
 def patch_set_version(directory: str | None = None) -> str:
-    """Return a 12-hex-digit digest of the patch and recipe modules in ``directory``."""
+    """Return a 12-hex-digit digest of the patch and recipe modules in ``directory`` and of
+    the layer sources the patches add (its ``layers/`` folder)."""
     directory = directory or os.path.dirname(os.path.abspath(__file__))
+    layers = os.path.join(directory, "layers")
+    added = sorted(os.listdir(layers)) if os.path.isdir(layers) else []
+    names = [*_RECIPE_MODULES, *(os.path.join("layers", name) for name in added)]
     digest = hashlib.sha256()
-    for name in _RECIPE_MODULES:
+    for name in names:
         with open(os.path.join(directory, name), "rb") as f:
             digest.update(name.encode() + b"\0" + f.read())
     return digest.hexdigest()[:12]

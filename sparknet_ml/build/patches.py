@@ -161,12 +161,18 @@ class Edit:
 
 @dataclass(frozen=True)
 class Patch:
-    """A named fix: text edits plus files removed because the recipe regenerates them."""
+    """A named fix: text edits, files removed because the recipe regenerates them, and files
+    added (``(source path, file in sparknet_ml/build/layers/)``)."""
 
     name: str
     why: str
     edits: tuple[Edit, ...] = ()
     removes: tuple[str, ...] = ()
+    adds: tuple[tuple[str, str], ...] = ()
+
+
+LAYERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "layers")
+"""sparknet_ml's own Caffe layers, added to the source tree by patches."""
 
 
 class PatchError(RuntimeError):
@@ -400,6 +406,18 @@ PATCHES: tuple[Patch, ...] = (
                        f"      engine = {layer}Parameter_Engine_CUDNN;\n    }}\n#endif")
                   for layer in _CUDNN_DEFAULT_ENGINES),
     ),
+    Patch(
+        name="sparknet-transform-layer",
+        why="Caffe's DataTransformer (random crop, mirror, mean, scale) runs on the host, batch "
+            "by batch. The layer SparkNetTransform does it inside the net, on the device, from a "
+            "block of stored examples and per-example draws (row, offsets, flip) that "
+            "sparknet_ml computes from (seed, partition, round): a GPU fit with crops and "
+            "mirrors keeps its block on the device like any other.",
+        adds=(("include/caffe/layers/sparknet_transform_layer.hpp",
+               "sparknet_transform_layer.hpp"),
+              ("src/caffe/layers/sparknet_transform_layer.cpp", "sparknet_transform_layer.cpp"),
+              ("src/caffe/layers/sparknet_transform_layer.cu", "sparknet_transform_layer.cu")),
+    ),
 )
 
 
@@ -419,7 +437,8 @@ def apply_patches(source_dir: str) -> list[str]:
     Raises
     ------
     PatchError
-        When an edit's text does not occur exactly once, or a file to remove is missing.
+        When an edit's text does not occur exactly once, a file to remove is missing or a
+        file to add exists.
     """
     applied = []
     for patch in PATCHES:
@@ -433,6 +452,14 @@ def apply_patches(source_dir: str) -> list[str]:
                                  f"found {count}: {edit.old[:60]!r}")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text.replace(edit.old, edit.new))
+        for rel, name in patch.adds:
+            path = os.path.join(source_dir, rel)
+            if os.path.exists(path):
+                raise PatchError(f"patch {patch.name!r}: {rel} is already in the source tree")
+            with open(os.path.join(LAYERS_DIR, name), encoding="utf-8") as f:
+                text = f.read()
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
         for rel in patch.removes:
             path = os.path.join(source_dir, rel)
             if not os.path.exists(path):

@@ -7,6 +7,8 @@ import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from .transform import Transform
+
 # SolverParameter fields that name files or make Caffe write them; a solver built here
 # takes its net from text and never snapshots.
 _FILE_FIELDS = ("net", "train_net", "test_net", "snapshot_prefix")
@@ -24,25 +26,44 @@ def net_with_batch(net_text: str, batch_size: int) -> caffe_pb2.NetParameter:
 
 # Blobs of a net whose training block lives inside it (see :func:`with_resident_block`).
 BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP = "sparknet_block", "sparknet_label_block", "sparknet_rows"
+MEAN_TOP = "sparknet_mean"
 
 
-def with_resident_block(net: caffe_pb2.NetParameter, data_top: str,
-                        label_top: str | None) -> caffe_pb2.NetParameter:
+def transform_param(transform: Transform) -> caffe_pb2.TransformationParameter:
+    """The ``transform_param`` of the SparkNetTransform layer for ``transform`` (crop, scale,
+    mean values; the mean image is a bottom of its own)."""
+    param = caffe_pb2.TransformationParameter(scale=transform.scale,
+                                              mean_value=transform.mean_values)
+    if transform.crop is not None:
+        param.crop_h, param.crop_w = transform.crop
+    return param
+
+
+def with_resident_block(net: caffe_pb2.NetParameter, data_top: str, label_top: str | None,
+                        transform: Transform | None = None) -> caffe_pb2.NetParameter:
     """The net with its Input tops ``data_top`` (and ``label_top``) gathered from whole blocks.
 
     The blocks are Input blobs ``sparknet_block`` (and ``sparknet_label_block``), reshaped
     to a partition's rows and filled once. A MemoryData layer, first as pycaffe's
-    ``set_input_arrays`` requires, hands out each iteration's row indices, and BatchReindex
-    layers gather those rows into the original tops, so the solver's iterations need no
-    host-side work: on a GPU the block stays on the device.
+    ``set_input_arrays`` requires, hands out each iteration's rows, and BatchReindex layers
+    gather those rows into the original tops, so the solver's iterations need no host-side
+    work: on a GPU the block stays on the device.
+
+    With a ``transform`` that draws crops or flips, the block holds the stored examples as
+    they are, the MemoryData rows are draws (row, crop offset h, crop offset w, mirror), and
+    the SparkNetTransform layer (sparknet_ml's patch to Caffe) crops, mirrors, subtracts the
+    mean (the Input blob ``sparknet_mean`` when the transform has a mean image) and scales on
+    the device, as :meth:`~sparknet_ml.engine.transform.Transform.apply` does on the host.
 
     Raises
     ------
     ValueError
         When the net already uses one of these blob names or has no Input top ``data_top``.
     """
+    draws = transform is not None and transform.random
     taken = {top for layer in net.layer for top in layer.top} & {
-        BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP, ROWS_TOP + "_label", ROWS_TOP + "_flat"}
+        BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP, MEAN_TOP, ROWS_TOP + "_label", ROWS_TOP + "_flat",
+        ROWS_TOP + "_row", ROWS_TOP + "_crop"}
     if taken:
         raise ValueError(f"the net already has blobs {sorted(taken)}")
     kept, shapes = [], {}
@@ -71,17 +92,38 @@ def with_resident_block(net: caffe_pb2.NetParameter, data_top: str,
                          top=[ROWS_TOP, ROWS_TOP + "_label"])
     rows.memory_data_param.batch_size = shapes[data_top].dim[0]
     rows.memory_data_param.channels = rows.memory_data_param.height = 1
-    rows.memory_data_param.width = 1
+    rows.memory_data_param.width = 4 if draws else 1
     out.layer.add(name="sparknet_rows_silence", type="Silence", bottom=[ROWS_TOP + "_label"])
-    flat = out.layer.add(name="sparknet_rows_flat", type="Reshape", bottom=[ROWS_TOP],
+    row_blob = ROWS_TOP
+    if draws:  # the row column of the draws gathers the labels
+        row_blob = ROWS_TOP + "_row"
+        split = out.layer.add(name="sparknet_rows_split", type="Slice", bottom=[ROWS_TOP],
+                              top=[row_blob, ROWS_TOP + "_crop"])
+        split.slice_param.axis = 3
+        split.slice_param.slice_point.append(1)
+        out.layer.add(name="sparknet_crop_silence", type="Silence",
+                      bottom=[ROWS_TOP + "_crop"])
+    flat = out.layer.add(name="sparknet_rows_flat", type="Reshape", bottom=[row_blob],
                          top=[ROWS_TOP + "_flat"])  # BatchReindex takes 1-D indices
     flat.reshape_param.shape.dim.append(-1)
-    gathered = [(data_top, BLOCK_TOP)] + ([(label_top, LABEL_BLOCK_TOP)] if label_top else [])
-    for top, block in gathered:
-        out.layer.add(name=block, type="Input", top=[block]).input_param.shape.add().CopyFrom(
-            shapes[top])
-        out.layer.add(name=f"sparknet_gather_{top}", type="BatchReindex",
-                      bottom=[block, ROWS_TOP + "_flat"], top=[top])
+    out.layer.add(name=BLOCK_TOP, type="Input", top=[BLOCK_TOP]).input_param.shape.add(
+    ).CopyFrom(shapes[data_top])
+    if draws:
+        bottoms = [BLOCK_TOP, ROWS_TOP]
+        if transform.mean_image is not None:
+            mean = out.layer.add(name=MEAN_TOP, type="Input", top=[MEAN_TOP])
+            mean.input_param.shape.add().dim.extend([1, *shapes[data_top].dim[1:]])
+            bottoms.append(MEAN_TOP)
+        out.layer.add(name="sparknet_transform", type="SparkNetTransform", bottom=bottoms,
+                      top=[data_top], transform_param=transform_param(transform))
+    else:
+        out.layer.add(name=f"sparknet_gather_{data_top}", type="BatchReindex",
+                      bottom=[BLOCK_TOP, ROWS_TOP + "_flat"], top=[data_top])
+    if label_top:
+        out.layer.add(name=LABEL_BLOCK_TOP, type="Input",
+                      top=[LABEL_BLOCK_TOP]).input_param.shape.add().CopyFrom(shapes[label_top])
+        out.layer.add(name=f"sparknet_gather_{label_top}", type="BatchReindex",
+                      bottom=[LABEL_BLOCK_TOP, ROWS_TOP + "_flat"], top=[label_top])
     out.layer.extend(kept)
     return out
 
@@ -98,7 +140,7 @@ def set_device(gpu: int | None, tf32: bool = False) -> None:
 
 
 def make_solver(net_text: str, solver_text: str, batch_size: int,
-                resident: tuple[str, str | None] | None = None):
+                resident: tuple[str, str | None, Transform | None] | None = None):
     """Return a pycaffe solver for a training net and solver given as prototxt text.
 
     Parameters
@@ -109,8 +151,8 @@ def make_solver(net_text: str, solver_text: str, batch_size: int,
         SolverParameter prototxt; its net and snapshot paths are ignored.
     batch_size : int
         Batch dimension given to every Input layer.
-    resident : (data top, label top or None), optional
-        Build the net :func:`with_resident_block` for these tops.
+    resident : (data top, label top or None, transform or None), optional
+        Build the net :func:`with_resident_block` for these tops and transform.
     """
     param = text_format.Parse(solver_text, caffe_pb2.SolverParameter())
     for name in _FILE_FIELDS:

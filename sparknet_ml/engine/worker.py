@@ -16,11 +16,12 @@ epoch) only — never on the task attempt, so a retried task repeats its result 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from .solver import BLOCK_TOP, LABEL_BLOCK_TOP, make_solver, set_device
+from .solver import BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, set_device
 from .transform import Transform
 
 
@@ -46,11 +47,12 @@ class TrainSpec:
         The TRAIN-phase data transform (crop offsets and flips drawn per example and
         iteration from (seed, partition, round)).
     resident : bool
-        Keep the partition's block, transformed once, inside the net and gather each batch
-        there (:func:`~sparknet_ml.engine.solver.with_resident_block`): on a GPU no batch
-        crosses from the host. Costs a float32 copy of the block in host and device memory;
-        blocks over :data:`RESIDENT_MAX_BYTES`, and transforms that draw crops or flips, are
-        fed batch by batch instead.
+        Keep the partition's block inside the net and gather each batch there
+        (:func:`~sparknet_ml.engine.solver.with_resident_block`): on a GPU no batch crosses
+        from the host. The block is transformed once, or, when the transform draws crops or
+        flips, kept as stored and transformed per batch on the device by the SparkNetTransform
+        layer from draws made here. Costs a float32 copy of the block in host and device
+        memory; blocks over :data:`RESIDENT_MAX_BYTES` are fed batch by batch instead.
     """
 
     net_text: str
@@ -64,10 +66,11 @@ class TrainSpec:
     resident: bool = False
 
     def key(self) -> str:
-        """Digest identifying the solver this spec builds."""
+        """Digest identifying the solver this spec builds (a resident net holds its transform's
+        layer and mean)."""
         text = "\0".join((self.net_text, self.solver_text, str(self.batch_size), self.data_top,
                           self.label_top, str(self.gpu), str(self.tf32),
-                          str(self.resident)))
+                          str(self.resident), json.dumps(self.transform.describe())))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -107,7 +110,8 @@ def cached_solver(spec: TrainSpec):
     solver = _SOLVERS.get(spec.key())
     if solver is None:
         solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size,
-                             (spec.data_top, spec.label_top) if spec.resident else None)
+                             (spec.data_top, spec.label_top, spec.transform)
+                             if spec.resident else None)
         _SOLVERS[spec.key()] = solver
     return solver
 
@@ -142,16 +146,16 @@ def set_state(solver, state: SolverState) -> None:
 
 
 def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
-    """Whether ``train_round`` keeps this block inside the net (``spec.resident``, small
-    enough, and a transform that is the same every iteration)."""
-    return (spec.resident and not spec.transform.random
-            and features.size * 4 <= RESIDENT_MAX_BYTES and len(features) <= 2**24)
+    """Whether ``train_round`` keeps this block inside the net (``spec.resident`` and small
+    enough)."""
+    return spec.resident and features.size * 4 <= RESIDENT_MAX_BYTES and len(features) <= 2**24
 
 
 def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
                   rows: np.ndarray) -> None:
     """Put the block into a resident solver's net (only when it holds another one) and this
-    round's ``rows`` into its MemoryData layer.
+    round's ``rows`` into its MemoryData layer: row indices, or with a transform that draws,
+    ``(row, crop offset h, crop offset w, mirror)`` per example.
 
     The row array is handed to Caffe once per size: each round's ``tau`` iterations read
     all of it, so the layer's cursor is back at its first row when the next round starts.
@@ -161,21 +165,29 @@ def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndar
     blobs = solver.net.blobs
     if held is None or held[0] is not features or held[1] is not labels:
         block = blobs[BLOCK_TOP]
-        block.reshape(len(features), *block.shape[1:])
-        spec.transform.apply(features, out=block.data)
+        if spec.transform.random:  # stored as it is; SparkNetTransform transforms per batch
+            block.reshape(*features.shape)
+            block.data[...] = features
+            if spec.transform.mean_image is not None:
+                blobs[MEAN_TOP].reshape(1, *features.shape[1:])
+                blobs[MEAN_TOP].data[...] = spec.transform.mean_image
+        else:
+            block.reshape(len(features), *block.shape[1:])
+            spec.transform.apply(features, out=block.data)
         if LABEL_BLOCK_TOP in blobs:
             label_block = blobs[LABEL_BLOCK_TOP]
             label_block.reshape(len(labels), *label_block.shape[1:])
             label_block.data[...] = labels.reshape((-1,) + (1,) * (len(label_block.shape) - 1))
         _BLOCKS[key] = (features, labels)
     arrays = _ROWS.get(key)
-    if arrays is None or arrays[0].size != rows.size:
+    count, width = (len(rows), rows.shape[1]) if rows.ndim == 2 else (rows.size, 1)
+    if arrays is None or len(arrays[0]) != count:
         # Caffe keeps pointers to both arrays; they live here as long as the solver.
-        arrays = np.empty((rows.size, 1, 1, 1), np.float32), np.zeros((rows.size, 1, 1, 1),
-                                                                       np.float32)
+        arrays = (np.empty((count, 1, 1, width), np.float32),
+                  np.zeros((count, 1, 1, 1), np.float32))
         solver.net.set_input_arrays(*arrays)
         _ROWS[key] = arrays
-    arrays[0].reshape(-1)[:] = rows.reshape(-1)
+    arrays[0].reshape(count, width)[:] = rows.reshape(count, width)
 
 
 def batch_indices(n: int, batch_size: int, first_iter: int, iters: int, seed: int,
@@ -221,11 +233,19 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     caffe.set_random_seed(int.from_bytes(hashlib.sha256(
         f"{seed}/{partition}/{round_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF)
     batches = batch_indices(n, spec.batch_size, round_index * tau, tau, seed, partition)
+    transform = spec.transform
+    drawn = [None] * tau
+    if transform.random:
+        generator = np.random.default_rng((seed, partition, round_index))
+        drawn = [transform.draw(generator, spec.batch_size, features.shape[1:])
+                 for _ in batches]
     resident = feeds_resident(spec, features)
     if resident:
-        load_resident(solver, spec, features, labels, batches)
-    transform = spec.transform
-    draws = np.random.default_rng((seed, partition, round_index)) if transform.random else None
+        rows = batches.reshape(-1)
+        if transform.random:  # the SparkNetTransform layer's draws: row, h, w, mirror
+            rows = np.column_stack([rows, np.concatenate([d[0] for d in drawn]),
+                                    np.concatenate([d[1] for d in drawn])])
+        load_resident(solver, spec, features, labels, rows)
     data = solver.net.blobs[spec.data_top]
     label = solver.net.blobs[spec.label_top] if spec.label_top else None
     loss_blob = solver.net.blobs[solver.net.outputs[0]]
@@ -234,8 +254,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
         if not resident:
             # Blob.data is mutable_cpu_data(): read it per step, or on a GPU Caffe would not
             # copy the new batch over the one already on the device.
-            offsets, flips = (transform.draw(draws, len(rows), features.shape[1:])
-                              if draws is not None else (None, None))
+            offsets, flips = drawn[k] or (None, None)
             transform.apply(features, rows, offsets, flips, out=data.data)
             if label is not None:
                 label.data[...] = labels[rows]

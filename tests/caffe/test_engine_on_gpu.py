@@ -54,9 +54,29 @@ def test_a_training_round_on_the_gpu_matches_the_cpu(lenet, resident):
     assert abs(gpu.loss - cpu.loss) <= 1e-3 * abs(cpu.loss)
 
 
+@pytest.mark.parametrize("mean", ["values", "image"])
+def test_random_crops_and_mirrors_on_the_gpu_match_the_cpus(lenet, mean):
+    """The SparkNetTransform layer in a resident GPU net against the numpy transform feeding
+    the CPU: LeNet on 32x32 pictures, random 28x28 crops and mirrors."""
+    spec, x, y, state, _ = lenet
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    mean_image = padded.mean(axis=0).astype(np.float32) if mean == "image" else None
+    transform = Transform(0.00390625, () if mean == "image" else (33.0,), mean_image,
+                          (28, 28), True)
+    cpu_spec = TrainSpec(**{**spec.__dict__, "transform": transform})
+    gpu_spec = TrainSpec(**{**cpu_spec.__dict__, "gpu": 0, "resident": True})
+    cpu = train_round(cpu_spec, padded, y, state, round_index=2, tau=6, seed=5, partition=1)
+    gpu = train_round(gpu_spec, padded, y, state, round_index=2, tau=6, seed=5, partition=1)
+    caffe.set_mode_cpu()
+    for k, (g, c) in enumerate(zip(gpu.state.weights + gpu.state.history,
+                                   cpu.state.weights + cpu.state.history)):
+        close(g, c, f"blob {k} after 6 steps")
+    assert abs(gpu.loss - cpu.loss) <= 1e-3 * abs(cpu.loss)
+
+
 def test_scoring_several_batches_on_the_gpu_matches_the_cpu(lenet):
     spec, x, _, state, layout = lenet
-    features = x[:200].astype(np.float32) * np.float32(spec.scale)  # 3 batches and a part
+    features = spec.transform.apply(x[:200])  # 3 batches and a part
     weights = named_weights(state, layout)
     outputs = {}
     for gpu in (None, 0):

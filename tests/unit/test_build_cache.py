@@ -34,11 +34,16 @@ def test_patch_set_version_follows_the_recipe_files(tmp_path):
     here = os.path.dirname(cache.__file__)
     for name in cache._RECIPE_MODULES:
         shutil.copy(os.path.join(here, name), tmp_path / name)
+    shutil.copytree(os.path.join(here, "layers"), tmp_path / "layers")
     before = cache.patch_set_version(str(tmp_path))
     assert before == cache.patch_set_version(here)
     with open(tmp_path / "patches.py", "a") as f:
         f.write("\n# one more patch\n")
-    assert cache.patch_set_version(str(tmp_path)) != before
+    after_patch = cache.patch_set_version(str(tmp_path))
+    assert after_patch != before
+    with open(tmp_path / "layers" / "sparknet_transform_layer.cu", "a") as f:
+        f.write("\n// one more kernel\n")
+    assert cache.patch_set_version(str(tmp_path)) != after_patch
 
 
 def test_cache_root_honours_environment(monkeypatch, tmp_path):
@@ -53,7 +58,17 @@ def test_patches_have_names_and_reasons():
     names = [p.name for p in patches.PATCHES]
     assert len(names) == len(set(names))
     for patch in patches.PATCHES:
-        assert patch.why and (patch.edits or patch.removes)
+        assert patch.why and (patch.edits or patch.removes or patch.adds)
+
+
+def test_a_patch_adds_files_and_refuses_to_overwrite_one(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    added = patches.Patch("layer", "test", adds=(("src/layer.cu", "sparknet_transform_layer.cu"),))
+    monkeypatch.setattr(patches, "PATCHES", (added,))
+    assert patches.apply_patches(str(tmp_path)) == ["layer"]
+    assert "SparkNetTransformForward" in (tmp_path / "src" / "layer.cu").read_text()
+    with pytest.raises(patches.PatchError, match="src/layer.cu is already in the source tree"):
+        patches.apply_patches(str(tmp_path))
 
 
 def test_patch_that_does_not_match_fails_loudly(tmp_path, monkeypatch):

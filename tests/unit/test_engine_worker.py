@@ -132,7 +132,8 @@ def test_a_resident_block_trains_exactly_like_batches_fed_from_the_host(net, lab
     """The GPU feed (block inside the net, rows gathered by Caffe) on the CPU: same rows,
     same transform, same numbers; across a change of block and of tau in one process."""
     caffe.set_mode_cpu()
-    host = TrainSpec(net, SOLVER, batch_size=8, label_top=label_top, transform=Transform(0.02, (100.0,)))
+    host = TrainSpec(net, SOLVER, batch_size=8, label_top=label_top,
+                     transform=Transform(0.02, (100.0,)))
     resident = TrainSpec(**{**host.__dict__, "resident": True})
     assert resident.key() != host.key()
     blocks = [(rng.integers(0, 256, (n, 4)).astype(np.uint8),
@@ -160,3 +161,39 @@ def test_the_resident_net_refuses_blob_names_it_needs_and_a_missing_data_top():
     net.layer[1].top[0] = "sparknet_rows"
     with pytest.raises(ValueError, match=r"already has blobs \['sparknet_rows'\]"):
         with_resident_block(net, "data", "label")
+
+
+CONV_NET = """
+name: "tiny_conv"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 8 dim: 2 dim: 5 dim: 4 } shape { dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("mean", ["image", "values"])
+def test_a_resident_block_with_random_crops_and_mirrors_trains_like_the_host_feed(mean):
+    """Crops, mirrors and the mean done by the SparkNetTransform layer inside the net (the GPU
+    feed, here on the CPU) against the numpy transform on the host: same draws, same batches."""
+    caffe.set_mode_cpu()
+    rng = np.random.default_rng(4)
+    shape = (2, 7, 6)
+    transform = (Transform(0.05, (), rng.uniform(0, 255, shape).astype(np.float32), (5, 4), True)
+                 if mean == "image" else Transform(0.05, (90.0, 120.0), None, (5, 4), True))
+    host = TrainSpec(CONV_NET, SOLVER, batch_size=8, transform=transform)
+    resident = TrainSpec(**{**host.__dict__, "resident": True})
+    features = rng.integers(0, 256, (30, *shape)).astype(np.uint8)
+    labels = rng.integers(0, 3, 30).astype(np.float32)
+    state = initial(host)
+    for r in range(3):
+        results = [train_round(spec, features, labels, state, r, 4, seed=7, partition=1)
+                   for spec in (host, resident)]
+        for u, v in zip(results[0].state.weights + results[0].state.history,
+                        results[1].state.weights + results[1].state.history):
+            np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
+        assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
+        state = results[0].state

@@ -1,0 +1,122 @@
+"""The worker engine on Caffe's stock CaffeNet and GoogLeNet, with their data transforms,
+against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
+
+1. train: ``train_round`` on a block of stored 3x256x256 uint8 examples with the stock TRAIN
+   transform (random crop 227 / 224, random mirror, CaffeNet's mean image or GoogLeNet's mean
+   values; on a GPU the block stays in the net and the SparkNetTransform layer transforms on
+   the device) vs raw ``solver.step`` with a batch already transformed in the input blob;
+   ``engine_vs_raw`` (goal >= 0.95).
+2. score: an Arrow RecordBatch of binary uint8 examples -> ``features_to_array`` -> center
+   crop, mean -> batched ``forward`` (``SparkNetModel``'s task without Spark) vs a raw forward
+   loop over batches already transformed in memory; ``scoring_vs_raw`` (goal >= 0.90).
+
+    python benchmarks/imagenet_engine.py [--gpu 0] [--quick] [--out FILE]
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from _machine import interleaved, write
+
+NETS = {"caffenet": "bvlc_reference_caffenet", "googlenet": "bvlc_googlenet"}
+SHAPE = (3, 256, 256)
+
+
+def plan(net, batch, gpu):
+    """The stock net's TrainSpec (resident on a GPU), deploy net and TEST transform."""
+    from caffe.proto import caffe_pb2
+    from sparknet_ml import net as netlib, zoo
+    from sparknet_ml.engine.worker import TrainSpec
+    text = zoo.prototxt(f"{NETS[net]}_train_val")
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(90, 130, SHAPE).astype(np.float32) if net == "caffenet" else None
+    train, test = (netlib.resolve_transform(*netlib.data_transform(text, phase), SHAPE, mean,
+                                            "random mean image")
+                   for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST))
+    crop = train.output_shape(SHAPE)
+    spec = TrainSpec(netlib.net_to_text(netlib.train_net(text, crop, batch)),
+                     zoo.prototxt(f"{NETS[net]}_solver"), batch, gpu=gpu, transform=train,
+                     resident=gpu is not None)
+    return spec, netlib.deploy_net(text, crop, batch), test
+
+
+def bench_train(spec, x, y, tau, repeat):
+    from sparknet_ml.engine.solver import make_solver
+    from sparknet_ml.engine.worker import get_state, train_round
+    solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
+    spec.transform.apply(x[:spec.batch_size], out=solver.net.blobs["data"].data)
+    solver.net.blobs["label"].data[...] = y[:spec.batch_size]
+    state = get_state(solver)
+    raw, engine = interleaved([lambda: solver.step(tau),
+                               lambda: train_round(spec, x, y, state, 0, tau, 0, 0)], repeat)
+    return {"raw_img_s": round(spec.batch_size * tau / raw, 1),
+            "engine_img_s": round(spec.batch_size * tau / engine, 1),
+            "engine_vs_raw": round(raw / engine, 3), "resident": spec.resident}
+
+
+def bench_score(deploy, test, x, batch, gpu, repeat):
+    import caffe
+    import pyarrow as pa
+    from sparknet_ml.data.arrow import features_to_array, vectors_to_arrow
+    from sparknet_ml.engine.scoring import ScoreSpec, forward, softmax
+    from sparknet_ml.net import net_to_text
+    spec = ScoreSpec(net_to_text(deploy.net), batch, "data", (deploy.output_blob,), gpu)
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
+        f.write(spec.net_text)
+        f.flush()
+        scoring_net, raw_net = caffe.Net(f.name, caffe.TEST), caffe.Net(f.name, caffe.TEST)
+    column = pa.array([row.tobytes() for row in x], pa.binary())
+    ready = test.apply(x)
+
+    def raw():
+        data = raw_net.blobs["data"].data
+        for start in range(0, len(ready), batch):
+            data[...] = ready[start:start + batch]
+            raw_net.forward()
+
+    def scoring():
+        logits = forward(scoring_net, spec, features_to_array(column, SHAPE), test)[0]
+        pa.RecordBatch.from_arrays([column, vectors_to_arrow(logits),
+                                    vectors_to_arrow(softmax(logits)),
+                                    pa.array(logits.argmax(axis=1).astype(np.float64))],
+                                   names=["features", "rawPrediction", "probability",
+                                          "prediction"])
+    raw_s, scoring_s = interleaved([raw, scoring], repeat)
+    return {"raw_rows_s": round(len(x) / raw_s, 1), "scoring_rows_s": round(len(x) / scoring_s, 1),
+            "scoring_vs_raw": round(raw_s / scoring_s, 3)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "results", "imagenet-engine.json"))
+    args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from sparknet_ml.engine.solver import set_device
+    set_device(args.gpu)
+    batches = (8,) if args.gpu is None else (128, 256)
+    tau, repeat = (2, 2) if args.quick or args.gpu is None else (10, 7)
+    rng = np.random.default_rng(1)
+    results = []
+    for net in NETS:
+        for batch in batches:
+            x = rng.integers(0, 256, (4 * batch, *SHAPE)).astype(np.uint8)
+            y = rng.integers(0, 1000, 4 * batch).astype(np.float32)
+            spec, deploy, test = plan(net, batch, args.gpu)
+            row = {"net": net, "batch": batch, **bench_train(spec, x, y, tau, repeat),
+                   **bench_score(deploy, test, x, batch, args.gpu, repeat)}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    write({"benchmark": "imagenet_engine", "device":
+           "cpu" if args.gpu is None else f"gpu{args.gpu}",
+           "parameters": {"tau": tau, "repeats": repeat}, "rows": results}, args.out)
+
+
+if __name__ == "__main__":
+    main()
