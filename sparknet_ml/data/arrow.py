@@ -30,7 +30,8 @@ _VECTOR_TYPE = pa.struct([
 _IMAGE_FIELDS = {"height", "width", "nChannels", "data"}
 
 
-def features_to_array(column, input_shape, *, name: str = "features") -> np.ndarray:
+def features_to_array(column, input_shape, *, name: str = "features",
+                      pixels: bool = False) -> np.ndarray:
     """Convert a feature column to a float32 tensor.
 
     Parameters
@@ -43,6 +44,9 @@ def features_to_array(column, input_shape, *, name: str = "features") -> np.ndar
         Shape of one example; ``(channels, height, width)`` for images.
     name : str
         Column name used in error messages.
+    pixels : bool
+        Return uint8 where the column holds bytes (uint8 binaries, images), a quarter of the
+        memory; the data transform turns them into float32 batch by batch.
 
     Returns
     -------
@@ -75,9 +79,9 @@ def features_to_array(column, input_shape, *, name: str = "features") -> np.ndar
     elif kind == "list":
         flat = _list_rows(arr, size, name, np.arange(len(arr)))
     elif kind == "binary":
-        flat = _binary_rows(arr, size, name)
+        flat = _binary_rows(arr, size, name, pixels)
     else:
-        return _image_rows(arr, shape, name)
+        return _image_rows(arr, shape, name, pixels)
     return flat.reshape((len(arr), *shape))
 
 
@@ -234,19 +238,20 @@ def _bytes_rows(arr: pa.Array, name: str, width: int, what: str) -> np.ndarray:
     return data[start:start + n * width].reshape(n, width)
 
 
-def _binary_rows(arr: pa.Array, size: int, name: str) -> np.ndarray:
+def _binary_rows(arr: pa.Array, size: int, name: str, pixels: bool = False) -> np.ndarray:
     first = (arr.type.byte_width if pa.types.is_fixed_size_binary(arr.type)
              else len(arr[0].as_py()))
     what = f"{size} (uint8) or {4 * size} (float32) like row 0"
     if first == 4 * size:
         return _bytes_rows(arr, name, first, what).view("<f4").astype(np.float32)
     if first == size:
-        return _bytes_rows(arr, name, first, what).astype(np.float32)
+        rows = _bytes_rows(arr, name, first, what)
+        return rows if pixels else rows.astype(np.float32)
     raise ValueError(f"{name}: row 0 has {first} bytes, expected {size} (uint8) or "
                      f"{4 * size} (float32)")
 
 
-def _image_rows(arr: pa.StructArray, shape: tuple, name: str) -> np.ndarray:
+def _image_rows(arr: pa.StructArray, shape: tuple, name: str, pixels: bool = False) -> np.ndarray:
     if len(shape) != 3:
         raise ValueError(f"{name}: an image column needs input_shape (channels, height, width), "
                          f"not {list(shape)}")
@@ -258,7 +263,8 @@ def _image_rows(arr: pa.StructArray, shape: tuple, name: str) -> np.ndarray:
         raise ValueError(f"{name}: image at row {i} is {dims[0][i]}x{dims[1][i]}x{dims[2][i]} "
                          f"(channels x height x width), expected {c}x{h}x{w}")
     hwc = _bytes_rows(arr.field("data"), name, c * h * w, f"{c * h * w} (uint8 HWC)")
-    return np.ascontiguousarray(hwc.reshape(-1, h, w, c).transpose(0, 3, 1, 2), np.float32)
+    return np.ascontiguousarray(hwc.reshape(-1, h, w, c).transpose(0, 3, 1, 2),
+                                np.uint8 if pixels else np.float32)
 
 
 def _matrix(values, dtype) -> np.ndarray:

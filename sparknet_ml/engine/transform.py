@@ -103,10 +103,14 @@ class Transform:
         n = len(x) if rows is None else len(rows)
         shape = self.output_shape(x.shape[1:])
         out = np.empty((n, *shape), np.float32) if out is None else out
-        if self.crop is None and flips is None:
-            out[...] = x if rows is None else x[rows]
+        if flips is None and offsets is None:  # one window for the batch: numpy slices it
+            window = ...
+            if self.crop is not None:
+                h, w = self.center(x.shape[1:])
+                window = (..., slice(h, h + self.crop[0]), slice(w, w + self.crop[1]))
+            out[...] = (x if rows is None else x[rows])[window]
             if self.mean_image is not None:
-                out -= self.mean_image
+                out -= self.mean_image[window]
         else:
             crop_h, crop_w = shape[-2:]
             center = self.center(x.shape[1:])

@@ -27,7 +27,7 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
         if net is None:
             net = cached_net(spec, key, lambda: weights_bc.value)
         x = features_to_array(batch.column(inputs.features_col), inputs.input_shape,
-                              name=inputs.features_col)
+                              name=inputs.features_col, pixels=True)
         outputs = forward(net, spec, x, inputs.transform)
         logits, extra = outputs[0], outputs[1:]
         raw_name, prob_name, pred_name, *blob_names = names

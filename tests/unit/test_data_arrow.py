@@ -175,3 +175,13 @@ def test_arrays_to_arrow_layout():
     assert arr.type == pa.list_(pa.float32())
     assert arr.to_pylist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     assert arrays_to_arrow(np.zeros((2, 0))).to_pylist() == [[], []]
+
+
+def test_pixels_keep_uint8_for_binary_and_image_columns():
+    x = np.arange(2 * 3 * 2 * 2, dtype=np.uint8).reshape(2, 3, 2, 2)
+    binary = pa.array([row.tobytes() for row in x], pa.binary())
+    kept = features_to_array(binary, (3, 2, 2), pixels=True)
+    assert kept.dtype == np.uint8 and (kept == x).all()
+    assert features_to_array(binary, (3, 2, 2)).dtype == np.float32
+    floats = pa.array([row.astype(np.float32).tobytes() for row in x], pa.binary())
+    assert features_to_array(floats, (3, 2, 2), pixels=True).dtype == np.float32
