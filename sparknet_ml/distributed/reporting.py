@@ -88,6 +88,8 @@ class MLflowLogger:
                    "round_seconds": last.seconds}
         if last.validation_accuracy is not None:
             metrics["validation_accuracy"] = last.validation_accuracy
+        if last.validation_top5_accuracy is not None:
+            metrics["validation_top5_accuracy"] = last.validation_top5_accuracy
         self.mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)},
                                 step=done)
 

@@ -177,21 +177,26 @@ def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau:
 
 
 def validate_task(handles, spec, inputs: InputSpec, key: str, weights_bc):
-    """Count correct top-1 predictions of the broadcast weights on a validation block."""
+    """Count correct top-1 and top-5 predictions of the broadcast weights on a validation
+    block: yields (top-1 correct, top-5 correct, rows)."""
     from ..engine.scoring import cached_net, forward
     spec = on_task_gpu(spec)
     for handle in handles:
         features, labels = load_block(handle)
         if len(labels) == 0:
-            yield 0, 0
+            yield 0, 0, 0
             continue
         net = cached_net(spec, key, lambda: weights_bc.value)
         logits = forward(net, spec, features, inputs.transform)[0]
-        yield int((logits.argmax(axis=1) == labels).sum()), len(labels)
+        best = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+        yield (int((best[:, 0] == labels).sum()), int((best == labels[:, None]).any(axis=1).sum()),
+               len(labels))
 
 
-def validation_accuracy(sc, handles, spec, inputs: InputSpec, weights) -> float:
-    """Top-1 accuracy of ``weights`` on the cached validation blocks (one Spark job)."""
+def validation_accuracy(sc, handles, spec, inputs: InputSpec, weights,
+                        top5: bool = False) -> tuple[float, float | None]:
+    """Top-1 accuracy of ``weights`` on the cached validation blocks (one Spark job), and
+    top-5 accuracy when ``top5`` (else None)."""
     from ..engine.scoring import weights_key
     weights_bc = sc.broadcast(weights)
     try:
@@ -200,8 +205,11 @@ def validation_accuracy(sc, handles, spec, inputs: InputSpec, weights) -> float:
             weights_bc=weights_bc)).collect()
     finally:
         weights_bc.unpersist()
-    total = sum(n for _, n in counts)
-    return sum(c for c, _ in counts) / total if total else float("nan")
+    total = sum(n for _, _, n in counts)
+    if not total:
+        return float("nan"), float("nan") if top5 else None
+    return (sum(c for c, _, _ in counts) / total,
+            sum(c for _, c, _ in counts) / total if top5 else None)
 
 
 @dataclass
@@ -214,6 +222,7 @@ class RoundStats:
     seconds: float
     samples_per_second: float
     validation_accuracy: float | None = None
+    validation_top5_accuracy: float | None = None  # where the net's TEST phase has a top-5
     wall_seconds: float | None = None  # since round 1 began (across resumes), validation included
     compute_seconds: float | None = None    # the slowest task's block load + tau solver steps
     broadcast_seconds: float | None = None  # driver: broadcasting weights and solver history
@@ -393,8 +402,8 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
         Weights and history to start from.
     rounds, tau, seed : int
     validate : callable, optional
-        Maps a state to a validation accuracy; called every ``validate_every`` rounds and
-        after the last one.
+        Maps a state to its validation accuracy, top-1 and top-5 (or None); called every
+        ``validate_every`` rounds and after the last one.
     start, history :
         Rounds already done (resuming from a checkpoint) and their statistics.
     faults : FaultInjection, optional
@@ -448,13 +457,15 @@ def run_rounds(sc, handles, spec: TrainSpec, state: SolverState, rounds: int, ta
                                average_seconds=job.average_seconds)
             if last and validate is not None and (number % validate_every == 0
                                                   or number == rounds):
-                stats.validation_accuracy = validate(state)
+                stats.validation_accuracy, stats.validation_top5_accuracy = validate(state)
             stats.wall_seconds = (time.perf_counter() - began) if last else wall
             history.append(stats)
             log.info("round %d/%d  loss %.4f  %.0f samples/s  %.2f s%s", number, rounds,
                      job.loss, stats.samples_per_second, seconds,
                      "" if stats.validation_accuracy is None
-                     else f"  validation accuracy {stats.validation_accuracy:.4f}")
+                     else f"  validation accuracy {stats.validation_accuracy:.4f}"
+                     + ("" if stats.validation_top5_accuracy is None
+                        else f" (top-5 {stats.validation_top5_accuracy:.4f})"))
             for callback in callbacks:
                 callback(number, state if last else None, history)
         r += len(done)

@@ -30,6 +30,7 @@ class NetPlan:
     train: TrainSpec
     inputs: InputSpec
     deploy: "netlib.DeployNet"
+    top5: bool = False  # the TEST phase reports top-5 accuracy (GoogLeNet's loss3/top-5)
 
 
 def plan_transforms(stage, net) -> tuple[tuple[int, ...], Transform, Transform]:
@@ -107,7 +108,8 @@ def plan_nets(stage) -> NetPlan:
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
                         data_top, label_top or "", transform=train_transform),
         inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape, test_transform),
-        deploy=netlib.deploy_net(net, net_shape, batch))
+        deploy=netlib.deploy_net(net, net_shape, batch),
+        top5=5 in netlib.accuracy_top_ks(net))
 
 
 def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, output_blob: str):
@@ -304,8 +306,9 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
                                  train.data_top, (plan.deploy.output_blob,), gpu,
                                  train.tf32)
+                top5 = plan.top5 and outputs >= 5
                 validate = lambda s: validation_accuracy(  # noqa: E731
-                    sc, held_out, spec, plan.inputs, named_weights(s, layout))
+                    sc, held_out, spec, plan.inputs, named_weights(s, layout), top5)
             start, state, history, checkpoint = self._resume(train, summary, layout, state)
             progress = ProgressBar(self.getMaxIter(), start, self.getShowProgress())
             test = plan.inputs.transform

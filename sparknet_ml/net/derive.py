@@ -314,6 +314,12 @@ def resolve_transform(layer: str | None, param: caffe_pb2.TransformationParamete
                      crop=crop, mirror=param.mirror)
 
 
+def accuracy_top_ks(net) -> set[int]:
+    """The ``top_k`` of the TEST phase's Accuracy layers (e.g. {1, 5} for GoogLeNet)."""
+    return {layer.accuracy_param.top_k for layer in filter_phase(net, caffe_pb2.TEST).layer
+            if layer.type == "Accuracy"}
+
+
 def _with_input(net: caffe_pb2.NetParameter, tops: list[str],
                 shapes: list[list[int]]) -> caffe_pb2.NetParameter:
     """A copy of ``net`` whose data layers and legacy inputs are one ``Input`` layer ``data``."""

@@ -30,8 +30,10 @@ def imagenet_shaped(count: int, offset: int = 0):
 def pictures(spark, tmp_path_factory):
     """The DataFrame (binary uint8 features, label) and a mean.binaryproto of its pictures."""
     x, y = imagenet_shaped(ROWS)
-    df = spark.createDataFrame([(bytearray(a.tobytes()), float(b)) for a, b in zip(x, y)],
-                               "features binary, label double").repartition(2).cache()
+    df = spark.createDataFrame([(bytearray(a.tobytes()), float(b), i >= ROWS - 2)
+                                for i, (a, b) in enumerate(zip(x, y))],
+                               "features binary, label double, held_out boolean"
+                               ).repartition(2).cache()
     mean_path = tmp_path_factory.mktemp("mean") / "mean.binaryproto"
     mean_path.write_bytes(mean_blob_bytes(x.mean(axis=0).astype(np.float32)))
     return df, str(mean_path)
@@ -67,12 +69,16 @@ def test_stock_caffenet_trains_a_round_and_scores_1000_classes(caffenet, picture
 @pytest.mark.parametrize("name", ["bvlc_alexnet", "bvlc_googlenet"])
 def test_stock_alexnet_and_googlenet_train_a_round_and_score_1000_classes(spark, pictures, name):
     df, mean_path = pictures
-    # GoogLeNet subtracts mean values and says no shape: inputShape is the stored example's
+    # GoogLeNet subtracts mean values and says no shape: inputShape is the stored example's;
+    # its TEST phase reports top-1 and top-5 accuracy, and so does validation
     params = ({"meanFile": mean_path} if name == "bvlc_alexnet"
-              else {"inputShape": [3, 256, 256]})
+              else {"inputShape": [3, 256, 256], "validationCol": "held_out"})
     model = stock_estimator(name, **params).fit(df)
     assert model._meta["crop"] == ([227, 227] if name == "bvlc_alexnet" else [224, 224])
     assert np.isfinite(model.history["loss"]).all()
+    if name == "bvlc_googlenet":
+        last = model.history.iloc[-1]
+        assert 0 <= last["validation_accuracy"] <= last["validation_top5_accuracy"] <= 1
     check_scores(model, df, 1000)
 
 

@@ -7,9 +7,9 @@ import pytest
 from caffe.proto import caffe_pb2
 
 from sparknet_ml import zoo
-from sparknet_ml.net import (NetSpecError, data_layer_tops, data_transform, deploy_net, filter_phase,
-                             infer_input_shape, net_to_text, parse_net, resolve_transform,
-                             train_net)
+from sparknet_ml.net import (NetSpecError, accuracy_top_ks, data_layer_tops, data_transform,
+                             deploy_net, filter_phase, infer_input_shape, net_to_text, parse_net,
+                             resolve_transform, train_net)
 
 # BVLC Caffe's examples/mnist/lenet_train_test.prototxt, verbatim (shipped in the zoo).
 LENET_TRAIN_TEST = zoo.prototxt("lenet_train_test")
@@ -138,6 +138,12 @@ def test_data_transform_rejects_what_caffe_refuses_or_we_do_not_apply(transform,
 def test_resolve_transform_checks_the_stored_example(transform, shape, mean, message):
     with pytest.raises(NetSpecError, match=f"layer 'mnist': .*{message}"):
         resolved(with_transform(transform), TRAIN, shape, mean)
+
+
+def test_accuracy_top_ks_of_the_stock_nets():
+    assert accuracy_top_ks(zoo.prototxt("bvlc_googlenet_train_val")) == {1, 5}
+    assert accuracy_top_ks(zoo.prototxt("bvlc_reference_caffenet_train_val")) == {1}
+    assert accuracy_top_ks(zoo.prototxt("lenet_train")) == set()
 
 
 def test_data_transform_rejects_legacy_data_param_fields():
