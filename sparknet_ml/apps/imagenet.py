@@ -25,25 +25,10 @@ import sys
 import numpy as np
 
 from sparknet_ml.apps import add_training_arguments, log_rounds, spark_session
+from sparknet_ml.data.images import resize_bilinear
 
 NETS = {"caffenet": "bvlc_reference_caffenet", "googlenet": "bvlc_googlenet"}
 SIZE = 256
-
-
-def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """An (h, w, c) uint8 image resized like OpenCV's ``INTER_LINEAR`` (half-pixel centres,
-    edges clamped), rounded back to uint8."""
-    def axis(n_in, n_out):
-        position = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(low + 1, n_in - 1)
-        return low, high, (position - low).astype(np.float32)
-
-    (top, bottom, dy), (left, right, dx) = axis(image.shape[0], height), axis(image.shape[1], width)
-    x = image.astype(np.float32)
-    rows = x[top] * (1 - dy)[:, None, None] + x[bottom] * dy[:, None, None]
-    out = rows[:, left] * (1 - dx)[None, :, None] + rows[:, right] * dx[None, :, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def to_examples(batches, size: int):

@@ -412,7 +412,15 @@ PATCHES: tuple[Patch, ...] = (
             "by batch. The layer SparkNetTransform does it inside the net, on the device, from a "
             "block of stored examples and per-example draws (row, offsets, flip) that "
             "sparknet_ml computes from (seed, partition, round): a GPU fit with crops and "
-            "mirrors keeps its block on the device like any other.",
+            "mirrors keeps its block on the device like any other, as uint8 pixels "
+            "(TransformationParameter.packed_uint8), and GPU scoring uploads uint8 batches.",
+        edits=(Edit("src/caffe/proto/caffe.proto",
+                    "  optional EmitConstraint emit_constraint = 10;\n}",
+                    "  optional EmitConstraint emit_constraint = 10;\n"
+                    "  // sparknet_ml patch sparknet-transform-layer: the SparkNetTransform layer's\n"
+                    "  // block holds uint8 pixels, four to a float, each image row padded to\n"
+                    "  // whole floats (a quarter of the memory and of the host-to-device copy).\n"
+                    "  optional bool packed_uint8 = 101 [default = false];\n}"),),
         adds=(("include/caffe/layers/sparknet_transform_layer.hpp",
                "sparknet_transform_layer.hpp"),
               ("src/caffe/layers/sparknet_transform_layer.cpp", "sparknet_transform_layer.cpp"),

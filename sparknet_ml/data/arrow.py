@@ -31,7 +31,7 @@ _IMAGE_FIELDS = {"height", "width", "nChannels", "data"}
 
 
 def features_to_array(column, input_shape, *, name: str = "features",
-                      pixels: bool = False) -> np.ndarray:
+                      pixels: bool = False, resize: bool = False) -> np.ndarray:
     """Convert a feature column to a float32 tensor.
 
     Parameters
@@ -47,6 +47,9 @@ def features_to_array(column, input_shape, *, name: str = "features",
     pixels : bool
         Return uint8 where the column holds bytes (uint8 binaries, images), a quarter of the
         memory; the data transform turns them into float32 batch by batch.
+    resize : bool
+        Resize images of another height and width to ``input_shape`` (bilinear, as Caffe's
+        ImageData ``new_height``/``new_width``); their channels must match.
 
     Returns
     -------
@@ -81,7 +84,7 @@ def features_to_array(column, input_shape, *, name: str = "features",
     elif kind == "binary":
         flat = _binary_rows(arr, size, name, pixels)
     else:
-        return _image_rows(arr, shape, name, pixels)
+        return _image_rows(arr, shape, name, pixels, resize)
     return flat.reshape((len(arr), *shape))
 
 
@@ -251,12 +254,15 @@ def _binary_rows(arr: pa.Array, size: int, name: str, pixels: bool = False) -> n
                      f"{4 * size} (float32)")
 
 
-def _image_rows(arr: pa.StructArray, shape: tuple, name: str, pixels: bool = False) -> np.ndarray:
+def _image_rows(arr: pa.StructArray, shape: tuple, name: str, pixels: bool = False,
+                resize: bool = False) -> np.ndarray:
     if len(shape) != 3:
         raise ValueError(f"{name}: an image column needs input_shape (channels, height, width), "
                          f"not {list(shape)}")
     c, h, w = shape
     dims = [arr.field(f).to_numpy(zero_copy_only=False) for f in ("nChannels", "height", "width")]
+    if resize and (dims[0] == c).all():
+        return _resized_rows(arr, dims, shape, name, pixels)
     bad = np.flatnonzero((dims[0] != c) | (dims[1] != h) | (dims[2] != w))
     if bad.size:
         i = bad[0]
@@ -265,6 +271,23 @@ def _image_rows(arr: pa.StructArray, shape: tuple, name: str, pixels: bool = Fal
     hwc = _bytes_rows(arr.field("data"), name, c * h * w, f"{c * h * w} (uint8 HWC)")
     return np.ascontiguousarray(hwc.reshape(-1, h, w, c).transpose(0, 3, 1, 2),
                                 np.uint8 if pixels else np.float32)
+
+
+def _resized_rows(arr: pa.StructArray, dims, shape: tuple, name: str,
+                  pixels: bool) -> np.ndarray:
+    """Images of any height and width resized to ``shape`` (C, H, W), CHW."""
+    from .images import resize_bilinear
+    c, h, w = shape
+    data = arr.field("data")
+    out = np.empty((len(arr), c, h, w), np.uint8)
+    for i in range(len(arr)):
+        height, width = int(dims[1][i]), int(dims[2][i])
+        hwc = np.frombuffer(data[i].as_py(), np.uint8)
+        if hwc.size != height * width * c:
+            raise ValueError(f"{name}: image at row {i} has {hwc.size} bytes, not "
+                             f"{height}x{width}x{c}")
+        out[i] = resize_bilinear(hwc.reshape(height, width, c), h, w).transpose(2, 0, 1)
+    return out if pixels else out.astype(np.float32)
 
 
 def _matrix(values, dtype) -> np.ndarray:

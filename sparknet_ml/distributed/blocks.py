@@ -23,18 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.transform import Transform
-
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How DataFrame columns become a net's input blobs: the stored example's shape, and the
-    TEST-phase transform (center crop, mean, scale) that validation and scoring apply."""
+    """How DataFrame columns become stored examples of the net's input (before the data
+    transform)."""
 
     features_col: str
     label_col: str
     input_shape: tuple[int, ...]
-    transform: Transform = Transform()
+    resize: bool = False  # images of other sizes resized to input_shape (ImageData's resize)
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,8 @@ def to_rows(batches, spec: InputSpec):
         nulls = len(batch) - pc.sum(present.cast(pa.int64())).as_py() if len(batch) else 0
         if nulls:
             features, labels = features.filter(present), labels.filter(present)
-        x = features_to_array(features, spec.input_shape, name=spec.features_col)
+        x = features_to_array(features, spec.input_shape, name=spec.features_col,
+                              resize=spec.resize)
         y = labels_to_array(labels, name=spec.label_col)
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) & np.isfinite(y)
         if not finite.all():

@@ -176,24 +176,26 @@ def round_task(index, handles, spec: TrainSpec, state_bc, round_index: int, tau:
     yield from results
 
 
-def validate_task(handles, spec, inputs: InputSpec, key: str, weights_bc):
+def validate_task(handles, spec, key: str, weights_bc):
     """Count correct top-1 and top-5 predictions of the broadcast weights on a validation
     block: yields (top-1 correct, top-5 correct, rows)."""
     from ..engine.scoring import cached_net, forward
+    from ..engine.solver import packable
     spec = on_task_gpu(spec)
     for handle in handles:
         features, labels = load_block(handle)
         if len(labels) == 0:
             yield 0, 0, 0
             continue
-        net = cached_net(spec, key, lambda: weights_bc.value)
-        logits = forward(net, spec, features, inputs.transform)[0]
+        net = cached_net(spec, key, lambda: weights_bc.value,
+                         packable(spec.transform, features))
+        logits = forward(net, spec, features)[0]
         best = np.argsort(-logits, axis=1, kind="stable")[:, :5]
         yield (int((best[:, 0] == labels).sum()), int((best == labels[:, None]).any(axis=1).sum()),
                len(labels))
 
 
-def validation_accuracy(sc, handles, spec, inputs: InputSpec, weights,
+def validation_accuracy(sc, handles, spec, weights,
                         top5: bool = False) -> tuple[float, float | None]:
     """Top-1 accuracy of ``weights`` on the cached validation blocks (one Spark job), and
     top-5 accuracy when ``top5`` (else None)."""
@@ -201,7 +203,7 @@ def validation_accuracy(sc, handles, spec, inputs: InputSpec, weights,
     weights_bc = sc.broadcast(weights)
     try:
         counts = handles.mapPartitions(functools.partial(
-            validate_task, spec=spec, inputs=inputs, key=weights_key(weights),
+            validate_task, spec=spec, key=weights_key(weights),
             weights_bc=weights_bc)).collect()
     finally:
         weights_bc.unpersist()

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solver import set_device
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+
+from .solver import (BLOCK_TOP, MEAN_TOP, ROWS_TOP, pack_pixels, packable, packed_shape,
+                     set_device, with_device_transform)
 from .transform import Transform
 
 
@@ -29,6 +33,10 @@ class ScoreSpec:
         GPU id, or None for the CPU.
     tf32 : bool
         TensorFloat-32 math on the GPU.
+    transform : Transform
+        The TEST-phase data transform (center crop, mean, scale). On a GPU a crop or a mean
+        image runs on the device (:attr:`on_device`): stored examples are uploaded, uint8
+        ones four to a float, and the SparkNetTransform layer transforms them there.
     """
 
     net_text: str
@@ -37,11 +45,18 @@ class ScoreSpec:
     blobs: tuple[str, ...]
     gpu: int | None = None
     tf32: bool = False
+    transform: Transform = Transform()
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the transform runs in the net (on the GPU) rather than on the host."""
+        return self.gpu is not None and (self.transform.crop is not None
+                                         or self.transform.mean_image is not None)
 
 
 Weights = dict[str, list[np.ndarray]]  # layer name -> its learnable blobs, in order
 
-_NETS: dict[tuple[ScoreSpec, str], object] = {}
+_NETS: dict[tuple[ScoreSpec, str, bool], object] = {}
 
 
 def weights_key(weights: Weights) -> str:
@@ -69,45 +84,69 @@ def load_weights(net, weights: Weights) -> None:
             blob.data[...] = value
 
 
-def cached_net(spec: ScoreSpec, key: str, weights):
-    """This process's deploy net for ``spec`` loaded with the weights identified by ``key``.
+def cached_net(spec: ScoreSpec, key: str, weights, packed: bool = False):
+    """This process's deploy net for ``spec`` loaded with the weights identified by ``key``
+    (with the device transform for ``packed`` uint8 or float examples when
+    ``spec.on_device``).
 
     ``weights`` is a dict or a zero-argument callable returning one (e.g. a broadcast's
     ``.value``), read only when the net is built. Caffe's mode, device and math (per thread)
-    are set for it every time.
+    are set for it every time. ``packed``: the examples are :func:`packable`.
     """
     set_device(spec.gpu, spec.tf32)
-    net = _NETS.get((spec, key))
+    packed = packed and spec.on_device
+    net = _NETS.get((spec, key, packed))
     if net is None:
         import caffe
+        text = spec.net_text
+        if spec.on_device:
+            text = text_format.MessageToString(with_device_transform(
+                text_format.Parse(text, caffe_pb2.NetParameter()), spec.data_top,
+                spec.transform, packed))
         with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-            f.write(spec.net_text)
+            f.write(text)
             f.flush()
             net = caffe.Net(f.name, caffe.TEST)
         load_weights(net, weights() if callable(weights) else weights)
+        if MEAN_TOP in net.blobs:
+            net.blobs[MEAN_TOP].reshape(1, *spec.transform.mean_image.shape)
+            net.blobs[MEAN_TOP].data[...] = spec.transform.mean_image
         _NETS.clear()  # one scoring net per process: models are scored one at a time
-        _NETS[(spec, key)] = net
+        _NETS[(spec, key, packed)] = net
     return net
 
 
-def forward(net, spec: ScoreSpec, features: np.ndarray,
-            transform: Transform = Transform()) -> list[np.ndarray]:
-    """Forward ``features`` (n, *input_shape) in batches; return each of ``spec.blobs`` as
-    an (n, k) float32 array (k = the blob's size per row).
+def forward(net, spec: ScoreSpec, features: np.ndarray) -> list[np.ndarray]:
+    """Forward the stored examples ``features`` (n, *input_shape) in batches; return each of
+    ``spec.blobs`` as an (n, k) float32 array (k = the blob's size per row).
 
-    ``transform`` (the TEST phase's: center crop, mean, scale) is applied batch by batch,
-    straight into the net's input blob.
+    ``spec.transform`` (the TEST phase's: center crop, mean, scale) is applied batch by batch,
+    straight into the net's input blob, or in the net from its block (``spec.on_device``).
     """
     n = len(features)
     outputs = [np.empty((n, int(np.prod(net.blobs[b].data.shape[1:]))), np.float32)
                for b in spec.blobs]
-    data_blob = net.blobs[spec.data_top]
+    device = BLOCK_TOP in net.blobs
+    packed = device and packable(spec.transform, features)
+    if device:
+        shape = (spec.batch_size, *features.shape[1:])
+        net.blobs[BLOCK_TOP].reshape(*(packed_shape(shape) if packed else shape))
+        draws = net.blobs[ROWS_TOP].data.reshape(spec.batch_size, 4)
+        draws[:, 0] = np.arange(spec.batch_size)
+        draws[:, 1:3] = spec.transform.center(features.shape[1:])
+        draws[:, 3] = 0
+    data_blob = net.blobs[BLOCK_TOP if device else spec.data_top]
     for start in range(0, n, spec.batch_size):
         # Blob.data is mutable_cpu_data(): read it per batch, or on a GPU Caffe would not
         # copy the new batch over the one already on the device.
         data = data_blob.data
         rows = min(spec.batch_size, n - start)
-        transform.apply(features[start:start + rows], out=data[:rows])
+        if packed:
+            pack_pixels(features[start:start + rows], data[:rows])
+        elif device:
+            data[:rows] = features[start:start + rows]
+        else:
+            spec.transform.apply(features[start:start + rows], out=data[:rows])
         if rows < spec.batch_size:
             data[rows:] = 0
         net.forward()

@@ -15,6 +15,7 @@ offsets from its own RNG; here they come from a numpy generator the caller seeds
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,8 @@ import numpy as np
 
 @dataclass(frozen=True, eq=False)
 class Transform:
-    """One phase's ``transform_param``, resolved (the mean file already read).
+    """One phase's ``transform_param``, resolved (the mean file already read). Equal and
+    hashed by value (the mean image by its digest), so specs holding one key caches.
 
     Attributes
     ----------
@@ -48,6 +50,12 @@ class Transform:
     def random(self) -> bool:
         """Whether training draws per-example parameters (crop offsets or flips)."""
         return self.crop is not None or self.mirror
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Transform) and self.describe() == other.describe()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.describe(), sort_keys=True))
 
     def describe(self) -> dict:
         """A JSON-simple summary, the mean image by its sha256 (checkpoint signatures)."""

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solver import BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, set_device
+from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, pack_pixels,
+                     packable, packed_shape, set_device)
 from .transform import Transform
 
 
@@ -103,17 +104,23 @@ _ROWS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 RESIDENT_MAX_BYTES = 4 << 30
 
 
-def cached_solver(spec: TrainSpec):
-    """Return this process's solver for ``spec``, building it on first use; Caffe's mode,
-    device and math (per thread) are set for it every time."""
+def cached_solver(spec: TrainSpec, packed: bool = False):
+    """Return this process's solver for ``spec`` (for a resident block of packed uint8
+    pixels when ``packed``), building it on first use; Caffe's mode, device and math (per
+    thread) are set for it every time."""
     set_device(spec.gpu, spec.tf32)
-    solver = _SOLVERS.get(spec.key())
+    key = _solver_key(spec, packed)
+    solver = _SOLVERS.get(key)
     if solver is None:
         solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size,
-                             (spec.data_top, spec.label_top, spec.transform)
+                             (spec.data_top, spec.label_top, spec.transform, packed)
                              if spec.resident else None)
-        _SOLVERS[spec.key()] = solver
+        _SOLVERS[key] = solver
     return solver
+
+
+def _solver_key(spec: TrainSpec, packed: bool) -> str:
+    return spec.key() + ("/packed" if packed else "")
 
 
 def get_state(solver) -> SolverState:
@@ -152,22 +159,27 @@ def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
 
 
 def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
-                  rows: np.ndarray) -> None:
+                  rows: np.ndarray, packed: bool = False) -> None:
     """Put the block into a resident solver's net (only when it holds another one) and this
     round's ``rows`` into its MemoryData layer: row indices, or with a transform that draws,
-    ``(row, crop offset h, crop offset w, mirror)`` per example.
+    ``(row, crop offset h, crop offset w, mirror)`` per example; ``packed``: the block's
+    uint8 pixels go in four to a float (:func:`~sparknet_ml.engine.solver.pack_pixels`).
 
     The row array is handed to Caffe once per size: each round's ``tau`` iterations read
     all of it, so the layer's cursor is back at its first row when the next round starts.
     """
-    key = spec.key()
+    key = _solver_key(spec, packed)
     held = _BLOCKS.get(key)
     blobs = solver.net.blobs
     if held is None or held[0] is not features or held[1] is not labels:
         block = blobs[BLOCK_TOP]
         if spec.transform.random:  # stored as it is; SparkNetTransform transforms per batch
-            block.reshape(*features.shape)
-            block.data[...] = features
+            if packed:
+                block.reshape(*packed_shape(features.shape))
+                pack_pixels(features, block.data)
+            else:
+                block.reshape(*features.shape)
+                block.data[...] = features
             if spec.transform.mean_image is not None:
                 blobs[MEAN_TOP].reshape(1, *features.shape[1:])
                 blobs[MEAN_TOP].data[...] = spec.transform.mean_image
@@ -227,7 +239,9 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
     if n == 0:
         return RoundResult(None, 0, 0.0, partition)
     import caffe
-    solver = cached_solver(spec)
+    resident = feeds_resident(spec, features)
+    packed = resident and spec.transform.random and packable(spec.transform, features)
+    solver = cached_solver(spec, packed)
     set_state(solver, state)
     solver.iter = round_index * tau
     caffe.set_random_seed(int.from_bytes(hashlib.sha256(
@@ -239,13 +253,12 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
         generator = np.random.default_rng((seed, partition, round_index))
         drawn = [transform.draw(generator, spec.batch_size, features.shape[1:])
                  for _ in batches]
-    resident = feeds_resident(spec, features)
     if resident:
         rows = batches.reshape(-1)
         if transform.random:  # the SparkNetTransform layer's draws: row, h, w, mirror
             rows = np.column_stack([rows, np.concatenate([d[0] for d in drawn]),
                                     np.concatenate([d[1] for d in drawn])])
-        load_resident(solver, spec, features, labels, rows)
+        load_resident(solver, spec, features, labels, rows, packed)
     data = solver.net.blobs[spec.data_top]
     label = solver.net.blobs[spec.label_top] if spec.label_top else None
     loss_blob = solver.net.blobs[solver.net.outputs[0]]

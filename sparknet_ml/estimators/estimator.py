@@ -30,6 +30,7 @@ class NetPlan:
     train: TrainSpec
     inputs: InputSpec
     deploy: "netlib.DeployNet"
+    test_transform: Transform  # validation and scoring: center crop, mean, scale
     top5: bool = False  # the TEST phase reports top-5 accuracy (GoogLeNet's loss3/top-5)
 
 
@@ -107,8 +108,9 @@ def plan_nets(stage) -> NetPlan:
     return NetPlan(
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
                         data_top, label_top or "", transform=train_transform),
-        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape, test_transform),
-        deploy=netlib.deploy_net(net, net_shape, batch),
+        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape,
+                         netlib.resizes_images(net)),
+        deploy=netlib.deploy_net(net, net_shape, batch), test_transform=test_transform,
         top5=5 in netlib.accuracy_top_ks(net))
 
 
@@ -305,13 +307,13 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                 cached.append(held_out)
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
                                  train.data_top, (plan.deploy.output_blob,), gpu,
-                                 train.tf32)
+                                 train.tf32, plan.test_transform)
                 top5 = plan.top5 and outputs >= 5
                 validate = lambda s: validation_accuracy(  # noqa: E731
-                    sc, held_out, spec, plan.inputs, named_weights(s, layout), top5)
+                    sc, held_out, spec, named_weights(s, layout), top5)
             start, state, history, checkpoint = self._resume(train, summary, layout, state)
             progress = ProgressBar(self.getMaxIter(), start, self.getShowProgress())
-            test = plan.inputs.transform
+            test = plan.test_transform
             with mlflow_run(self) as tracker, progress.active():
                 callbacks = [c for c in (checkpoint, progress, tracker) if c is not None]
                 state, history = run_rounds(sc, blocks, train, state, self.getMaxIter(),
@@ -327,7 +329,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                     history=[h.__dict__ for h in history], scale=test.scale,
                     mean=list(test.mean_values), mean_image=test.mean_image,
                     crop=None if test.crop is None else list(test.crop),
-                    input_shape=list(plan.inputs.input_shape))
+                    input_shape=list(plan.inputs.input_shape), resize=plan.inputs.resize)
                 model._resetUid(self.uid)
                 model = self._copyValues(model)
                 if tracker is not None:

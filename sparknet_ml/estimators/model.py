@@ -21,14 +21,13 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
     import pyarrow as pa
     from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
     from ..distributed.rounds import on_task_gpu
+    from ..engine.solver import packable
     spec = on_task_gpu(spec)
-    net = None
     for batch in batches:
-        if net is None:
-            net = cached_net(spec, key, lambda: weights_bc.value)
         x = features_to_array(batch.column(inputs.features_col), inputs.input_shape,
-                              name=inputs.features_col, pixels=True)
-        outputs = forward(net, spec, x, inputs.transform)
+                              name=inputs.features_col, pixels=True, resize=inputs.resize)
+        net = cached_net(spec, key, lambda: weights_bc.value, packable(spec.transform, x))
+        outputs = forward(net, spec, x)
         logits, extra = outputs[0], outputs[1:]
         raw_name, prob_name, pred_name, *blob_names = names
         new = {raw_name: vectors_to_arrow(logits)}
@@ -109,7 +108,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                                  f"{', '.join(sorted(known))}")
         return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
-                         columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32())
+                         columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32(),
+                         self.inputTransform)
 
     def _transform(self, dataset):
         from pyspark.ml.linalg import VectorUDT
@@ -129,7 +129,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         if clash:
             raise ValueError(f"output column(s) {', '.join(clash)} already exist in the input")
         inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
-                           self.inputTransform)
+                           meta.get("resize", False))
         sc = dataset.sparkSession.sparkContext
         weights_bc = sc.broadcast(self._weights)
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,

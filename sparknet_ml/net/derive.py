@@ -314,6 +314,14 @@ def resolve_transform(layer: str | None, param: caffe_pb2.TransformationParamete
                      crop=crop, mirror=param.mirror)
 
 
+def resizes_images(net) -> bool:
+    """Whether the TRAIN phase reads images through an ``ImageData`` layer that resizes them
+    (``new_height`` and ``new_width``): image columns are then resized to ``inputShape``."""
+    return any(layer.type == "ImageData" and layer.image_data_param.new_height
+               and layer.image_data_param.new_width
+               for layer in _data_layers(filter_phase(net, caffe_pb2.TRAIN)))
+
+
 def accuracy_top_ks(net) -> set[int]:
     """The ``top_k`` of the TEST phase's Accuracy layers (e.g. {1, 5} for GoogLeNet)."""
     return {layer.accuracy_param.top_k for layer in filter_phase(net, caffe_pb2.TEST).layer

@@ -11,7 +11,8 @@ pytest.importorskip("caffe")
 
 from sparknet_ml import SparkNetModel  # noqa: E402
 from sparknet_ml.apps.image_folder import net_for_classes, read_image_folder  # noqa: E402
-from sparknet_ml.apps.imagenet import resize_bilinear, set_classes  # noqa: E402
+from sparknet_ml.apps.imagenet import set_classes  # noqa: E402
+from sparknet_ml.data.images import resize_bilinear  # noqa: E402
 from sparknet_ml import net as netlib, zoo  # noqa: E402
 from sparknet_ml.persistence.caffemodel import read_mean_file  # noqa: E402
 

@@ -84,10 +84,20 @@ def test_stock_alexnet_and_googlenet_train_a_round_and_score_1000_classes(spark,
 
 def test_flickr_style_fine_tunes_caffenet_into_its_renamed_last_layer(spark, pictures, caffenet,
                                                                        tmp_path):
-    df, mean_path = pictures
+    """Its ImageData layers resize to 256x256 (new_height, new_width): an image column of
+    160x160 pictures is resized as Caffe would, the shape inferred from the net."""
+    _, mean_path = pictures
+    x, y = imagenet_shaped(ROWS)
+    small = x[:, :, ::8, ::8].repeat(5, axis=2).repeat(5, axis=3)  # 160x160
+    df = spark.createDataFrame(
+        [((f"p{i}.png", 160, 160, 3, 16, bytearray(a.transpose(1, 2, 0).tobytes())), float(b))
+         for i, (a, b) in enumerate(zip(small, y))],
+        "image struct<origin: string, height: int, width: int, nChannels: int, mode: int, "
+        "data: binary>, label double").repartition(2)
     caffenet.saveCaffeModel(str(tmp_path))
-    tuned = stock_estimator("finetune_flickr_style", meanFile=mean_path,
+    tuned = stock_estimator("finetune_flickr_style", meanFile=mean_path, featuresCol="image",
                             initialWeights=str(tmp_path / "weights.caffemodel")).fit(df)
+    assert tuned._meta["input_shape"] == [3, 256, 256] and tuned._meta["resize"]
     assert tuned.weights["fc8_flickr"][0].shape == (20, 4096)  # new, from its filler
     for layer in ("conv1", "fc7"):  # from CaffeNet, moved by 2 steps of base_lr 0.001 only
         start, now = caffenet.weights[layer][0], tuned.weights[layer][0]

@@ -185,3 +185,18 @@ def test_pixels_keep_uint8_for_binary_and_image_columns():
     assert features_to_array(binary, (3, 2, 2)).dtype == np.float32
     floats = pa.array([row.astype(np.float32).tobytes() for row in x], pa.binary())
     assert features_to_array(floats, (3, 2, 2), pixels=True).dtype == np.float32
+
+
+def test_images_of_other_sizes_are_resized_when_the_net_resizes():
+    from sparknet_ml.data.images import resize_bilinear
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in ((5, 7), (8, 8))]
+    arr = pa.array([image(p) for p in pictures], IMAGE)
+    out = features_to_array(arr, (3, 6, 6), resize=True, pixels=True)
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 6, 6)
+    for picture, chw in zip(pictures, out):
+        np.testing.assert_array_equal(chw, resize_bilinear(picture, 6, 6).transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="image at row 0 is 3x5x7"):
+        features_to_array(arr, (3, 6, 6))
+    with pytest.raises(ValueError, match="image at row 0 is 3x5x7 .* expected 1x6x6"):
+        features_to_array(arr, (1, 6, 6), resize=True)  # channels are not converted

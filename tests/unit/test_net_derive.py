@@ -9,7 +9,7 @@ from caffe.proto import caffe_pb2
 from sparknet_ml import zoo
 from sparknet_ml.net import (NetSpecError, accuracy_top_ks, data_layer_tops, data_transform,
                              deploy_net, filter_phase, infer_input_shape, net_to_text, parse_net,
-                             resolve_transform, train_net)
+                             resizes_images, resolve_transform, train_net)
 
 # BVLC Caffe's examples/mnist/lenet_train_test.prototxt, verbatim (shipped in the zoo).
 LENET_TRAIN_TEST = zoo.prototxt("lenet_train_test")
@@ -138,6 +138,11 @@ def test_data_transform_rejects_what_caffe_refuses_or_we_do_not_apply(transform,
 def test_resolve_transform_checks_the_stored_example(transform, shape, mean, message):
     with pytest.raises(NetSpecError, match=f"layer 'mnist': .*{message}"):
         resolved(with_transform(transform), TRAIN, shape, mean)
+
+
+def test_resizes_images_follows_imagedata_new_height_and_width():
+    assert resizes_images(zoo.prototxt("finetune_flickr_style_train_val"))
+    assert not resizes_images(zoo.prototxt("bvlc_reference_caffenet_train_val"))  # LMDB Data
 
 
 def test_accuracy_top_ks_of_the_stock_nets():

@@ -15,7 +15,10 @@ namespace caffe {
  *
  * Bottoms: the block (N x C x H x W, the stored examples), the draws (B x 4: row of the block,
  * crop offset h, crop offset w, mirror 0/1, one row per example of the batch) and optionally
- * the mean image (C x H x W). Top: B x C x crop_h x crop_w, where
+ * the mean image (1 x C x H x W). With transform_param.packed_uint8 the block holds uint8
+ * pixels, four to a float: N x C x H x ceil(W / 4), each image row padded to whole floats (W
+ * is then the mean image's width, or the padded one without a mean image).
+ * Top: B x C x crop_h x crop_w, where
  *   top[b][c][h][w] = (block[row][c][h_off + h][w_off + w'] - mean) * scale,
  *   w' = mirror ? crop_w - 1 - w : w, mean = mean image at the same position or mean_value[c],
  * exactly as DataTransformer<Dtype>::Transform(const Datum&, ...) computes it.
@@ -45,8 +48,17 @@ class SparkNetTransformLayer : public Layer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  void CheckDraws(const Blob<Dtype>& block, const Blob<Dtype>& draws) const;
+  void CheckDraws(const vector<Blob<Dtype>*>& bottom) const;
+  // Bytes (packed) or values (float) from one image row of the block to the next.
+  int RowStride(const vector<Blob<Dtype>*>& bottom) const {
+    return packed_ ? 4 * bottom[0]->shape(3) : bottom[0]->shape(3);
+  }
+  // The examples' width: the mean image's when the block is packed and there is one.
+  int Width(const vector<Blob<Dtype>*>& bottom) const {
+    return packed_ && bottom.size() == 3 ? bottom[2]->shape(3) : RowStride(bottom);
+  }
 
+  bool packed_;
   int crop_h_, crop_w_;
   Dtype scale_;
   Blob<Dtype> mean_values_;  // one value per channel, or empty
