@@ -50,14 +50,14 @@ def plan(net, batch, gpu):
 
 
 def bench_train(spec, x, y, tau, repeat):
-    from sparknet_ml.engine.solver import make_solver
+    from sparknet_ml.engine.solver import make_solver, packable
     from sparknet_ml.engine.worker import cached_solver, get_state, set_state, train_round
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
     spec.transform.apply(x[:spec.batch_size], out=solver.net.blobs["data"].data)
     solver.net.blobs["label"].data[...] = y[:spec.batch_size]
     state = get_state(solver)
     train_round(spec, x, y, state, 0, tau, 0, 0)  # builds the engine's solver
-    engine_solver = cached_solver(spec)
+    engine_solver = cached_solver(spec, spec.resident and packable(spec.transform, x))
     raw, engine, step, state_in, state_out = interleaved(
         [lambda: solver.step(tau), lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
          lambda: engine_solver.step(tau), lambda: set_state(engine_solver, state),
