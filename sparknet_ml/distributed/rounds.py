@@ -16,8 +16,8 @@ import numpy as np
 from ..engine.devices import task_gpu
 from ..engine.worker import RoundResult, SolverState, TrainSpec, average_results, train_round
 from .averaging import Averager
-from .exchange import SparkChannel
 from .blocks import ROWS_SCHEMA, InputSpec, drop_blocks, load_block, store_block, to_rows
+from .exchange import SparkChannel
 
 log = logging.getLogger("sparknet_ml")
 

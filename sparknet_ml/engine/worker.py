@@ -51,9 +51,10 @@ class TrainSpec:
         Keep the partition's block inside the net and gather each batch there
         (:func:`~sparknet_ml.engine.solver.with_resident_block`): on a GPU no batch crosses
         from the host. The block is transformed once, or, when the transform draws crops or
-        flips, kept as stored and transformed per batch on the device by the SparkNetTransform
-        layer from draws made here. Costs a float32 copy of the block in host and device
-        memory; blocks over :data:`RESIDENT_MAX_BYTES` are fed batch by batch instead.
+        flips, kept as stored (uint8 pixels packed four to a float) and transformed per batch
+        on the device by the SparkNetTransform layer from draws made here. Costs a copy of the
+        block in host and device memory; blocks over :data:`RESIDENT_MAX_BYTES` (counted as
+        float32) are fed batch by batch instead.
     """
 
     net_text: str
