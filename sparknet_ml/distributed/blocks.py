@@ -8,11 +8,12 @@ is cached (Spark's locality preference); if an executor is lost, Spark recompute
 handles — converting those partitions again — on another one.
 
 Features whose values are all integers in 0..255 (pixels) are stored as uint8, else float32;
-the net's data transform (crop, mirror, mean, scale) is applied per batch when the block is read. Rows are
-stored in a canonical order (sorted by label and feature bytes), so a block converted again
-after a lost executor or a restarted driver is bit-identical whatever order Spark's shuffle
-delivered its rows in. Rows with a null or non-finite feature or label are dropped and counted:
-the driver refuses them or, with ``handleInvalid="skip"``, trains without them.
+the net's data transform (crop, mirror, mean, scale) is applied per batch when the block is
+read. Rows are stored in a canonical order (sorted by label and feature bytes), so a block
+converted again after a lost executor or a restarted driver is bit-identical whatever order
+Spark's shuffle delivered its rows in. Rows with a null or non-finite feature or label are
+dropped and counted: the driver refuses them or, with ``handleInvalid="skip"``, trains without
+them.
 """
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ class BlockHandle:
     label_min: float = 0.0
     label_max: float = 0.0
     fractional_labels: int = 0   # labels that are not integers
+
+
+def column(name: str):
+    """The DataFrame column named ``name``, taken literally: a dot in it does not reach into a
+    struct (``F.col("img.pixels")`` would), backticks are escaped. Needs an active session."""
+    from pyspark.sql import functions as F
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 ROWS_SCHEMA = "features binary, labels binary, invalid long, uint8 boolean"

@@ -61,16 +61,21 @@ def save_checkpoint(directory: str, round_number: int, state: SolverState, layou
     return final
 
 
-def load_checkpoint(directory: str, signature: str, layout):
+def load_checkpoint(directory: str, signature: str, layout, rounds: int):
     """Return (round, state, history) of the latest checkpoint in ``directory``, or None.
 
     Raises
     ------
     ValueError
-        When the checkpoint belongs to a different fit (another signature).
+        Before round 1, naming the folder: ``directory`` is a file, the checkpoint belongs to a
+        different fit (another signature), or it is of a later round than the fit's
+        ``rounds`` (a longer fit's).
     """
     from caffe.proto import caffe_pb2
     from ..persistence.caffemodel import read_caffemodel
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"checkpointDir {directory} is a file, not a folder: checkpoints "
+                         "could not be written; use another checkpointDir")
     latest = os.path.join(directory, _LATEST)
     if not os.path.exists(latest):
         return None
@@ -85,6 +90,10 @@ def load_checkpoint(directory: str, signature: str, layout):
         raise ValueError(f"checkpointDir {directory} holds a checkpoint of a different fit "
                          "(other data, net, solver, tau, seed or batch size): use another "
                          "checkpointDir or remove it")
+    if meta["round"] > rounds:
+        raise ValueError(f"checkpointDir {directory} holds a checkpoint after round "
+                         f"{meta['round']}, beyond this fit's maxIter={rounds}: raise maxIter "
+                         "to at least that, or use another checkpointDir")
     named = read_caffemodel(os.path.join(folder, "weights.caffemodel"))
     weights = [blob for layer, _ in layout for blob in named[layer]]
     solver_state = caffe_pb2.SolverState()

@@ -16,7 +16,8 @@ import numpy as np
 from ..engine.devices import task_gpu
 from ..engine.worker import RoundResult, SolverState, TrainSpec, average_results, train_round
 from .averaging import Averager
-from .blocks import ROWS_SCHEMA, InputSpec, drop_blocks, load_block, store_block, to_rows
+from .blocks import (ROWS_SCHEMA, InputSpec, column, drop_blocks, load_block, store_block,
+                     to_rows)
 from .exchange import SparkChannel
 
 log = logging.getLogger("sparknet_ml")
@@ -39,7 +40,7 @@ def cache_blocks(df, spec: InputSpec, num_workers: int, fit_id: str):
     from pyspark.errors import PythonException
     if df.rdd.getNumPartitions() != num_workers:
         df = df.repartition(num_workers)
-    converted = df.select(spec.features_col, spec.label_col).mapInArrow(
+    converted = df.select(column(spec.features_col), column(spec.label_col)).mapInArrow(
         functools.partial(to_rows, spec=spec), ROWS_SCHEMA)
     handles = converted.rdd.mapPartitionsWithIndex(functools.partial(
         store_block, input_shape=spec.input_shape, fit_id=fit_id))

@@ -262,7 +262,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
         load_resident(solver, spec, features, labels, rows, packed)
     data = solver.net.blobs[spec.data_top]
     label = solver.net.blobs[spec.label_top] if spec.label_top else None
-    loss_blob = solver.net.blobs[solver.net.outputs[0]]
+    weighted = loss_blobs(solver.net)
     losses = np.empty(tau)
     for k, rows in enumerate(batches):
         if not resident:
@@ -273,8 +273,16 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
             if label is not None:
                 label.data[...] = labels[rows]
         solver.step(1)
-        losses[k] = float(loss_blob.data)
+        losses[k] = sum(weight * float(blob.data.sum()) for blob, weight in weighted)
     return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()), partition)
+
+
+def loss_blobs(net) -> list[tuple[object, float]]:
+    """The net's loss blobs and their loss weights: the loss is their weighted sum, as Caffe's
+    solver computes and displays it (not ``net.outputs[0]``, which is the first output by name:
+    an Accuracy output, or GoogLeNet's auxiliary ``loss1/loss``)."""
+    return [(net.blobs[name], weight) for name, weight in net.blob_loss_weights.items()
+            if weight]
 
 
 def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float]:

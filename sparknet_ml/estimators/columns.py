@@ -48,6 +48,30 @@ def check_boolean(schema: T.StructType, name: str) -> None:
                          "expected boolean")
 
 
+def check_outputs(stage, deploy_net, classification: bool) -> None:
+    """Raise unless ``stage``'s outputBlobs are blobs of the deploy net and every output
+    column name (rawPrediction, probability for classification nets, prediction, outputBlobs)
+    is distinct: checked when fitting and when transforming, before any Spark job.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown blob (and the known ones) or the repeated column name.
+    """
+    known = {top for layer in deploy_net.layer for top in layer.top}
+    for blob in stage.getOutputBlobs():
+        if blob not in known:
+            raise ValueError(f"outputBlobs: the deploy net has no blob {blob!r}; it has "
+                             f"{', '.join(sorted(known))}")
+    names = [stage.getRawPredictionCol(), *([stage.getProbabilityCol()] if classification else []),
+             stage.getPredictionCol(), *stage.getOutputBlobs()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"output column name(s) {', '.join(map(repr, repeated))} given twice "
+                         "(rawPredictionCol, probabilityCol, predictionCol, outputBlobs): "
+                         "every output needs a column of its own")
+
+
 MAX_INPUT_BATCH_BYTES = 2 ** 30
 """Largest float32 input batch, ``batchSize * prod(inputShape) * 4`` bytes (1 GiB)."""
 

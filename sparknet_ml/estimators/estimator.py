@@ -11,7 +11,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import MLReadable, MLWritable
 
 from .. import net as netlib
-from ..distributed.blocks import InputSpec, check_summary
+from ..distributed.blocks import InputSpec, check_summary, column
 from ..distributed.checkpoint import fit_signature, load_checkpoint, save_checkpoint
 from ..distributed.exchange import SocketChannel, SparkChannel, plan_route
 from ..distributed.reporting import ProgressBar, mlflow_run
@@ -177,9 +177,9 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                  labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
                  roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
                  probabilityCol="probability", rawPredictionCol="rawPrediction",
-                 outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto", allowTf32=False,
-                 validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
-                 checkpointInterval=10, baseLr=None, showProgress=True):
+                 outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto",
+                 allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
+                 checkpointDir=None, checkpointInterval=10, baseLr=None, showProgress=True):
         super().__init__()
         self._set(**self._input_kwargs)
 
@@ -188,9 +188,9 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                   labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
                   roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
                   probabilityCol="probability", rawPredictionCol="rawPrediction",
-                  outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto", allowTf32=False,
-                  validationCol=None, validationInterval=5, handleInvalid="error", checkpointDir=None,
-                  checkpointInterval=10, baseLr=None, showProgress=True):
+                  outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto",
+                  allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
+                  checkpointDir=None, checkpointInterval=10, baseLr=None, showProgress=True):
         """Sets params; same keywords as the constructor."""
         return self._set(**self._input_kwargs)
 
@@ -274,6 +274,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             if not self.isDefined(name):
                 raise ValueError(f"{name} is not set")
         plan = plan_nets(self)
+        columns.check_outputs(self, plan.deploy.net, plan.deploy.classification)
         columns.check_features(dataset.schema, plan.inputs.features_col)
         columns.check_label(dataset.schema, plan.inputs.label_col)
         validation = self.getValidationCol()
@@ -295,14 +296,14 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         channel = state_channel(sc, state, workers, self.getRoundsPerJob())
         cached = []
         try:
-            blocks, summary = cache_blocks(dataset.filter(~dataset[validation]) if validation
+            blocks, summary = cache_blocks(dataset.filter(~column(validation)) if validation
                                            else dataset, plan.inputs, workers, fit_id)
             cached.append(blocks)
             check_summary(summary, plan.inputs, self.getHandleInvalid(),
                           outputs if plan.deploy.classification else None)
             validate = None
             if validation:
-                held_out, _ = cache_blocks(dataset.filter(dataset[validation]), plan.inputs,
+                held_out, _ = cache_blocks(dataset.filter(column(validation)), plan.inputs,
                                            workers, fit_id + "-validation")
                 cached.append(held_out)
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
@@ -321,8 +322,12 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                                             self.getValidationInterval(), start, history,
                                             faults, callbacks, self.getRoundsPerJob(),
                                             self._checkpoint_every(), channel)
+                # the model keeps what its deploy net uses: a TRAIN-only learnable layer (an
+                # auxiliary head) trains but is neither scored nor saved
+                scored = {layer.name for layer in plan.deploy.net.layer}
                 model = SparkNetModel._create(
-                    weights=named_weights(state, layout),
+                    weights={name: blobs for name, blobs in named_weights(state, layout).items()
+                             if name in scored},
                     deploy_text=netlib.net_to_text(plan.deploy.net),
                     output_blob=plan.deploy.output_blob,
                     classification=plan.deploy.classification, data_top=train.data_top,
@@ -363,7 +368,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                                   transform=train.transform.describe(),
                                   rows=[h.rows for h in summary])
         start, history = 0, []
-        found = load_checkpoint(directory, signature, layout)
+        found = load_checkpoint(directory, signature, layout, rounds)
         if found is not None:
             start, state, done = found
             history = [RoundStats(**stats) for stats in done]

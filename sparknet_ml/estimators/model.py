@@ -101,11 +101,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         meta = self._meta
         netlib.check_layers(netlib.parse_net(meta["deploy_text"]))  # a loaded file is untrusted
         deploy = net_with_batch(meta["deploy_text"], self.getBatchSize())
-        known = {top for layer in deploy.layer for top in layer.top}
-        for blob in self.getOutputBlobs():
-            if blob not in known:
-                raise ValueError(f"outputBlobs: the deploy net has no blob {blob!r}; it has "
-                                 f"{', '.join(sorted(known))}")
+        columns.check_outputs(self, deploy, meta["classification"])
         return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
                          columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32(),

@@ -14,8 +14,8 @@ from .prototxt import NetSpecError, check_solver, net_to_text, parse_net, parse_
 __all__ = [
     "NetSpecError", "parse_net", "parse_solver", "check_solver", "net_to_text",
     "ALLOWED_LAYER_TYPES", "DATA_LAYER_TYPES", "check_layers", "check_bottoms",
-    "DeployNet", "accuracy_top_ks", "filter_phase", "data_layer_tops", "infer_input_shape", "data_transform",
-    "resizes_images", "resolve_transform", "train_net", "deploy_net",
+    "DeployNet", "accuracy_top_ks", "filter_phase", "data_layer_tops", "infer_input_shape",
+    "data_transform", "resizes_images", "resolve_transform", "train_net", "deploy_net",
     "NetParam", "Pooling", "RDDLayer", "ConvolutionLayer", "PoolingLayer", "InnerProductLayer",
     "ReLULayer", "SigmoidLayer", "TanHLayer", "SoftmaxLayer", "DropoutLayer", "ConcatLayer",
     "AccuracyLayer", "SoftmaxWithLoss",

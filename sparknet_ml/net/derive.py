@@ -15,7 +15,8 @@ import numpy as np
 from caffe.proto import caffe_pb2
 
 from ..engine.transform import Transform
-from .layers import DATA_LAYER_TYPES, check_blob_shape, check_bottoms, check_layers
+from .layers import (DATA_LAYER_TYPES, check_blob_shape, check_bottoms, check_layers,
+                     check_unique_names)
 from .prototxt import NetSpecError, parse_net
 
 # Data layers that apply their transform_param to what they read; the others ignore it.
@@ -394,8 +395,8 @@ def train_net(net, input_shape: Sequence[int], batch_size: int) -> caffe_pb2.Net
     Raises
     ------
     NetSpecError
-        No data layer, no loss layer, a bottom nothing produces, a disallowed layer type, or
-        a data blob over ``MAX_BLOB_ELEMENTS``.
+        No data layer, no loss layer, two layers of one name, a bottom nothing produces, a
+        disallowed layer type, or a data blob over ``MAX_BLOB_ELEMENTS``.
     """
     train = filter_phase(net, caffe_pb2.TRAIN)
     data_top, label_top = _data_tops(train)
@@ -407,6 +408,7 @@ def train_net(net, input_shape: Sequence[int], batch_size: int) -> caffe_pb2.Net
     out = _with_input(train, tops, shapes)
     if not any(_is_loss(layer) for layer in out.layer):
         raise NetSpecError(f"net {out.name!r} has no loss layer in the TRAIN phase")
+    check_unique_names(out)
     check_layers(out)
     check_bottoms(out)
     return out
@@ -436,14 +438,16 @@ def deploy_net(net, input_shape: Sequence[int], batch_size: int) -> DeployNet:
     Raises
     ------
     NetSpecError
-        No data layer, a bottom nothing produces, a disallowed layer type, a data blob over
-        ``MAX_BLOB_ELEMENTS``, or a loss whose first bottom needs the label.
+        No data layer, two layers of one name, a bottom nothing produces, a disallowed layer
+        type, a data blob over ``MAX_BLOB_ELEMENTS``, or a loss whose first bottom needs the
+        label.
     """
     test = filter_phase(net, caffe_pb2.TEST)
     data_top, label_top = _data_tops(test)
     shape = _batch_shape(input_shape, batch_size)
     tops = [data_top] + ([label_top] if label_top is not None else [])
     full = _with_input(test, tops, [shape, [batch_size]][:len(tops)])
+    check_unique_names(full)
     check_layers(full)
     check_bottoms(full)
     available, kept, losses = {data_top}, [], []

@@ -70,6 +70,26 @@ def check_layers(net: caffe_pb2.NetParameter) -> None:
                 "see sparknet_ml.net.ALLOWED_LAYER_TYPES")
 
 
+def check_unique_names(net: caffe_pb2.NetParameter) -> None:
+    """Raise when two layers of ``net`` (one phase's) share a name.
+
+    Caffe keys learnable blobs by layer name: of two learnable layers named alike, one would
+    never be averaged, saved or loaded (plain pycaffe refuses such a caffemodel).
+
+    Raises
+    ------
+    NetSpecError
+        Naming the layer and both types.
+    """
+    seen: dict[str, str] = {}
+    for layer in net.layer:
+        if layer.name in seen:
+            raise NetSpecError(f"two layers are named {layer.name!r} ({seen[layer.name]} and "
+                               f"{layer.type}) in the {caffe_pb2.Phase.Name(net.state.phase)} "
+                               "phase; Caffe keys weights by layer name: rename one")
+        seen[layer.name] = layer.type
+
+
 def check_bottoms(net: caffe_pb2.NetParameter) -> None:
     """Raise unless every bottom of every layer is a top of an earlier layer.
 

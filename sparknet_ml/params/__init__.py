@@ -128,8 +128,9 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     def __init__(self, *args):
         super().__init__(*args)
         self._setDefault(batchSize=64, syncInterval=50, maxIter=40, roundsPerJob=1,
-                         numWorkers=None, inputShape=None, outputBlobs=[], meanFile=None, initialWeights=None, useGpu="auto",
-                         allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
+                         numWorkers=None, inputShape=None, outputBlobs=[], meanFile=None,
+                         initialWeights=None, useGpu="auto", allowTf32=False, validationCol=None,
+                         validationInterval=5, handleInvalid="error",
                          checkpointDir=None, checkpointInterval=10, baseLr=None,
                          showProgress=True)
 

@@ -1,7 +1,8 @@
 """MLWriter / MLReader for both stages: Spark's JSON metadata, plus for models the deploy
-prototxt, a caffemodel and, when the net subtracts a mean image, ``mean.binaryproto``. Nothing is pickled; loading checks the class the metadata names
-instead of importing it, reads no file that resolves outside the saved directory, and
-refuses prototxt params that name a file (their converter would read it)."""
+prototxt, a caffemodel and, when the net subtracts a mean image, ``mean.binaryproto``.
+Nothing is pickled; loading checks the class the metadata names instead of importing it,
+reads no file that resolves outside the saved directory, and refuses prototxt params that
+name a file (their converter would read it)."""
 from __future__ import annotations
 
 import json

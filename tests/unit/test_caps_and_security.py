@@ -169,3 +169,21 @@ def test_truncated_or_inconsistent_caffemodel_is_refused(tmp_path):
                     'shape { dim: 2 dim: 2 } data: 1 } }')
     with pytest.raises(ValueError, match=r"layer 'ip': blob of shape \(2, 2\) holds 1 values"):
         parse_caffemodel(bad.SerializeToString())
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"outputBlobs": ["ip9"]}, "outputBlobs: the deploy net has no blob 'ip9'"),
+    ({"outputBlobs": ["ip1", "ip1"]}, "name\\(s\\) 'ip1' given twice"),
+    ({"probabilityCol": "prediction"}, "'prediction' given twice"),
+    ({"outputBlobs": ["ip1"], "rawPredictionCol": "ip1"}, "'ip1' given twice"),
+])
+def test_output_blobs_and_column_names_are_checked_before_any_job(params, message):
+    """Hardening issue, item 7: these failed after the fit, or with a Java error."""
+    from sparknet_ml import SparkNetEstimator, zoo
+    from sparknet_ml.estimators.columns import check_outputs
+    from sparknet_ml.net import deploy_net
+    stage = SparkNetEstimator(netPrototxt=zoo.prototxt("lenet_train"),
+                              solverPrototxt=zoo.prototxt("lenet_solver"), **params)
+    deploy = deploy_net(stage.getNetPrototxt(), [1, 28, 28], 4)
+    with pytest.raises(ValueError, match=message):
+        check_outputs(stage, deploy.net, deploy.classification)

@@ -197,3 +197,23 @@ def test_a_resident_block_with_random_crops_and_mirrors_trains_like_the_host_fee
             np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
         assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
         state = results[0].state
+
+
+@pytest.mark.parametrize("extra", [
+    # an Accuracy output whose name sorts first: it is not a loss
+    'layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "a_accuracy" }',
+    # an auxiliary loss with loss weight 0.3, GoogLeNet-style, named to sort first
+    'layer { name: "aux" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "a_aux_loss" '
+    'loss_weight: 0.3 }',
+])
+def test_the_round_loss_is_the_loss_weighted_sum_caffe_reports(extra):
+    """Hardening issue, item 5: the loss was net.outputs[0], the first output by name."""
+    caffe.set_mode_cpu()
+    plain = TrainSpec(TINY_NET, SOLVER, batch_size=8)
+    more = TrainSpec(TINY_NET + extra, SOLVER, batch_size=8)
+    x, y = tiny_data()
+    state = initial(plain)
+    loss = train_round(plain, x, y, state, 0, 1, seed=3, partition=0).loss
+    both = train_round(more, x, y, state, 0, 1, seed=3, partition=0).loss
+    expected = loss * (1.3 if "aux" in extra else 1.0)  # the same logits, one step
+    assert both == pytest.approx(expected, rel=1e-5) and loss > 0.5

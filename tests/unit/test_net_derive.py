@@ -116,7 +116,8 @@ def test_data_transform_per_phase():
 
 
 @pytest.mark.parametrize("transform, message", [
-    ('transform_param { mean_file: "m.binaryproto" mean_value: 1 }', "both mean_file .* and mean_value"),
+    ('transform_param { mean_file: "m.binaryproto" mean_value: 1 }',
+     "both mean_file .* and mean_value"),
     ("transform_param { force_color: true force_gray: true }", "both force_color and force_gray"),
     ("transform_param { crop_h: 20 }", "only one of crop_h"),
     ("transform_param { emit_constraint { } }", "emit_constraint is not supported"),
@@ -130,7 +131,8 @@ def test_data_transform_rejects_what_caffe_refuses_or_we_do_not_apply(transform,
     ("transform_param { crop_size: 30 }", (1, 28, 28), None, "30x30 crop is larger .* 28x28"),
     ("transform_param { crop_h: 20 crop_w: 29 }", (1, 28, 28), None, "20x29 crop is larger"),
     ("transform_param { mirror: true }", (784,), None, "need examples of shape \\[C, H, W\\]"),
-    ("transform_param { mean_value: 1 mean_value: 2 }", (3, 28, 28), None, "2 mean_value entries for 3"),
+    ("transform_param { mean_value: 1 mean_value: 2 }", (3, 28, 28), None,
+     "2 mean_value entries for 3"),
     ("transform_param { force_color: true }", (1, 28, 28), None, "force_color asks for 3-channel"),
     ('transform_param { mean_file: "m" }', (1, 28, 28), np.zeros((1, 27, 28), np.float32),
      "mean file mean.binaryproto holds a \\[1, 27, 28\\] mean"),
@@ -270,3 +272,21 @@ def test_cudnn_engines_become_the_default_and_build_on_this_caffe():
     from sparknet_ml.engine.probe import check_caffe_builds
     check_caffe_builds(net_to_text(train_net(text, [1, 28, 28], 8)),
                        zoo.prototxt("lenet_solver"), 8)
+
+
+@pytest.mark.parametrize("renamed, phase", [
+    ("conv2", "TRAIN"),  # two learnable layers named conv1: the issue's example
+    ("relu1", "TEST"),   # a learnable and a plain layer: a variant
+])
+def test_two_layers_of_one_name_in_a_phase_are_refused(renamed, phase):
+    """Hardening issue, item 2: one of two layers named alike was never averaged or saved."""
+    net = LENET_TRAIN_TEST.replace(f'name: "{renamed}"', 'name: "conv1"', 1)
+    derive = train_net if phase == "TRAIN" else deploy_net
+    with pytest.raises(NetSpecError, match=f"two layers are named 'conv1' .* in the {phase} phase"):
+        derive(net, [1, 28, 28], 4)
+
+
+def test_layers_of_one_name_in_different_phases_are_stock_caffe():
+    assert [layer.name for layer in parse_net(LENET_TRAIN_TEST).layer].count("mnist") == 2
+    train_net(LENET_TRAIN_TEST, [1, 28, 28], 4)
+    deploy_net(LENET_TRAIN_TEST, [1, 28, 28], 4)

@@ -1,0 +1,67 @@
+"""Cases of the hardening issue that need a fit on local[2] (the others are unit tests)."""
+import numpy as np
+import pytest
+
+pytest.importorskip("caffe")
+
+from sparknet_ml import SparkNetEstimator, SparkNetModel, zoo  # noqa: E402
+from sparknet_ml.data import fashion_mnist  # noqa: E402
+
+LENET = zoo.prototxt("lenet_train_test")
+AUX_HEAD = """
+layer { name: "aux_ip" type: "InnerProduct" bottom: "pool2" top: "aux_ip" include { phase: TRAIN }
+  inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "aux_loss" type: "SoftmaxWithLoss" bottom: "aux_ip" bottom: "label" top: "aux_loss"
+  loss_weight: 0.3 include { phase: TRAIN } }
+"""
+AUX_CONV = """
+layer { name: "aux_conv" type: "Convolution" bottom: "pool1" top: "aux_conv"
+  include { phase: TRAIN } convolution_param { num_output: 4 kernel_size: 3
+    weight_filler { type: "xavier" } } }
+layer { name: "aux_ip" type: "InnerProduct" bottom: "aux_conv" top: "aux_ip"
+  include { phase: TRAIN } inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "aux_loss" type: "SoftmaxWithLoss" bottom: "aux_ip" bottom: "label" top: "aux_loss"
+  loss_weight: 0.3 include { phase: TRAIN } }
+"""
+
+
+@pytest.fixture(scope="module")
+def pictures(spark):
+    images, labels = fashion_mnist.load("train")
+    rows = [(bytearray(images[i].tobytes()), float(labels[i]), i % 4 == 0) for i in range(96)]
+    return spark.createDataFrame(rows, "`img.pixels` binary, `y.label` double, `held.out` boolean"
+                                 ).repartition(2).cache()
+
+
+def lenet(net=LENET, **params):
+    return SparkNetEstimator(netPrototxt=net, solverPrototxt=zoo.prototxt("lenet_solver"),
+                             featuresCol="img.pixels", labelCol="y.label", inputShape=[1, 28, 28],
+                             batchSize=4, syncInterval=2, maxIter=2, seed=5, showProgress=False,
+                             **params)
+
+
+@pytest.mark.parametrize("head", [AUX_HEAD, AUX_CONV], ids=["aux-classifier", "aux-conv-branch"])
+def test_a_train_only_learnable_layer_trains_but_is_neither_scored_nor_saved(spark, pictures,
+                                                                              tmp_path, head):
+    """Item 3: such a layer (GoogLeNet-style auxiliary head) made the saved model unloadable."""
+    model = lenet(LENET + head).fit(pictures)
+    assert "aux_ip" not in model.weights and set(model.weights) == {"conv1", "conv2", "ip1", "ip2"}
+    model.write().overwrite().save(str(tmp_path / "model"))
+    loaded = SparkNetModel.load(str(tmp_path / "model"))
+    mine, theirs = (m.transform(pictures).select("rawPrediction").collect()
+                    for m in (model, loaded))
+    np.testing.assert_array_equal([r[0].toArray() for r in mine], [r[0].toArray() for r in theirs])
+    import caffe
+    model.saveCaffeModel(str(tmp_path / "caffe"))
+    net = caffe.Net(str(tmp_path / "caffe" / "deploy.prototxt"), caffe.TEST,
+                    weights=str(tmp_path / "caffe" / "weights.caffemodel"))
+    np.testing.assert_array_equal(net.params["ip2"][0].data, model.weights["ip2"][0])
+
+
+def test_column_names_with_dots_are_taken_literally(spark, pictures):
+    """Item 11: featuresCol="img.pixels" failed with an AnalysisException; the label and the
+    validation column are dotted too (a variant)."""
+    model = lenet(validationCol="held.out", validationInterval=1).fit(pictures)
+    assert np.isfinite(model.history["validation_accuracy"]).all()
+    scored = model.transform(pictures).select("prediction").collect()
+    assert len(scored) == 96 and all(0 <= r.prediction < 10 for r in scored)

@@ -1,0 +1,31 @@
+"""Checkpoints that cannot be resumed are refused before round 1 (hardening issue, item 10)."""
+import numpy as np
+import pytest
+
+from sparknet_ml.distributed.checkpoint import load_checkpoint, save_checkpoint
+from sparknet_ml.engine.worker import SolverState
+
+LAYOUT = [("ip", 2)]
+STATE = SolverState([np.ones((3, 4), np.float32), np.zeros(3, np.float32)],
+                    [np.full((3, 4), 0.5, np.float32), np.zeros(3, np.float32)])
+
+
+def test_a_checkpoint_resumes_the_same_fit_up_to_its_max_iter(tmp_path):
+    save_checkpoint(str(tmp_path), 5, STATE, LAYOUT, [{"round": 5}], "sig", 50)
+    done, state, history = load_checkpoint(str(tmp_path), "sig", LAYOUT, rounds=5)
+    assert done == 5 and history == [{"round": 5}]
+    np.testing.assert_array_equal(state.history[0], STATE.history[0])
+
+
+def test_a_longer_fits_checkpoint_is_refused_for_a_shorter_fit(tmp_path):
+    save_checkpoint(str(tmp_path), 5, STATE, LAYOUT, [], "sig", 50)
+    with pytest.raises(ValueError, match="after round 5, beyond this fit's maxIter=3"):
+        load_checkpoint(str(tmp_path), "sig", LAYOUT, rounds=3)
+
+
+@pytest.mark.parametrize("name", ["ckpt", "ckpt.json"])
+def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("{}")
+    with pytest.raises(ValueError, match=f"checkpointDir {path} is a file, not a folder"):
+        load_checkpoint(str(path), "sig", LAYOUT, rounds=3)
