@@ -86,6 +86,19 @@ def check_input_memory(batch: int, shape) -> None:
                          "(MAX_INPUT_BATCH_BYTES); lower batchSize or inputShape")
 
 
+MAX_ROUND_EXAMPLES = 2 ** 24
+"""Largest ``syncInterval * batchSize``: the examples one worker's round draws, whose row
+indices (and crop draws) a task holds at once (16.8M rows: 128 MiB of int64 indices)."""
+
+
+def check_round_size(sync_interval: int, batch: int) -> None:
+    """Raise when a round would draw more than :data:`MAX_ROUND_EXAMPLES` examples."""
+    if sync_interval * batch > MAX_ROUND_EXAMPLES:
+        raise ValueError(f"syncInterval={sync_interval} x batchSize={batch} = "
+                         f"{sync_interval * batch} examples a round, over the "
+                         f"{MAX_ROUND_EXAMPLES} cap (MAX_ROUND_EXAMPLES); lower syncInterval")
+
+
 def caffe_has_cuda() -> bool:
     """Whether the installed pycaffe was built with CUDA (from its build_info.json)."""
     from ..build.command import installed_build_info

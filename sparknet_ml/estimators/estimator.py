@@ -96,11 +96,12 @@ def plan_nets(stage) -> NetPlan:
     shape, train_transform, test_transform = plan_transforms(stage, net)
     batch = stage.getBatchSize()
     columns.check_input_memory(batch, shape)
+    columns.check_round_size(stage.getSyncInterval(), batch)
     net_shape = train_transform.output_shape(shape)
     train_net = netlib.train_net(net, net_shape, batch)
     data_top, label_top = netlib.data_layer_tops(train_net)
     solver = netlib.parse_solver(stage.getSolverPrototxt())
-    netlib.check_solver(solver)
+    netlib.check_solver(solver, stage.getMaxIter() * stage.getSyncInterval())
     if stage.getBaseLr() is not None:
         solver.base_lr = stage.getBaseLr()
     if not solver.base_lr > 0:

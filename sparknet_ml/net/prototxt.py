@@ -126,10 +126,14 @@ SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
 
-def check_solver(solver: caffe_pb2.SolverParameter) -> None:
-    """Refuse, on the driver, what Caffe's solver would abort the worker process on at its
-    first step: an unknown ``type`` or ``lr_policy`` (Caffe has no default policy), or a
-    policy without the field it divides by or reads.
+def check_solver(solver: caffe_pb2.SolverParameter, iterations: int | None = None) -> None:
+    """Refuse, on the driver, what Caffe's solver would abort the worker process on, or
+    silently train wrong with: an unknown ``type`` or ``lr_policy`` (Caffe has no default
+    policy), a policy without the field it divides by or reads, a ``regularization_type``
+    other than L1/L2, ``iter_size`` < 1, a negative ``weight_decay``, ``momentum`` or
+    ``momentum2`` outside [0, 1), a ``clip_gradients`` below 0 other than -1 (off), and a
+    ``poly`` schedule whose ``max_iter`` ends before the fit's ``iterations`` (the learning rate
+    would turn negative or NaN).
 
     Raises
     ------
@@ -151,6 +155,23 @@ def check_solver(solver: caffe_pb2.SolverParameter) -> None:
              "poly": ("max_iter", solver.max_iter > 0)}
     if policy in needs and not needs[policy][1]:
         raise NetSpecError(f"solver lr_policy {policy!r} needs a positive {needs[policy][0]}")
+    if policy == "poly" and iterations is not None and solver.max_iter < iterations:
+        raise NetSpecError(f"solver max_iter {solver.max_iter} ends before the fit's "
+                           f"{iterations} iterations (maxIter x syncInterval): lr_policy 'poly' "
+                           "would drive the learning rate below 0; raise max_iter to at least "
+                           f"{iterations}")
+    if solver.regularization_type not in ("L1", "L2"):
+        raise NetSpecError(f"solver regularization_type {solver.regularization_type!r} is not "
+                           "L1 or L2")
+    checks = (("iter_size", solver.iter_size >= 1, "at least 1"),
+              ("weight_decay", solver.weight_decay >= 0, "at least 0"),
+              ("momentum", 0 <= solver.momentum < 1, "in [0, 1)"),
+              ("momentum2", 0 <= solver.momentum2 < 1, "in [0, 1)"),
+              ("clip_gradients", solver.clip_gradients >= 0 or solver.clip_gradients == -1,
+               "at least 0, or -1 for no clipping"))
+    for field, ok, rule in checks:
+        if not ok:
+            raise NetSpecError(f"solver {field} must be {rule}, got {getattr(solver, field)}")
 
 
 def net_to_text(net: caffe_pb2.NetParameter) -> str:

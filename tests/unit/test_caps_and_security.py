@@ -187,3 +187,11 @@ def test_output_blobs_and_column_names_are_checked_before_any_job(params, messag
     deploy = deploy_net(stage.getNetPrototxt(), [1, 28, 28], 4)
     with pytest.raises(ValueError, match=message):
         check_outputs(stage, deploy.net, deploy.classification)
+
+
+@pytest.mark.parametrize("sync_interval, batch", [(10 ** 9, 64), (2 ** 20, 32)])
+def test_a_round_drawing_too_many_examples_is_refused(sync_interval, batch):
+    """Hardening issue, item 8: syncInterval=10**9 allocated 119 GiB inside a task."""
+    with pytest.raises(ValueError, match=f"syncInterval={sync_interval} x batchSize={batch}"):
+        columns.check_round_size(sync_interval, batch)
+    columns.check_round_size(1000, 256)

@@ -6,7 +6,7 @@ from caffe.proto import caffe_pb2
 
 from sparknet_ml import zoo
 from sparknet_ml.net import (ALLOWED_LAYER_TYPES, DATA_LAYER_TYPES, NetSpecError, check_bottoms,
-                             check_layers, net_to_text, parse_net, parse_solver)
+                             check_layers, check_solver, net_to_text, parse_net, parse_solver)
 
 TINY = 'name: "tiny"\nlayer { name: "data" type: "Input" top: "data" }\n'
 
@@ -91,3 +91,28 @@ def test_check_bottoms_names_the_missing_blob():
     net = parse_net(TINY + 'layer { name: "ip" type: "InnerProduct" bottom: "dat" top: "ip" }')
     with pytest.raises(NetSpecError, match="layer 'ip': bottom 'dat'"):
         check_bottoms(net)
+
+
+@pytest.mark.parametrize("text, iterations, message", [
+    ('lr_policy: "poly" power: 1 max_iter: 100', 2000,
+     "max_iter 100 ends before the fit's 2000 iterations"),                  # the issue's case
+    ('lr_policy: "poly" power: 0.5 max_iter: 1999', 2000, "raise max_iter to at least 2000"),
+    ('lr_policy: "fixed" regularization_type: "L3"', None, "regularization_type 'L3'"),
+    ('lr_policy: "fixed" iter_size: 0', None, "iter_size must be at least 1, got 0"),
+    ('lr_policy: "fixed" weight_decay: -0.1', None, "weight_decay must be at least 0"),
+    ('lr_policy: "fixed" momentum: 5', None, "momentum must be in \\[0, 1\\), got 5"),
+    ('lr_policy: "fixed" type: "Adam" momentum2: -0.5', None, "momentum2 must be in"),
+    ('lr_policy: "fixed" clip_gradients: -3', None, "clip_gradients must be at least 0"),
+])
+def test_solver_fields_caffe_would_check_are_refused_by_name(text, iterations, message):
+    """Hardening issue, items 6 and 8: each of these aborted a task, trained with a negative
+    learning rate, or was blamed on base_lr."""
+    with pytest.raises(NetSpecError, match=message):
+        check_solver(parse_solver("base_lr: 0.01 " + text), iterations)
+
+
+def test_stock_solvers_pass_the_solver_checks():
+    for name in ("lenet_solver", "cifar10_quick_solver", "bvlc_googlenet_solver",
+                 "bvlc_reference_caffenet_solver"):
+        check_solver(parse_solver(zoo.prototxt(name)), 40 * 50)
+    check_solver(parse_solver('base_lr: 0.01 lr_policy: "poly" power: 1 max_iter: 2000'), 2000)
