@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -20,11 +19,10 @@ def evaluate(solver, images: np.ndarray, labels: np.ndarray, batch: int = 500) -
     import caffe
     from google.protobuf import text_format
     from sparknet_ml import zoo
-    from sparknet_ml.engine.solver import net_with_batch
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-        f.write(text_format.MessageToString(net_with_batch(zoo.prototxt("lenet_train"), batch)))
-        f.flush()
-        net = caffe.Net(f.name, caffe.TEST)
+    from sparknet_ml.engine.solver import net_with_batch, prototxt_file
+    with prototxt_file(text_format.MessageToString(
+            net_with_batch(zoo.prototxt("lenet_train"), batch))) as path:
+        net = caffe.Net(path, caffe.TEST)
     net.share_with(solver.net)
     correct = 0
     for start in range(0, len(images) - batch + 1, batch):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +10,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from .solver import (BLOCK_TOP, MEAN_TOP, ROWS_TOP, pack_pixels, packable, packed_shape,
-                     set_device, with_device_transform)
+                     prototxt_file, set_device, with_device_transform)
 from .transform import Transform
 
 
@@ -103,10 +102,8 @@ def cached_net(spec: ScoreSpec, key: str, weights, packed: bool = False):
             text = text_format.MessageToString(with_device_transform(
                 text_format.Parse(text, caffe_pb2.NetParameter()), spec.data_top,
                 spec.transform, packed))
-        with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-            f.write(text)
-            f.flush()
-            net = caffe.Net(f.name, caffe.TEST)
+        with prototxt_file(text) as path:
+            net = caffe.Net(path, caffe.TEST)
         load_weights(net, weights() if callable(weights) else weights)
         if MEAN_TOP in net.blobs:
             net.blobs[MEAN_TOP].reshape(1, *spec.transform.mean_image.shape)

@@ -1,6 +1,8 @@
 """Build pycaffe solvers from prototxt text, with no files left behind."""
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 
 import caffe
@@ -13,6 +15,25 @@ from .transform import Transform
 # SolverParameter fields that name files or make Caffe write them; a solver built here
 # takes its net from text and never snapshots.
 _FILE_FIELDS = ("net", "train_net", "test_net", "snapshot_prefix")
+
+
+@contextlib.contextmanager
+def prototxt_file(text: str):
+    """A path from which Caffe reads ``text``, which nothing outlives, a Caffe abort (SIGABRT)
+    included: the temporary file is unlinked as soon as it is written and read through
+    ``/proc/self/fd`` (where there is no ``/proc``, it is removed on exit instead)."""
+    fd, path = tempfile.mkstemp(suffix=".prototxt")
+    try:
+        with os.fdopen(os.dup(fd), "w") as f:
+            f.write(text)
+        if os.path.isdir("/proc/self/fd"):
+            os.unlink(path)
+            path = f"/proc/self/fd/{fd}"
+        yield path
+    finally:
+        os.close(fd)
+        if not path.startswith("/proc/") and os.path.exists(path):
+            os.unlink(path)
 
 
 def net_with_batch(net_text: str, batch_size: int) -> caffe_pb2.NetParameter:
@@ -228,7 +249,5 @@ def make_solver(net_text: str, solver_text: str, batch_size: int,
     param.snapshot = 0
     net = net_with_batch(net_text, batch_size)
     param.net_param.CopyFrom(net if resident is None else with_resident_block(net, *resident))
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-        f.write(text_format.MessageToString(param))
-        f.flush()
-        return caffe.get_solver(f.name)
+    with prototxt_file(text_format.MessageToString(param)) as path:
+        return caffe.get_solver(path)
