@@ -25,8 +25,16 @@ def class_name(cls) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
+# What model.json must hold (written by StageWriter; "crop", "resize", "mean_image" are newer
+# and optional).
+_META_KEYS = ("layers", "output_blob", "classification", "data_top", "scale", "mean",
+              "input_shape")
+
+
 def _file_inside(root: str, path: str) -> str:
     """``path`` resolved (symlinks followed), after checking it is a regular file in ``root``."""
+    if not os.path.lexists(path):
+        raise ValueError(f"{path} is missing: {root} is not a complete saved SparkNetModel")
     real = os.path.realpath(path)
     if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
         raise ValueError(f"{path} resolves to {real}, which is not a regular file inside "
@@ -96,7 +104,7 @@ class StageReader(MLReader):
         ------
         ValueError
             When the metadata names another class (nothing is imported), a prototxt param
-            names a file, or a model file resolves outside ``path``.
+            names a file, a model file is missing, damaged or resolves outside ``path``.
         """
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
         if metadata["class"] != class_name(self.cls):
@@ -107,8 +115,15 @@ class StageReader(MLReader):
         if hasattr(instance, "_weights"):
             root = os.path.realpath(path)
             directory = os.path.join(path, _MODEL_DIR)
-            with open(_file_inside(root, os.path.join(directory, _META))) as f:
-                meta = json.load(f)
+            meta_path = os.path.join(directory, _META)
+            with open(_file_inside(root, meta_path)) as f:
+                try:
+                    meta = json.load(f)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{meta_path} is damaged (not JSON: {err})") from None
+            missing = [key for key in _META_KEYS if not isinstance(meta, dict) or key not in meta]
+            if missing:
+                raise ValueError(f"{meta_path} is damaged: it lacks {', '.join(missing)}")
             shapes = meta.pop("layers")
             with open(_file_inside(root, os.path.join(directory, _DEPLOY))) as f:
                 meta["deploy_text"] = f.read()

@@ -248,6 +248,26 @@ def test_load_refuses_a_model_directory_symlinked_elsewhere(saved, tmp_path):
         SparkNetModel.load(saved)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "model/model.json is damaged \\(not JSON"),
+    ('{"layers": {}}', "model/model.json is damaged: it lacks output_blob, .*scale"),
+])
+def test_load_names_a_damaged_model_json(saved, text, message):
+    """Hardening issue, item 14: a bare JSONDecodeError or KeyError 'scale'."""
+    with open(os.path.join(saved, "model", "model.json"), "w") as f:
+        f.write(text)
+    with pytest.raises(ValueError, match=message):
+        SparkNetModel.load(saved)
+
+
+def test_load_says_a_missing_model_folder_is_missing(saved):
+    """Hardening issue, item 14: it was reported as "refusing to read it"."""
+    shutil.rmtree(os.path.join(saved, "model"))
+    with pytest.raises(ValueError, match="model/model.json is missing: .* is not a complete "
+                                         "saved SparkNetModel"):
+        SparkNetModel.load(saved)
+
+
 def test_load_follows_a_symlink_to_the_whole_model(saved, model, tmp_path):
     link = str(tmp_path / "link")
     os.symlink(saved, link)
