@@ -8,7 +8,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
+import tempfile
 from importlib import metadata
 
 from .apps import spark_session
@@ -79,6 +81,7 @@ def train(args) -> int:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{flag} {path}: no such file")
     _check_data(args.data)
+    _check_out(args.out)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
     shape = [int(d) for d in args.input_shape.split(",")] if args.input_shape else None
@@ -112,6 +115,7 @@ def _train_imagenet(args) -> int:
     if not os.path.isdir(args.data):
         raise FileNotFoundError(f"--data {args.data}: --net {args.net} trains on an image "
                                 "folder (one sub-folder of images per class)")
+    _check_out(args.out)
     log_rounds()
     report = imagenet.run(argparse.Namespace(**{**vars(args), "workers": args.workers or 2}))
     print(f"{args.net}: {len(report['classes'])} classes, fit {report['fit_seconds']:.0f} s, "
@@ -125,6 +129,7 @@ def score(args) -> int:
     if not os.path.isdir(os.path.join(args.model, "metadata")):
         raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata folder)")
     _check_data(args.data)
+    _check_out(args.out)
     spark = spark_session(args.master, "sparknet-ml score")
     try:
         model = SparkNetModel.load(args.model)
@@ -235,16 +240,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Spark master URLs: local[N], local[N,F], local[*], local-cluster[N,C,M], spark://, yarn,
+# k8s://, mesos:// (checked before a JVM starts: a bad one gave a Java trace).
+_MASTER = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]|yarn|"
+                     r"(spark|k8s|mesos)://\S+")
+
+
+def _check_master(master: str | None) -> None:
+    if master is not None and not _MASTER.fullmatch(master):
+        raise ValueError(f"--master {master}: not a Spark master URL (local[N], local[N,F], "
+                         "local-cluster[N,C,M], spark://HOST:PORT, yarn, k8s://URL)")
+
+
+def _check_out(out: str) -> None:
+    """Before any training: ``--out`` can be created and written."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error, for Spark's JVM errors their Java message."""
+    text = str(err).strip()
+    java = getattr(err, "java_exception", None)
+    if java is not None:
+        try:
+            text = java.toString()
+        except Exception:  # noqa: BLE001 - the gateway may be gone already
+            text = type(err).__name__
+    return (text.splitlines() or [type(err).__name__])[0]
+
+
 def main(argv=None) -> int:
     """Entry point of the ``sparknet-ml`` console script."""
     args = _parser().parse_args(argv)
     try:
+        _check_master(getattr(args, "master", None))
         return args.run(args)
     except Exception as err:  # noqa: BLE001 - bad input and Spark's own errors become one line
-        ours = isinstance(err, (ValueError, TypeError, FileNotFoundError))
-        if not ours and type(err).__module__.split(".")[0] != "pyspark":
+        ours = isinstance(err, (ValueError, TypeError, OSError))
+        if not ours and type(err).__module__.split(".")[0] not in ("pyspark", "py4j"):
             raise
-        print(f"sparknet-ml: error: {err}".splitlines()[0], file=sys.stderr)
+        print(f"sparknet-ml: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

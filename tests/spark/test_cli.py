@@ -102,3 +102,36 @@ def test_train_stock_imagenet_nets_and_net_files_say_what_they_need(args, messag
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("sparknet-ml: error:")
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--master", "local[abc]"], "--master local[abc]: not a Spark master URL"),
+    (["--master", "foo://bar"], "--master foo://bar: not a Spark master URL"),
+    (["--out", "/proc/sparknet-model"], "--out /proc/sparknet-model: cannot write there"),
+])
+def test_bad_master_and_unwritable_out_fail_before_training(args, message, tmp_path):
+    """Hardening issue, item 13: a Java trace and a misleading JAVA_GATEWAY_EXITED, or a full
+    fit lost at the end."""
+    (tmp_path / "net.prototxt").write_text(zoo.prototxt("lenet_train"))
+    (tmp_path / "solver.prototxt").write_text(zoo.prototxt("lenet_solver"))
+    base = {"--net": str(tmp_path / "net.prototxt"), "--solver": str(tmp_path / "solver.prototxt"),
+            "--data": "fashion-mnist", "--out": str(tmp_path / "model")}
+    base.update(zip(args[::2], args[1::2]))
+    done = cli("train", *[x for pair in base.items() for x in pair])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr[-2000:]
+
+
+def test_a_py4j_level_failure_is_one_line(tmp_path):
+    """Hardening issue, item 13: --data x.csv (parquet's reader fails in the JVM) printed a
+    238-line traceback and exit 1."""
+    data = tmp_path / "x.csv"
+    data.write_text("a,b\n1,2\n")
+    (tmp_path / "net.prototxt").write_text(zoo.prototxt("lenet_train"))
+    (tmp_path / "solver.prototxt").write_text(zoo.prototxt("lenet_solver"))
+    done = cli("train", "--net", str(tmp_path / "net.prototxt"), "--solver",
+               str(tmp_path / "solver.prototxt"), "--data", str(data), "--out",
+               str(tmp_path / "model"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("sparknet-ml: error: ") and "Traceback" not in done.stderr
