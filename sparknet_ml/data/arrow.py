@@ -89,7 +89,7 @@ def features_to_array(column, input_shape, *, name: str = "features",
 
 
 def labels_to_array(column, name: str = "label") -> np.ndarray:
-    """Convert an integer or floating-point label column to float32 of shape ``(n,)``.
+    """Convert an integer, floating-point or decimal label column to float32 of shape ``(n,)``.
 
     Raises
     ------
@@ -103,6 +103,8 @@ def labels_to_array(column, name: str = "label") -> np.ndarray:
     [0.0, 3.0]
     """
     arr = _combine(column)
+    if pa.types.is_decimal(arr.type):  # Spark's DecimalType
+        arr = pc.cast(arr, pa.float64())
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
         raise ValueError(f"{name}: labels must be integers or floats, not {arr.type}")
     _check_no_nulls(arr, name, "label")
@@ -153,7 +155,8 @@ def _feature_kind(dtype: pa.DataType, name: str) -> str:
             return "image"
     elif (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
           or pa.types.is_fixed_size_list(dtype)):
-        if pa.types.is_integer(dtype.value_type) or pa.types.is_floating(dtype.value_type):
+        if (pa.types.is_integer(dtype.value_type) or pa.types.is_floating(dtype.value_type)
+                or pa.types.is_decimal(dtype.value_type)):
             return "list"
     elif (pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype)
           or pa.types.is_fixed_size_binary(dtype)):
@@ -186,6 +189,8 @@ def _list_rows(lists: pa.Array, size: int, name: str, rows: np.ndarray) -> np.nd
     if flat.null_count:
         pos = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
         raise ValueError(f"{name}: null value inside the feature at row {rows[pos // size]}")
+    if pa.types.is_decimal(flat.type):  # Spark's array<decimal>
+        flat = pc.cast(flat, pa.float64())
     return flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, size)
 
 

@@ -200,3 +200,12 @@ def test_images_of_other_sizes_are_resized_when_the_net_resizes():
         features_to_array(arr, (3, 6, 6))
     with pytest.raises(ValueError, match="image at row 0 is 3x5x7 .* expected 1x6x6"):
         features_to_array(arr, (1, 6, 6), resize=True)  # channels are not converted
+
+
+def test_decimal_labels_and_decimal_arrays_convert():
+    """Hardening issue, item 12: they failed after 3 Spark jobs."""
+    from decimal import Decimal
+    labels = pa.array([Decimal("1"), Decimal("2.50")], pa.decimal128(10, 2))
+    assert labels_to_array(labels).tolist() == [1.0, 2.5]
+    features = pa.array([[Decimal("0.25"), Decimal("1")]], pa.list_(pa.decimal128(10, 2)))
+    assert features_to_array(features, [2]).tolist() == [[0.25, 1.0]]
