@@ -65,3 +65,16 @@ def test_column_names_with_dots_are_taken_literally(spark, pictures):
     assert np.isfinite(model.history["validation_accuracy"]).all()
     scored = model.transform(pictures).select("prediction").collect()
     assert len(scored) == 96 and all(0 <= r.prediction < 10 for r in scored)
+
+
+def test_scoring_gets_the_fits_caps_and_caffes_own_message(spark, pictures):
+    """Item 9: model.setBatchSize(10**7), or an edited deploy net, aborted the Python worker
+    with only "Fatal Python error: Aborted"."""
+    model = lenet().fit(pictures)
+    with pytest.raises(ValueError, match="batchSize=10000000 x inputShape=\\[1, 28, 28\\]"):
+        model.copy().setBatchSize(10 ** 7).transform(pictures)
+    edited = model.copy()
+    edited._meta = {**model._meta, "deploy_text": model._meta["deploy_text"].replace(
+        "kernel_size: 5", "kernel_size: 50", 1)}
+    with pytest.raises(ValueError, match="Caffe cannot build this net: .*Check failed"):
+        edited.transform(pictures)
