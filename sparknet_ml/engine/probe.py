@@ -16,30 +16,62 @@ from sparknet_ml.engine.solver import make_solver, prototxt_file
 spec = json.load(open(sys.argv[1]))
 if spec["solver"] is None:
     with prototxt_file(spec["net"]) as path:
-        caffe.Net(path, caffe.TEST)
+        caffe.Net(path, caffe.TRAIN if spec["train"] else caffe.TEST)
 else:
     make_solver(spec["net"], spec["solver"], spec["batch"])
 """
 
 
+def _build(net_text: str, solver_text: str | None, batch_size: int, train: bool):
+    """Build the solver (or, with ``solver_text`` None, the net) in a child Python."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump({"net": net_text, "solver": solver_text, "batch": batch_size,
+                   "train": train}, f)
+        f.flush()
+        return subprocess.run([sys.executable, "-c", _BUILD, f.name], capture_output=True,
+                              text=True, env=dict(os.environ, GLOG_minloglevel="2"))
+
+
+def _failing_layer(net_text: str, train: bool) -> str | None:
+    """The first layer whose set-up fails, by building ever longer prefixes of the net
+    (a bisection: log2(layers) child processes; only after a failure), or None when the whole
+    net builds (the solver failed)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = text_format.Parse(net_text, caffe_pb2.NetParameter())
+
+    def builds(count: int) -> bool:
+        prefix = caffe_pb2.NetParameter()
+        prefix.CopyFrom(net)
+        del prefix.layer[count:]
+        return _build(text_format.MessageToString(prefix), None, 0, train).returncode == 0
+
+    if builds(len(net.layer)):
+        return None
+    low, high = 1, len(net.layer)  # the shortest failing prefix lies in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if builds(middle) else (low, middle)
+    return net.layer[low - 1].name
+
+
 def check_caffe_builds(net_text: str, solver_text: str | None, batch_size: int) -> None:
-    """Raise ValueError carrying Caffe's own message when it cannot build this solver (or,
-    with ``solver_text`` None, this TEST-phase net: a deploy net for scoring).
+    """Raise ValueError carrying Caffe's own message, and the layer at fault, when it cannot
+    build this solver (or, with ``solver_text`` None, this TEST-phase net: a deploy net).
 
     The solver or net is built (CPU, no data) in a child Python; a glog fatal line such as
     ``Check failed: ...`` becomes the error text.
     """
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        json.dump({"net": net_text, "solver": solver_text, "batch": batch_size}, f)
-        f.flush()
-        done = subprocess.run([sys.executable, "-c", _BUILD, f.name], capture_output=True,
-                              text=True, env=dict(os.environ, GLOG_minloglevel="2"))
+    train = solver_text is not None
+    done = _build(net_text, solver_text, batch_size, train)
     if done.returncode == 0:
         return
     fatal = [line.split("] ", 1)[-1] for line in done.stderr.splitlines()
              if line.startswith("F") and "] " in line]
     last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-    raise ValueError(f"Caffe cannot build this net: {fatal[0] if fatal else last}")
+    layer = _failing_layer(net_text, train)
+    where = f"layer {layer!r}: " if layer else ""
+    raise ValueError(f"Caffe cannot build this net: {where}{fatal[0] if fatal else last}")
 
 
 @functools.lru_cache(maxsize=8)

@@ -304,9 +304,12 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
                           outputs if plan.deploy.classification else None)
             validate = None
             if validation:
-                held_out, _ = cache_blocks(dataset.filter(column(validation)), plan.inputs,
-                                           workers, fit_id + "-validation")
+                held_out, held = cache_blocks(dataset.filter(column(validation)), plan.inputs,
+                                              workers, fit_id + "-validation")
                 cached.append(held_out)
+                if not sum(h.rows for h in held):
+                    log.warning("validationCol %r marks no valid row: validation accuracy "
+                                "will be NaN", validation)
                 spec = ScoreSpec(netlib.net_to_text(plan.deploy.net), self.getBatchSize(),
                                  train.data_top, (plan.deploy.output_blob,), gpu,
                                  train.tf32, plan.test_transform)

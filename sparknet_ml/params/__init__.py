@@ -19,8 +19,14 @@ def _prototxt_text(value) -> str:
         return text_format.MessageToString(value)
     from ..net.prototxt import looks_like_path
     if isinstance(value, os.PathLike) or (looks_like_path(value) and os.path.isfile(value)):
-        with open(value) as f:
-            return f.read()
+        with open(value, "rb") as f:
+            data = f.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError(f"{os.fspath(value)} is binary, not prototxt text (a .caffemodel "
+                            "or .binaryproto?): give the net's .prototxt here, and a "
+                            "caffemodel's weights as initialWeights") from None
     return TypeConverters.toString(value)
 
 

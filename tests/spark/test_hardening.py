@@ -78,3 +78,24 @@ def test_scoring_gets_the_fits_caps_and_caffes_own_message(spark, pictures):
         "kernel_size: 5", "kernel_size: 50", 1)}
     with pytest.raises(ValueError, match="Caffe cannot build this net: .*Check failed"):
         edited.transform(pictures)
+
+
+def test_an_all_false_validation_column_is_warned_about(spark, pictures, caplog):
+    """Item 14: validation accuracy came out NaN without a word."""
+    import logging
+    from pyspark.sql import functions as F
+    none_held = pictures.withColumn("held.out", F.lit(False))
+    with caplog.at_level(logging.WARNING, logger="sparknet_ml"):
+        model = lenet(validationCol="held.out", maxIter=1).fit(none_held)
+    assert "validationCol 'held.out' marks no valid row" in caplog.text
+    assert np.isnan(model.history["validation_accuracy"].iloc[-1])
+
+
+def test_a_binary_file_as_net_prototxt_says_what_it_is(tmp_path):
+    """Item 14: a binary NetParameter (a caffemodel) gave a bare UnicodeDecodeError."""
+    path = tmp_path / "lenet.caffemodel"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(TypeError, match="lenet.caffemodel is binary, not prototxt text"):
+        lenet(path)
+    with pytest.raises(TypeError, match="is binary, not prototxt text"):
+        SparkNetEstimator().setSolverPrototxt(str(path))

@@ -198,11 +198,12 @@ def test_a_round_drawing_too_many_examples_is_refused(sync_interval, batch):
 
 
 def test_a_deploy_net_caffe_cannot_build_is_a_value_error_with_caffes_message():
-    """Hardening issue, item 9: scoring aborted with only "Fatal Python error: Aborted"."""
+    """Hardening issue, items 9 and 14: scoring aborted with only "Fatal Python error:
+    Aborted"; the probe's message lost the layer."""
     from sparknet_ml.engine.probe import check_deploy_builds
     broken = ('layer { name: "data" type: "Input" top: "data" '
               'input_param { shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }\n'
               'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
               'convolution_param { num_output: 1 kernel_size: 5 } }')
-    with pytest.raises(ValueError, match="Caffe cannot build this net: .*Check failed"):
+    with pytest.raises(ValueError, match="Caffe cannot build this net: layer 'c': Check failed"):
         check_deploy_builds(broken)
