@@ -40,7 +40,8 @@ def cache_blocks(df, spec: InputSpec, num_workers: int, fit_id: str):
     from pyspark.errors import PythonException
     if df.rdd.getNumPartitions() != num_workers:
         df = df.repartition(num_workers)
-    converted = df.select(column(spec.features_col), column(spec.label_col)).mapInArrow(
+    selected = [spec.features_col] + ([spec.label_col] if spec.label_col else [])
+    converted = df.select(*map(column, selected)).mapInArrow(
         functools.partial(to_rows, spec=spec), ROWS_SCHEMA)
     handles = converted.rdd.mapPartitionsWithIndex(functools.partial(
         store_block, input_shape=spec.input_shape, fit_id=fit_id))

@@ -109,8 +109,8 @@ def plan_nets(stage) -> NetPlan:
     return NetPlan(
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
                         data_top, label_top or "", transform=train_transform),
-        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol(), shape,
-                         netlib.resizes_images(net)),
+        inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol() if label_top else "",
+                         shape, netlib.resizes_images(net)),
         deploy=netlib.deploy_net(net, net_shape, batch), test_transform=test_transform,
         top5=5 in netlib.accuracy_top_ks(net))
 
@@ -277,7 +277,8 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         plan = plan_nets(self)
         columns.check_outputs(self, plan.deploy.net, plan.deploy.classification)
         columns.check_features(dataset.schema, plan.inputs.features_col)
-        columns.check_label(dataset.schema, plan.inputs.label_col)
+        if plan.inputs.label_col:  # a net that takes no label needs no label column
+            columns.check_label(dataset.schema, plan.inputs.label_col)
         validation = self.getValidationCol()
         if validation:
             columns.check_boolean(dataset.schema, validation)

@@ -33,8 +33,8 @@ def pictures(spark):
                                  ).repartition(2).cache()
 
 
-def lenet(net=LENET, **params):
-    return SparkNetEstimator(netPrototxt=net, solverPrototxt=zoo.prototxt("lenet_solver"),
+def lenet(net=LENET, solver=zoo.prototxt("lenet_solver"), **params):
+    return SparkNetEstimator(netPrototxt=net, solverPrototxt=solver,
                              featuresCol="img.pixels", labelCol="y.label", inputShape=[1, 28, 28],
                              batchSize=4, syncInterval=2, maxIter=2, seed=5, showProgress=False,
                              **params)
@@ -99,3 +99,27 @@ def test_a_binary_file_as_net_prototxt_says_what_it_is(tmp_path):
         lenet(path)
     with pytest.raises(TypeError, match="is binary, not prototxt text"):
         SparkNetEstimator().setSolverPrototxt(str(path))
+
+
+AUTOENCODER = """
+name: "autoencoder"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 1 dim: 28 dim: 28 } } }
+layer { name: "scaled" type: "Power" bottom: "data" top: "scaled" power_param { scale: 0.00390625 } }
+layer { name: "flat" type: "Flatten" bottom: "scaled" top: "flat" }
+layer { name: "code" type: "InnerProduct" bottom: "flat" top: "code"
+  inner_product_param { num_output: 16 weight_filler { type: "xavier" } } }
+layer { name: "decode" type: "InnerProduct" bottom: "code" top: "decode"
+  inner_product_param { num_output: 784 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "decode" bottom: "flat" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("with_label", [False, True])
+def test_a_net_without_a_label_needs_no_label_column(spark, pictures, with_label):
+    """Item 12: an autoencoder still demanded a label column (a variant: one is there and is
+    left alone)."""
+    df = pictures if with_label else pictures.drop("y.label")
+    model = lenet(AUTOENCODER, 'base_lr: 0.01 lr_policy: "fixed"', outputBlobs=["code"]).fit(df)
+    assert np.isfinite(model.history["loss"]).all()
+    rows = model.transform(df).select("code").collect()
+    assert len(rows) == 96 and len(rows[0].code) == 16
