@@ -103,8 +103,10 @@ def test_a_binary_file_as_net_prototxt_says_what_it_is(tmp_path):
 
 AUTOENCODER = """
 name: "autoencoder"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 1 dim: 28 dim: 28 } } }
-layer { name: "scaled" type: "Power" bottom: "data" top: "scaled" power_param { scale: 0.00390625 } }
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 4 dim: 1 dim: 28 dim: 28 } } }
+layer { name: "scaled" type: "Power" bottom: "data" top: "scaled"
+  power_param { scale: 0.00390625 } }
 layer { name: "flat" type: "Flatten" bottom: "scaled" top: "flat" }
 layer { name: "code" type: "InnerProduct" bottom: "flat" top: "code"
   inner_product_param { num_output: 16 weight_filler { type: "xavier" } } }
