@@ -16,8 +16,9 @@ from . import columns
 
 
 def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights_bc,
-                  classification: bool, names: tuple[str, ...]):
-    """mapInArrow function: append the model's output columns to every Arrow batch."""
+                  classification: bool, names: tuple[str, ...], probabilities: bool = False):
+    """mapInArrow function: append the model's output columns to every Arrow batch
+    (``probabilities``: the output already holds class probabilities, not logits)."""
     import pyarrow as pa
     from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
     from ..distributed.rounds import on_task_gpu
@@ -32,7 +33,8 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
         raw_name, prob_name, pred_name, *blob_names = names
         new = {raw_name: vectors_to_arrow(logits)}
         if classification:
-            new[prob_name] = vectors_to_arrow(softmax(logits))
+            new[prob_name] = vectors_to_arrow(
+                logits / logits.sum(axis=1, keepdims=True) if probabilities else softmax(logits))
             new[pred_name] = pa.array(logits.argmax(axis=1).astype(np.float64))
         else:
             new[pred_name] = pa.array(logits[:, 0].astype(np.float64))
@@ -136,7 +138,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         weights_bc = sc.broadcast(self._weights)
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,
                                key=weights_key(self._weights), weights_bc=weights_bc,
-                               classification=classification, names=names)
+                               classification=classification, names=names,
+                               probabilities=meta.get("probabilities", False))
         return dataset.mapInArrow(fn, T.StructType(dataset.schema.fields + added))
 
     def saveCaffeModel(self, directory: str) -> None:

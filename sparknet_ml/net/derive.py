@@ -41,14 +41,23 @@ class DeployNet:
     net : caffe_pb2.NetParameter
         TEST-phase net fed by one ``Input`` layer ``data``, with no loss or label consumers.
     output_blob : str
-        The blob holding predictions: the logits when ``classification``.
+        The blob holding predictions: class scores when ``classification``.
     classification : bool
-        True when the training loss was ``SoftmaxWithLoss``.
+        True when the training loss takes a class index (:data:`CLASS_INDEX_LOSSES`).
+    probabilities : bool
+        The output already holds class probabilities (``MultinomialLogisticLoss`` reads a
+        Softmax's output), not logits.
     """
 
     net: caffe_pb2.NetParameter
     output_blob: str
     classification: bool
+    probabilities: bool = False
+
+
+CLASS_INDEX_LOSSES = ("SoftmaxWithLoss", "HingeLoss", "MultinomialLogisticLoss")
+"""Losses whose label is a class index: their nets classify (labels checked in [0, classes),
+prediction = argmax)."""
 
 
 def _meets_rule(rule: caffe_pb2.NetStateRule, phase: int, level: int, stages: Sequence[str]) -> bool:
@@ -459,7 +468,7 @@ def deploy_net(net, input_shape: Sequence[int], batch_size: int) -> DeployNet:
             available.update(layer.top)
     if losses:
         loss = losses[-1]
-        output, classification = loss.bottom[0], loss.type == "SoftmaxWithLoss"
+        output, classification = loss.bottom[0], loss.type in CLASS_INDEX_LOSSES
         if output not in available:
             raise NetSpecError(f"loss layer {loss.name!r}: its first bottom {output!r} depends on "
                                "the label, so it cannot be a prediction")
@@ -470,4 +479,5 @@ def deploy_net(net, input_shape: Sequence[int], batch_size: int) -> DeployNet:
     out = _with_input(test, [data_top], [shape])
     del out.layer[1:]
     out.layer.extend(kept)
-    return DeployNet(net=out, output_blob=output, classification=classification)
+    return DeployNet(net=out, output_blob=output, classification=classification,
+                     probabilities=bool(losses) and losses[-1].type == "MultinomialLogisticLoss")

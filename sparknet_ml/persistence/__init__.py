@@ -25,8 +25,8 @@ def class_name(cls) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
-# What model.json must hold (written by StageWriter; "crop", "resize", "mean_image" are newer
-# and optional).
+# What model.json must hold (written by StageWriter; "crop", "resize", "mean_image" and
+# "probabilities" are newer and optional).
 _META_KEYS = ("layers", "output_blob", "classification", "data_top", "scale", "mean",
               "input_shape")
 

@@ -125,3 +125,30 @@ def test_a_net_without_a_label_needs_no_label_column(spark, pictures, with_label
     assert np.isfinite(model.history["loss"]).all()
     rows = model.transform(df).select("code").collect()
     assert len(rows) == 96 and len(rows[0].code) == 16
+
+
+HINGE = LENET.replace('type: "SoftmaxWithLoss"', 'type: "HingeLoss"')
+MULTINOMIAL = LENET.replace(
+    'layer {\n  name: "loss"\n  type: "SoftmaxWithLoss"\n  bottom: "ip2"',
+    'layer {\n  name: "prob"\n  type: "Softmax"\n  bottom: "ip2"\n  top: "prob"\n}\n'
+    'layer {\n  name: "loss"\n  type: "MultinomialLogisticLoss"\n  bottom: "prob"')
+
+
+@pytest.mark.parametrize("net", [HINGE, MULTINOMIAL], ids=["hinge", "multinomial-logistic"])
+def test_class_index_losses_classify_and_check_labels(spark, pictures, net):
+    """Item 4: a HingeLoss (or MultinomialLogisticLoss) net got no label range check (Caffe
+    indexes by label unchecked) and its prediction was the first output, not the argmax."""
+    from pyspark.sql import functions as F
+    assert "HingeLoss" in net or "MultinomialLogisticLoss" in net
+    shifted = pictures.withColumn("y.label", F.col("`y.label`") + 20)
+    with pytest.raises(ValueError, match="ranges over \\[20, 29\\] but the net has 10 outputs"):
+        lenet(net).fit(shifted)
+    rows = lenet(net).fit(pictures).transform(pictures).select(
+        "rawPrediction", "probability", "prediction").collect()
+    raw = np.array([r.rawPrediction.toArray() for r in rows])
+    np.testing.assert_array_equal([r.prediction for r in rows], raw.argmax(axis=1))
+    probabilities = np.array([r.probability.toArray() for r in rows])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    if "Multinomial" in net:  # the output is already probabilities: kept, not softmaxed
+        np.testing.assert_allclose(probabilities, raw / raw.sum(axis=1, keepdims=True),
+                                   rtol=1e-6)

@@ -290,3 +290,18 @@ def test_layers_of_one_name_in_different_phases_are_stock_caffe():
     assert [layer.name for layer in parse_net(LENET_TRAIN_TEST).layer].count("mnist") == 2
     train_net(LENET_TRAIN_TEST, [1, 28, 28], 4)
     deploy_net(LENET_TRAIN_TEST, [1, 28, 28], 4)
+
+
+@pytest.mark.parametrize("loss, output, probabilities", [
+    ("SoftmaxWithLoss", "ip2", False), ("HingeLoss", "ip2", False),
+    ("MultinomialLogisticLoss", "prob", True)])
+def test_class_index_losses_make_classification_nets(loss, output, probabilities):
+    """Hardening issue, item 4: only SoftmaxWithLoss nets were classification nets."""
+    net = LENET_TRAIN_TEST.replace('type: "SoftmaxWithLoss"\n  bottom: "ip2"',
+                                   f'type: "{loss}"\n  bottom: "{output}"')
+    if output == "prob":  # the loss reads a Softmax's probabilities
+        net = net.replace('layer {\n  name: "loss"', 'layer { name: "prob" type: "Softmax" '
+                          'bottom: "ip2" top: "prob" }\nlayer {\n  name: "loss"', 1)
+    deploy = deploy_net(net, [1, 28, 28], 4)
+    assert (deploy.output_blob, deploy.classification, deploy.probabilities) == (
+        output, True, probabilities)
