@@ -34,6 +34,7 @@ class InputSpec:
     label_col: str  # empty for a net that takes no label (an autoencoder)
     input_shape: tuple[int, ...]
     resize: bool = False  # images of other sizes resized to input_shape (ImageData's resize)
+    ignore_label: float | None = None  # the loss's ignore_label: exempt from the range check
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,11 @@ def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.argsort(keys.view(np.dtype((np.void, keys.shape[1]))).ravel(), kind="stable")
 
 
-def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str):
-    """Merge a partition's converted rows into one block on local disk; yield its handle."""
+def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str,
+                ignore_label: float | None = None):
+    """Merge a partition's converted rows into one block on local disk; yield its handle
+    (its label range and fractional count over the labels the loss reads: ``ignore_label``
+    excluded)."""
     features, labels, invalid = [], [], 0
     for row in rows:
         features.append(np.frombuffer(row.features, np.uint8 if row.uint8 else np.float32))
@@ -141,11 +145,13 @@ def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str):
     x, y = x[order], y[order]
     directory = block_dir(fit_id)
     os.makedirs(directory, exist_ok=True)
+    read = y if ignore_label is None else y[y != ignore_label]
     handle = BlockHandle(index, os.path.join(directory, f"part-{index:05d}-features.npy"),
                          os.path.join(directory, f"part-{index:05d}-labels.npy"), len(y),
                          socket.gethostname(), invalid,
-                         float(y.min()) if len(y) else 0.0, float(y.max()) if len(y) else 0.0,
-                         int((y != np.round(y)).sum()))
+                         float(read.min()) if len(read) else 0.0,
+                         float(read.max()) if len(read) else 0.0,
+                         int((read != np.round(read)).sum()))
     _save(handle.features_path, x)
     _save(handle.labels_path, y)
     yield handle

@@ -44,7 +44,8 @@ def cache_blocks(df, spec: InputSpec, num_workers: int, fit_id: str):
     converted = df.select(*map(column, selected)).mapInArrow(
         functools.partial(to_rows, spec=spec), ROWS_SCHEMA)
     handles = converted.rdd.mapPartitionsWithIndex(functools.partial(
-        store_block, input_shape=spec.input_shape, fit_id=fit_id))
+        store_block, input_shape=spec.input_shape, fit_id=fit_id,
+        ignore_label=spec.ignore_label))
     handles.setName(f"sparknet_ml blocks {fit_id}").persist(StorageLevel.MEMORY_AND_DISK)
     try:
         summary = handles.collect()

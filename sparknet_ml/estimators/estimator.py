@@ -110,7 +110,7 @@ def plan_nets(stage) -> NetPlan:
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
                         data_top, label_top or "", transform=train_transform),
         inputs=InputSpec(stage.getFeaturesCol(), stage.getLabelCol() if label_top else "",
-                         shape, netlib.resizes_images(net)),
+                         shape, netlib.resizes_images(net), netlib.ignore_label(net)),
         deploy=netlib.deploy_net(net, net_shape, batch), test_transform=test_transform,
         top5=5 in netlib.accuracy_top_ks(net))
 

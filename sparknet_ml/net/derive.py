@@ -332,6 +332,17 @@ def resizes_images(net) -> bool:
                for layer in _data_layers(filter_phase(net, caffe_pb2.TRAIN)))
 
 
+def ignore_label(net) -> int | None:
+    """The ``loss_param.ignore_label`` of the TRAIN phase's loss layers (labels with that
+    value are skipped by the loss), or None."""
+    values = {layer.loss_param.ignore_label for layer in filter_phase(net, caffe_pb2.TRAIN).layer
+              if _is_loss(layer) and layer.loss_param.HasField("ignore_label")}
+    if len(values) > 1:
+        raise NetSpecError(f"the loss layers ignore different labels {sorted(values)}; "
+                           "sparknet_ml checks labels against one ignore_label")
+    return values.pop() if values else None
+
+
 def accuracy_top_ks(net) -> set[int]:
     """The ``top_k`` of the TEST phase's Accuracy layers (e.g. {1, 5} for GoogLeNet)."""
     return {layer.accuracy_param.top_k for layer in filter_phase(net, caffe_pb2.TEST).layer

@@ -152,3 +152,18 @@ def test_class_index_losses_classify_and_check_labels(spark, pictures, net):
     if "Multinomial" in net:  # the output is already probabilities: kept, not softmaxed
         np.testing.assert_allclose(probabilities, raw / raw.sum(axis=1, keepdims=True),
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("ignored", [255, -1])
+def test_labels_equal_to_ignore_label_are_not_out_of_range(spark, pictures, ignored):
+    """Item 12: ignore_label values were refused after 4 jobs (the issue's 255, and -1)."""
+    from pyspark.sql import functions as F
+    net = LENET.replace('  top: "loss"\n}',
+                        f'  top: "loss"\n  loss_param {{ ignore_label: {ignored} }}\n}}')
+    assert f"ignore_label: {ignored}" in net
+    some_ignored = pictures.withColumn(
+        "y.label", F.when(F.col("`held.out`"), F.lit(float(ignored))).otherwise(F.col("`y.label`")))
+    model = lenet(net).fit(some_ignored)
+    assert np.isfinite(model.history["loss"]).all()
+    with pytest.raises(ValueError, match="ranges over"):  # other out-of-range labels still fail
+        lenet(net).fit(some_ignored.withColumn("y.label", F.col("`y.label`") + 300))
