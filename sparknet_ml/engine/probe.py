@@ -16,7 +16,8 @@ from sparknet_ml.engine.solver import make_solver, prototxt_file
 spec = json.load(open(sys.argv[1]))
 if spec["solver"] is None:
     with prototxt_file(spec["net"]) as path:
-        caffe.Net(path, caffe.TRAIN if spec["train"] else caffe.TEST)
+        net = caffe.Net(path, caffe.TRAIN if spec["train"] else caffe.TEST)
+    print(json.dumps({name: list(blob.data.shape) for name, blob in net.blobs.items()}))
 else:
     make_solver(spec["net"], spec["solver"], spec["batch"])
 """
@@ -55,27 +56,37 @@ def _failing_layer(net_text: str, train: bool) -> str | None:
     return net.layer[low - 1].name
 
 
-def check_caffe_builds(net_text: str, solver_text: str | None, batch_size: int) -> None:
-    """Raise ValueError carrying Caffe's own message, and the layer at fault, when it cannot
-    build this solver (or, with ``solver_text`` None, this TEST-phase net: a deploy net).
-
-    The solver or net is built (CPU, no data) in a child Python; a glog fatal line such as
-    ``Check failed: ...`` becomes the error text.
-    """
-    train = solver_text is not None
-    done = _build(net_text, solver_text, batch_size, train)
-    if done.returncode == 0:
-        return
+def _failure(done, net_text: str, train: bool) -> ValueError:
+    """The error for a failed build: glog's fatal line (``Check failed: ...``) and the layer
+    whose set-up fails."""
     fatal = [line.split("] ", 1)[-1] for line in done.stderr.splitlines()
              if line.startswith("F") and "] " in line]
     last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     layer = _failing_layer(net_text, train)
     where = f"layer {layer!r}: " if layer else ""
-    raise ValueError(f"Caffe cannot build this net: {where}{fatal[0] if fatal else last}")
+    return ValueError(f"Caffe cannot build this net: {where}{fatal[0] if fatal else last}")
+
+
+def check_caffe_builds(net_text: str, solver_text: str, batch_size: int) -> None:
+    """Raise ValueError carrying Caffe's own message, and the layer at fault, when it cannot
+    build this solver (built on the CPU, with no data, in a child Python)."""
+    done = _build(net_text, solver_text, batch_size, True)
+    if done.returncode:
+        raise _failure(done, net_text, True)
 
 
 @functools.lru_cache(maxsize=8)
-def check_deploy_builds(net_text: str) -> None:
-    """:func:`check_caffe_builds` for a deploy net, once per net text in this process (a
-    model scored again is not probed again)."""
-    check_caffe_builds(net_text, None, 0)
+def deploy_blob_shapes(net_text: str) -> dict[str, tuple[int, ...]]:
+    """Build a deploy (TEST-phase) net in a child Python and return its blobs' shapes; once
+    per net text in this process (a model scored again is not probed again).
+
+    Raises
+    ------
+    ValueError
+        With Caffe's message and the layer at fault, when Caffe cannot build it.
+    """
+    done = _build(net_text, None, 0, False)
+    if done.returncode:
+        raise _failure(done, net_text, False)
+    shapes = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: tuple(shape) for name, shape in shapes.items()}

@@ -100,16 +100,22 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
     def _score_spec(self, conf=None) -> ScoreSpec:
         """The scoring spec, after the checks a fit makes: allowed layers, the input batch
         cap, output blobs and columns, and the deploy net built once by Caffe in a child
-        process (a CHECK failure there is a ValueError with Caffe's message, not an abort)."""
+        process (a CHECK failure there is a ValueError with Caffe's message, not an abort),
+        whose output blobs must have the batch as first axis."""
         from .. import net as netlib
-        from ..engine.probe import check_deploy_builds
+        from ..engine.probe import deploy_blob_shapes
         from ..engine.solver import net_with_batch
         meta = self._meta
         netlib.check_layers(netlib.parse_net(meta["deploy_text"]))  # a loaded file is untrusted
         columns.check_input_memory(self.getBatchSize(), meta["input_shape"])
         deploy = net_with_batch(meta["deploy_text"], self.getBatchSize())
         columns.check_outputs(self, deploy, meta["classification"])
-        check_deploy_builds(netlib.net_to_text(deploy))
+        shapes = deploy_blob_shapes(netlib.net_to_text(deploy))
+        for blob in (meta["output_blob"], *self.getOutputBlobs()):
+            if shapes[blob][:1] != (self.getBatchSize(),):
+                raise ValueError(f"blob {blob!r} has shape {list(shapes[blob])}: its first axis "
+                                 f"is not the batch ({self.getBatchSize()} rows), so it cannot "
+                                 "be split into one value per row")
         return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
                          columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32(),

@@ -167,3 +167,15 @@ def test_labels_equal_to_ignore_label_are_not_out_of_range(spark, pictures, igno
     assert np.isfinite(model.history["loss"]).all()
     with pytest.raises(ValueError, match="ranges over"):  # other out-of-range labels still fail
         lenet(net).fit(some_ignored.withColumn("y.label", F.col("`y.label`") + 300))
+
+
+def test_an_output_blob_whose_first_axis_is_not_the_batch_is_refused(spark, pictures):
+    """Item 7: outputBlobs of a Reshape { dim: -1 } filled rows with other rows' values."""
+    net = LENET + ('layer { name: "flat_all" type: "Reshape" bottom: "ip1" top: "flat_all" '
+                   'reshape_param { shape { dim: -1 } } }\n')
+    model = lenet(net).fit(pictures)
+    with pytest.raises(ValueError, match="blob 'flat_all' has shape \\[2000\\]: its first axis "
+                                         "is not the batch \\(4 rows\\)"):
+        model.copy().setOutputBlobs(["flat_all"]).transform(pictures)
+    rows = model.copy().setOutputBlobs(["ip1"]).transform(pictures).select("ip1").collect()
+    assert len(rows[0].ip1) == 500  # a blob with the batch first is one array per row

@@ -200,10 +200,19 @@ def test_a_round_drawing_too_many_examples_is_refused(sync_interval, batch):
 def test_a_deploy_net_caffe_cannot_build_is_a_value_error_with_caffes_message():
     """Hardening issue, items 9 and 14: scoring aborted with only "Fatal Python error:
     Aborted"; the probe's message lost the layer."""
-    from sparknet_ml.engine.probe import check_deploy_builds
+    from sparknet_ml.engine.probe import deploy_blob_shapes
     broken = ('layer { name: "data" type: "Input" top: "data" '
               'input_param { shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }\n'
               'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
               'convolution_param { num_output: 1 kernel_size: 5 } }')
     with pytest.raises(ValueError, match="Caffe cannot build this net: layer 'c': Check failed"):
-        check_deploy_builds(broken)
+        deploy_blob_shapes(broken)
+
+
+def test_deploy_blob_shapes_come_from_caffe():
+    from sparknet_ml.engine.probe import deploy_blob_shapes
+    from sparknet_ml.engine.solver import net_with_batch
+    from sparknet_ml.net import deploy_net, net_to_text
+    deploy = deploy_net(zoo.prototxt("lenet_train"), [1, 28, 28], 4)
+    shapes = deploy_blob_shapes(net_to_text(net_with_batch(net_to_text(deploy.net), 7)))
+    assert shapes["data"] == (7, 1, 28, 28) and shapes["ip2"] == (7, 10)
