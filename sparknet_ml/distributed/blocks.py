@@ -66,19 +66,19 @@ _ROW_BYTES = 4 * 2 ** 20
 
 
 def to_rows(batches, spec: InputSpec):
-    """mapInArrow function: each Arrow batch → rows of raw features (uint8 when they are
-    pixels, else float32; at most ``_ROW_BYTES`` a row) and labels (zeros for a net that
-    takes none: ``spec.label_col`` empty), the first row carrying the count of invalid rows
-    (null or non-finite) the batch dropped."""
+    """mapInArrow function: each Arrow batch (its features column first, then its label
+    column unless ``spec.label_col`` is empty: a net that takes no label gets zeros) → rows of
+    raw features (uint8 when they are pixels, else float32; at most ``_ROW_BYTES`` a row) and
+    labels, the first row carrying the count of invalid rows (null or non-finite) the batch
+    dropped."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from ..data.arrow import features_to_array, labels_to_array
     schema = pa.schema([("features", pa.binary()), ("labels", pa.binary()),
                         ("invalid", pa.int64()), ("uint8", pa.bool_())])
     for batch in batches:
-        features = batch.column(spec.features_col)
-        labels = (batch.column(spec.label_col) if spec.label_col
-                  else pa.array(np.zeros(len(batch), np.float32)))
+        features = batch.column(0)
+        labels = batch.column(1) if spec.label_col else pa.array(np.zeros(len(batch), np.float32))
         present = pc.and_(pc.is_valid(features), pc.is_valid(labels))
         nulls = len(batch) - pc.sum(present.cast(pa.int64())).as_py() if len(batch) else 0
         if nulls:

@@ -40,8 +40,11 @@ def cache_blocks(df, spec: InputSpec, num_workers: int, fit_id: str):
     from pyspark.errors import PythonException
     if df.rdd.getNumPartitions() != num_workers:
         df = df.repartition(num_workers)
+    # to_rows reads the columns by position: pyspark's mapInArrow cannot take a DataFrame
+    # whose column names hold dots, so they go in as c0, c1
     selected = [spec.features_col] + ([spec.label_col] if spec.label_col else [])
-    converted = df.select(*map(column, selected)).mapInArrow(
+    converted = df.select(*[column(name).alias(f"c{i}") for i, name in enumerate(selected)]
+                          ).mapInArrow(
         functools.partial(to_rows, spec=spec), ROWS_SCHEMA)
     handles = converted.rdd.mapPartitionsWithIndex(functools.partial(
         store_block, input_shape=spec.input_shape, fit_id=fit_id,

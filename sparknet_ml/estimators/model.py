@@ -128,25 +128,33 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         columns.check_features(dataset.schema, self.getFeaturesCol())
         spec = self._score_spec(dataset.sparkSession.sparkContext.getConf())
         classification = meta["classification"]
-        names = (self.getRawPredictionCol(), self.getProbabilityCol(), self.getPredictionCol(),
-                 *self.getOutputBlobs())
-        added = [T.StructField(self.getRawPredictionCol(), VectorUDT())]
+        outputs = [(self.getRawPredictionCol(), VectorUDT())]
         if classification:
-            added.append(T.StructField(self.getProbabilityCol(), VectorUDT()))
-        added.append(T.StructField(self.getPredictionCol(), T.DoubleType()))
-        added += [T.StructField(b, T.ArrayType(T.FloatType())) for b in self.getOutputBlobs()]
-        clash = [f.name for f in added if f.name in dataset.columns]
+            outputs.append((self.getProbabilityCol(), VectorUDT()))
+        outputs.append((self.getPredictionCol(), T.DoubleType()))
+        outputs += [(b, T.ArrayType(T.FloatType())) for b in self.getOutputBlobs()]
+        clash = [name for name, _ in outputs if name in dataset.columns]
         if clash:
             raise ValueError(f"output column(s) {', '.join(clash)} already exist in the input")
-        inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
-                           meta.get("resize", False))
+        # Columns go through mapInArrow by position (c0.., o0..) and get their names back
+        # after: pyspark's mapInArrow cannot take a DataFrame whose column names hold dots.
+        fields = [T.StructField(f"c{i}", f.dataType, f.nullable)
+                  for i, f in enumerate(dataset.schema.fields)]
+        added = [T.StructField(f"o{j}", dtype) for j, (_, dtype) in enumerate(outputs)]
+        names = tuple(f.name for f in added)
+        if not classification:  # score_batches takes (raw, probability, prediction, *blobs)
+            names = (names[0], "", *names[1:])
+        inputs = InputSpec(f"c{dataset.columns.index(self.getFeaturesCol())}", "",
+                           tuple(meta["input_shape"]), meta.get("resize", False))
         sc = dataset.sparkSession.sparkContext
         weights_bc = sc.broadcast(self._weights)
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,
                                key=weights_key(self._weights), weights_bc=weights_bc,
                                classification=classification, names=names,
                                probabilities=meta.get("probabilities", False))
-        return dataset.mapInArrow(fn, T.StructType(dataset.schema.fields + added))
+        positional = dataset.toDF(*(f.name for f in fields))
+        return positional.mapInArrow(fn, T.StructType(fields + added)).toDF(
+            *dataset.columns, *(name for name, _ in outputs))
 
     def saveCaffeModel(self, directory: str) -> None:
         """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:

@@ -34,10 +34,10 @@ def pictures(spark):
 
 
 def lenet(net=LENET, solver=zoo.prototxt("lenet_solver"), **params):
-    return SparkNetEstimator(netPrototxt=net, solverPrototxt=solver,
-                             featuresCol="img.pixels", labelCol="y.label", inputShape=[1, 28, 28],
-                             batchSize=4, syncInterval=2, maxIter=2, seed=5, showProgress=False,
-                             **params)
+    return SparkNetEstimator(**{
+        "netPrototxt": net, "solverPrototxt": solver, "featuresCol": "img.pixels",
+        "labelCol": "y.label", "inputShape": [1, 28, 28], "batchSize": 4, "syncInterval": 2,
+        "maxIter": 2, "seed": 5, "showProgress": False, **params})
 
 
 @pytest.mark.parametrize("head", [AUX_HEAD, AUX_CONV], ids=["aux-classifier", "aux-conv-branch"])
