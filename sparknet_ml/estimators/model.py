@@ -16,16 +16,18 @@ from . import columns
 
 
 def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights_bc,
-                  classification: bool, names: tuple[str, ...], probabilities: bool = False):
-    """mapInArrow function: append the model's output columns to every Arrow batch
-    (``probabilities``: the output already holds class probabilities, not logits)."""
+                  classification: bool, names: tuple[str, ...], features_at: int,
+                  probabilities: bool = False):
+    """mapInArrow function: append the model's output columns to every Arrow batch, whose
+    column ``features_at`` holds the features (``probabilities``: the output already holds
+    class probabilities, not logits)."""
     import pyarrow as pa
     from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
     from ..distributed.rounds import on_task_gpu
     from ..engine.solver import packable
     spec = on_task_gpu(spec)
     for batch in batches:
-        x = features_to_array(batch.column(inputs.features_col), inputs.input_shape,
+        x = features_to_array(batch.column(features_at), inputs.input_shape,
                               name=inputs.features_col, pixels=True, resize=inputs.resize)
         net = cached_net(spec, key, lambda: weights_bc.value, packable(spec.transform, x))
         outputs = forward(net, spec, x)
@@ -144,13 +146,14 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         names = tuple(f.name for f in added)
         if not classification:  # score_batches takes (raw, probability, prediction, *blobs)
             names = (names[0], "", *names[1:])
-        inputs = InputSpec(f"c{dataset.columns.index(self.getFeaturesCol())}", "",
-                           tuple(meta["input_shape"]), meta.get("resize", False))
+        inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
+                           meta.get("resize", False))
         sc = dataset.sparkSession.sparkContext
         weights_bc = sc.broadcast(self._weights)
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,
                                key=weights_key(self._weights), weights_bc=weights_bc,
                                classification=classification, names=names,
+                               features_at=dataset.columns.index(self.getFeaturesCol()),
                                probabilities=meta.get("probabilities", False))
         positional = dataset.toDF(*(f.name for f in fields))
         return positional.mapInArrow(fn, T.StructType(fields + added)).toDF(
