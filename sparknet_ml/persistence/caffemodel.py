@@ -55,15 +55,21 @@ def read_caffemodel(path: str) -> Weights:
     ValueError
         Naming ``path``: a file over :data:`MAX_CAFFEMODEL_BYTES`, or as :func:`parse_caffemodel`.
     """
+    return _read_capped(path, MAX_CAFFEMODEL_BYTES, "MAX_CAFFEMODEL_BYTES", parse_caffemodel,
+                        path)
+
+
+def _read_capped(path: str, cap: int, cap_name: str, parse, label: str):
+    """``parse`` applied to the bytes of ``path``, refused over ``cap`` bytes; errors start
+    with ``label``."""
     size = os.path.getsize(path)
-    if size > MAX_CAFFEMODEL_BYTES:
-        raise ValueError(f"{path}: {size} bytes, over the {MAX_CAFFEMODEL_BYTES} bytes cap "
-                         "(MAX_CAFFEMODEL_BYTES)")
+    if size > cap:
+        raise ValueError(f"{label}: {size} bytes, over the {cap} bytes cap ({cap_name})")
     with open(path, "rb") as f:
         try:
-            return parse_caffemodel(f.read())
+            return parse(f.read())
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise ValueError(f"{label}: {err}") from None
 
 
 def caffemodel_bytes(net, weights: Weights) -> bytes:
@@ -120,15 +126,8 @@ def read_mean_file(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ValueError(f"mean file {path}: no such file (a relative path is read from the "
                          f"driver's working directory, {os.getcwd()})")
-    size = os.path.getsize(path)
-    if size > MAX_MEAN_FILE_BYTES:
-        raise ValueError(f"mean file {path}: {size} bytes, over the {MAX_MEAN_FILE_BYTES} "
-                         "bytes cap (MAX_MEAN_FILE_BYTES)")
-    with open(path, "rb") as f:
-        try:
-            return parse_mean_blob(f.read())
-        except ValueError as err:
-            raise ValueError(f"mean file {path}: {err}") from None
+    return _read_capped(path, MAX_MEAN_FILE_BYTES, "MAX_MEAN_FILE_BYTES", parse_mean_blob,
+                        f"mean file {path}")
 
 
 def mean_blob_bytes(mean: np.ndarray) -> bytes:
