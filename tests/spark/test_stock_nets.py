@@ -99,9 +99,9 @@ def test_flickr_style_fine_tunes_caffenet_into_its_renamed_last_layer(spark, pic
                             initialWeights=str(tmp_path / "weights.caffemodel")).fit(df)
     assert tuned._meta["input_shape"] == [3, 256, 256] and tuned._meta["resize"]
     assert tuned.weights["fc8_flickr"][0].shape == (20, 4096)  # new, from its filler
-    for layer in ("conv1", "fc7"):  # from CaffeNet, moved by 2 steps of base_lr 0.001 only
-        start, now = caffenet.weights[layer][0], tuned.weights[layer][0]
-        assert np.abs(now - start).max() < 0.05 * np.abs(start).max()
+    for layer in ("conv1", "fc7"):  # CaffeNet's weights after 2 steps, not the fillers' draws
+        start, now = caffenet.weights[layer][0].ravel(), tuned.weights[layer][0].ravel()
+        assert np.corrcoef(start, now)[0, 1] > 0.99
     check_scores(tuned, df, 20)
 
 
