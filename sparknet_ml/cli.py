@@ -247,6 +247,7 @@ _MASTER = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]|
 
 
 def _check_master(master: str | None) -> None:
+    """Before a JVM starts: ``--master`` is a Spark master URL."""
     if master is not None and not _MASTER.fullmatch(master):
         raise ValueError(f"--master {master}: not a Spark master URL (local[N], local[N,F], "
                          "local-cluster[N,C,M], spark://HOST:PORT, yarn, k8s://URL)")
