@@ -87,7 +87,7 @@ def _add_transform(out: caffe_pb2.NetParameter, data_top: str, shape, draws: str
                    transform: Transform, packed: bool) -> None:
     """Append the Input block (and mean) and the SparkNetTransform layer that makes
     ``data_top`` (``shape``: batch, C, crop h, crop w) from them and the ``draws`` blob."""
-    block = [*shape[:-1], -(-shape[-1] // 4)] if packed else list(shape)
+    block = packed_shape(shape) if packed else shape
     out.layer.add(name=BLOCK_TOP, type="Input", top=[BLOCK_TOP]).input_param.shape.add(
     ).dim.extend(block)
     bottoms = [BLOCK_TOP, draws]

@@ -46,6 +46,12 @@ class Transform:
     crop: tuple[int, int] | None = None
     mirror: bool = False
 
+    def __post_init__(self):
+        # The mean image's digest, once: specs holding a transform are hashed per batch.
+        digest = (None if self.mean_image is None else hashlib.sha256(
+            np.ascontiguousarray(self.mean_image, np.float32)).hexdigest())
+        object.__setattr__(self, "_mean_digest", digest)
+
     @property
     def random(self) -> bool:
         """Whether training draws per-example parameters (crop offsets or flips)."""
@@ -59,10 +65,8 @@ class Transform:
 
     def describe(self) -> dict:
         """A JSON-simple summary, the mean image by its sha256 (checkpoint signatures)."""
-        image = (None if self.mean_image is None else
-                 hashlib.sha256(np.ascontiguousarray(self.mean_image, np.float32)).hexdigest())
         return {"scale": self.scale, "mean_values": list(self.mean_values),
-                "mean_image": image, "crop": None if self.crop is None else list(self.crop),
+                "mean_image": self._mean_digest, "crop": None if self.crop is None else list(self.crop),
                 "mirror": self.mirror}
 
     def output_shape(self, input_shape) -> tuple[int, ...]:

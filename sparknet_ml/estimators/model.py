@@ -112,13 +112,14 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         columns.check_input_memory(self.getBatchSize(), meta["input_shape"])
         deploy = net_with_batch(meta["deploy_text"], self.getBatchSize())
         columns.check_outputs(self, deploy, meta["classification"])
-        shapes = deploy_blob_shapes(netlib.net_to_text(deploy))
+        deploy_text = netlib.net_to_text(deploy)
+        shapes = deploy_blob_shapes(deploy_text)
         for blob in (meta["output_blob"], *self.getOutputBlobs()):
             if shapes[blob][:1] != (self.getBatchSize(),):
                 raise ValueError(f"blob {blob!r} has shape {list(shapes[blob])}: its first axis "
                                  f"is not the batch ({self.getBatchSize()} rows), so it cannot "
                                  "be split into one value per row")
-        return ScoreSpec(netlib.net_to_text(deploy), self.getBatchSize(), meta["data_top"],
+        return ScoreSpec(deploy_text, self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
                          columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32(),
                          self.inputTransform)
