@@ -10,10 +10,10 @@ import os
 import platform
 import re
 import sys
-import tempfile
 from importlib import metadata
 
-from .apps import spark_session
+from . import storage
+from .apps import add_conf_argument, spark_session
 from .build import command as build_command
 
 FASHION_MNIST = ("fashion-mnist", "fashion-mnist-test")
@@ -40,15 +40,15 @@ def info(args) -> int:
 
 
 def _check_data(data: str) -> None:
-    """Before any JVM starts: ``--data`` names a dataset or an existing path."""
-    if data not in FASHION_MNIST and not os.path.exists(data):
+    """``--data`` names a dataset or an existing location."""
+    if data not in FASHION_MNIST and not storage.exists(data):
         raise FileNotFoundError(f"--data {data}: no such file or folder (a parquet path, an "
                                 f"image folder, or {' / '.join(FASHION_MNIST)})")
 
 
 def _is_parquet(path: str) -> bool:
-    return os.path.isfile(path) or any(
-        name.endswith(".parquet") or name == "_SUCCESS" for name in os.listdir(path))
+    return not storage.is_dir(path) or any(
+        name.endswith(".parquet") or name == "_SUCCESS" for name in storage.list_names(path))
 
 
 def _read(spark, data: str):
@@ -77,23 +77,23 @@ def train(args) -> int:
         return _train_imagenet(args)
     if args.solver is None:
         raise ValueError(f"--net {args.net}: a net file needs --solver")
-    for flag, path in (("--net", args.net), ("--solver", args.solver)):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{flag} {path}: no such file")
-    _check_data(args.data)
-    _check_out(args.out)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
     shape = [int(d) for d in args.input_shape.split(",")] if args.input_shape else None
-    estimator = SparkNetEstimator(netPrototxt=args.net, solverPrototxt=args.solver,
-                                  labelCol=args.label_col, batchSize=args.batch,
-                                  syncInterval=args.sync_interval, maxIter=args.rounds,
-                                  roundsPerJob=args.rounds_per_job,
-                                  numWorkers=args.workers, seed=args.seed,
-                                  meanFile=args.mean_file, baseLr=args.base_lr,
-                                  showProgress=not args.no_progress)
-    spark = spark_session(args.master, "sparknet-ml train")
+    spark = spark_session(args.master, "sparknet-ml train", args.conf)
     try:
+        for flag, path in (("--net", args.net), ("--solver", args.solver)):
+            if not storage.is_file(path):
+                raise FileNotFoundError(f"{flag} {path}: no such file")
+        _check_data(args.data)
+        _check_out(args.out)
+        estimator = SparkNetEstimator(netPrototxt=args.net, solverPrototxt=args.solver,
+                                      labelCol=args.label_col, batchSize=args.batch,
+                                      syncInterval=args.sync_interval, maxIter=args.rounds,
+                                      roundsPerJob=args.rounds_per_job,
+                                      numWorkers=args.workers, seed=args.seed,
+                                      meanFile=args.mean_file, baseLr=args.base_lr,
+                                      showProgress=not args.no_progress)
         data, features_col, data_shape = _read(spark, args.data)
         estimator.setFeaturesCol(args.features_col or features_col)
         estimator.setInputShape(shape or data_shape)
@@ -112,10 +112,6 @@ def train(args) -> int:
 def _train_imagenet(args) -> int:
     """``train --net caffenet|googlenet``: the ImageNet app on the image folder ``--data``."""
     from .apps import imagenet, log_rounds
-    if not os.path.isdir(args.data):
-        raise FileNotFoundError(f"--data {args.data}: --net {args.net} trains on an image "
-                                "folder (one sub-folder of images per class)")
-    _check_out(args.out)
     log_rounds()
     report = imagenet.run(argparse.Namespace(**{**vars(args), "workers": args.workers or 2}))
     print(f"{args.net}: {len(report['classes'])} classes, fit {report['fit_seconds']:.0f} s, "
@@ -126,12 +122,13 @@ def _train_imagenet(args) -> int:
 def score(args) -> int:
     """Score parquet data or Fashion-MNIST with a saved model into a parquet folder."""
     from . import SparkNetModel
-    if not os.path.isdir(os.path.join(args.model, "metadata")):
-        raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata folder)")
-    _check_data(args.data)
-    _check_out(args.out)
-    spark = spark_session(args.master, "sparknet-ml score")
+    spark = spark_session(args.master, "sparknet-ml score", args.conf)
     try:
+        if not storage.is_dir(storage.join(args.model, "metadata")):
+            raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata "
+                                    "folder)")
+        _check_data(args.data)
+        _check_out(args.out)
         model = SparkNetModel.load(args.model)
         data, features_col, _ = _read(spark, args.data)
         if model.getFeaturesCol() not in data.columns:
@@ -208,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--label-col", default="label")
     fit.add_argument("--input-shape", help="C,H,W of one example (default: from the net)")
     fit.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
+    add_conf_argument(fit)
     fit.add_argument("--workers", type=int, help="numWorkers (default: the data's partitions)")
     fit.add_argument("--sync-interval", type=int, default=50, help="tau (default 50)")
     fit.add_argument("--rounds", type=int, default=40, help="maxIter (default 40)")
@@ -227,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="parquet path, image folder, or fashion-mnist-test")
     use.add_argument("--out", required=True, help="parquet folder to write")
     use.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
+    add_conf_argument(use)
     use.set_defaults(run=score)
     run = commands.add_parser("bench", help="run the benchmarks of a source checkout",
                               description="Run benchmarks/*.py (each prints a table and "
@@ -256,11 +255,9 @@ def _check_master(master: str | None) -> None:
 def _check_out(out: str) -> None:
     """Before any training: ``--out`` can be created and written."""
     try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        storage.check_writable(out)
+    except storage.StorageError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err})") from None
 
 
 def _one_line(err: BaseException) -> str:

@@ -1,14 +1,16 @@
 """Runnable SparkNet apps (``python -m`` or ``spark-submit`` a file) and what they share."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 
-def spark_session(master: str | None, name: str):
+def spark_session(master: str | None, name: str, conf=()):
     """The SparkSession of an app or CLI command: spark-submit's when run under it, else one
     on ``master`` (default ``local[2]``) on loopback, with this interpreter for Python workers
-    and one BLAS thread per worker."""
+    and one BLAS thread per worker; ``conf`` holds ``KEY=VALUE`` settings (``--conf``), for
+    example ``spark.hadoop.fs.s3a.endpoint=...`` to reach a file system."""
     from pyspark.sql import SparkSession
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -16,14 +18,33 @@ def spark_session(master: str | None, name: str):
     builder = SparkSession.builder.appName(name)
     if master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         builder = builder.master(master or "local[2]")
+    for item in conf:
+        key, _, value = item.partition("=")
+        builder = builder.config(key, value)
     spark = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
+def _conf_item(item: str) -> str:
+    """An argparse type: ``KEY=VALUE`` with a non-empty key."""
+    if not item.partition("=")[0] or "=" not in item:
+        raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+    return item
+
+
+def add_conf_argument(parser) -> None:
+    """``--conf KEY=VALUE``, repeatable, as spark-submit takes it."""
+    parser.add_argument("--conf", action="append", default=[], type=_conf_item,
+                        metavar="KEY=VALUE",
+                        help="a Spark setting, repeatable (e.g. spark.hadoop.fs.s3a.endpoint=URL "
+                             "to reach a file system)")
+
+
 def add_training_arguments(parser, *, tau: int, rounds: int, out: str) -> None:
-    """The options every app takes: master, workers, tau, rounds, batch, seed, out."""
+    """The options every app takes: master, conf, workers, tau, rounds, batch, seed, out."""
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
+    add_conf_argument(parser)
     parser.add_argument("--workers", type=int, default=2, help="numWorkers (default 2)")
     parser.add_argument("--sync-interval", type=int, default=tau, help=f"tau (default {tau})")
     parser.add_argument("--rounds", type=int, default=rounds,

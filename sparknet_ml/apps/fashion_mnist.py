@@ -11,9 +11,9 @@ the model (Spark ML format, plus deploy.prototxt + weights.caffemodel for plain 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from sparknet_ml import storage
 from sparknet_ml.apps import (add_training_arguments, fit_evaluate_save, log_rounds,
                              spark_session)
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     log_rounds()
     from sparknet_ml import SparkNetEstimator, zoo
 
-    spark = spark_session(args.master, "sparknet_ml fashion-mnist")
+    spark = spark_session(args.master, "sparknet_ml fashion-mnist", args.conf)
     master = spark.sparkContext.master
     train = fashion_mnist_df(spark, "train", args.train_rows)
     test = fashion_mnist_df(spark, "test", args.test_rows)
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         inputShape=[1, 28, 28], batchSize=args.batch, syncInterval=args.sync_interval,
         maxIter=args.rounds, numWorkers=args.workers, seed=args.seed)
     model, fit_seconds, accuracy = fit_evaluate_save(estimator, train, test, args.out)
-    model.saveCaffeModel(os.path.join(args.out, "caffe"))
+    model.saveCaffeModel(storage.join(args.out, "caffe"))
     samples = int(model.history["samples"].sum())
     print(f"LeNet on Fashion-MNIST with SparkNet ({master}, {args.workers} workers, "
           f"tau={args.sync_interval}, {args.rounds} rounds, batch {args.batch}): "

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
+from sparknet_ml import storage
 from sparknet_ml.apps import (add_training_arguments, fit_evaluate_save, log_rounds,
                              spark_session)
 
@@ -34,7 +34,7 @@ def read_image_folder(spark, root: str):
     """
     from pyspark.sql import functions as F
     images = (spark.read.format("image").option("dropInvalid", True)
-              .load(os.path.join(root, "*"))
+              .load(storage.join(root, "*"))
               .withColumn("class", F.element_at(F.split("image.origin", "/"), -2)))
     shapes = images.groupBy("class", "image.nChannels", "image.height", "image.width").count()
     found = shapes.collect()
@@ -75,24 +75,24 @@ def main(argv=None) -> int:
     parser.add_argument("--solver", help=f"solver prototxt (default: {DEFAULT_SOLVER})")
     parser.add_argument("--plot", help="write a PNG of the training history here")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.data):
-        parser.error(f"--data {args.data}: no such folder")
     log_rounds()
     from sparknet_ml import SparkNetEstimator, zoo
     from sparknet_ml import net as netlib
+    from sparknet_ml.net.prototxt import read_prototxt_file
 
-    spark = spark_session(args.master, "sparknet_ml image folder")
+    spark = spark_session(args.master, "sparknet_ml image folder", args.conf)
+    if not storage.is_dir(args.data):
+        parser.error(f"--data {args.data}: no such folder")
     data, classes, shape = read_image_folder(spark, args.data)
     train, test = data.randomSplit([1 - args.test_fraction, args.test_fraction], seed=args.seed)
-    net = open(args.net).read() if args.net else zoo.prototxt(DEFAULT_NET)
+    net = read_prototxt_file(args.net) if args.net else zoo.prototxt(DEFAULT_NET)
     estimator = SparkNetEstimator(
         netPrototxt=net_for_classes(net, shape, len(classes)),
         solverPrototxt=args.solver or zoo.prototxt(DEFAULT_SOLVER), inputShape=shape,
         featuresCol="image", batchSize=args.batch, syncInterval=args.sync_interval,
         maxIter=args.rounds, numWorkers=args.workers, seed=args.seed)
     model, fit_seconds, accuracy = fit_evaluate_save(estimator, train, test, args.out)
-    with open(os.path.join(args.out, "classes.json"), "w") as f:
-        json.dump(classes, f)
+    storage.write_bytes(storage.join(args.out, "classes.json"), json.dumps(classes).encode())
     if args.plot:
         model.plotHistory(args.plot)
     print(f"{netlib.parse_net(estimator.getNetPrototxt()).name} on {args.data} "

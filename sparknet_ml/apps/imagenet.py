@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 
 import numpy as np
 
+from sparknet_ml import storage
 from sparknet_ml.apps import add_training_arguments, log_rounds, spark_session
 from sparknet_ml.data.images import resize_bilinear
 
@@ -58,7 +58,7 @@ def read_images(spark, root: str, size: int = SIZE):
     """
     from pyspark.sql import functions as F
     images = (spark.read.format("image").option("dropInvalid", True)
-              .load(os.path.join(root, "*"))
+              .load(storage.join(root, "*"))
               .withColumn("class", F.element_at(F.split("image.origin", "/"), -2)))
     classes = sorted(row["class"] for row in images.select("class").distinct().collect())
     if len(classes) < 2:
@@ -123,12 +123,12 @@ def top_k_accuracy(model, df, k: int) -> float:
 def build_estimator(net: str, solver: str | None, mean_file: str | None, args):
     """The SparkNetEstimator for ``--net`` (a zoo name or a prototxt file)."""
     from sparknet_ml import SparkNetEstimator, zoo
+    from sparknet_ml.net.prototxt import read_prototxt_file
     if net in NETS:
         net_text = zoo.prototxt(f"{NETS[net]}_train_val")
         solver = solver or zoo.prototxt(f"{NETS[net]}_solver")
     else:
-        with open(net) as f:
-            net_text = f.read()
+        net_text = read_prototxt_file(net)
         if solver is None:
             raise ValueError(f"--net {net}: a net file needs --solver")
     return SparkNetEstimator(
@@ -150,19 +150,21 @@ def run(args) -> dict:
     """Train, evaluate and save as the module docstring says; returns the report."""
     import time
     from sparknet_ml.persistence.caffemodel import mean_blob_bytes
-    spark = spark_session(args.master, "sparknet_ml ImageNet")
+    spark = spark_session(args.master, "sparknet_ml ImageNet", args.conf)
     try:
+        if not storage.is_dir(args.data):
+            raise FileNotFoundError(f"--data {args.data}: --net {args.net} trains on an image "
+                                    "folder (one sub-folder of images per class)")
+        storage.check_writable(args.out)
         data, classes = read_images(spark, args.data)
         train, test = data.randomSplit([1 - args.test_fraction, args.test_fraction],
                                        seed=args.seed)
         train = train.cache()
         estimator = build_estimator(args.net, args.solver, args.mean_file, args)
         estimator.setNetPrototxt(set_classes(estimator.getNetPrototxt(), len(classes)))
-        os.makedirs(args.out, exist_ok=True)
         if args.mean_file is None and needs_mean_file(estimator.getNetPrototxt()):
-            mean_path = os.path.join(args.out, "mean.binaryproto")
-            with open(mean_path, "wb") as f:
-                f.write(mean_blob_bytes(mean_image(train, (3, SIZE, SIZE))))
+            mean_path = storage.join(args.out, "mean.binaryproto")
+            storage.write_bytes(mean_path, mean_blob_bytes(mean_image(train, (3, SIZE, SIZE))))
             estimator.setMeanFile(mean_path)
         started = time.perf_counter()
         model = estimator.fit(train)
@@ -170,9 +172,8 @@ def run(args) -> dict:
         report = {"net": args.net, "classes": classes, "fit_seconds": fit_seconds,
                   "top1": top_k_accuracy(model, test, 1),
                   "top5": top_k_accuracy(model, test, min(5, len(classes)))}
-        model.write().overwrite().save(os.path.join(args.out, "model"))
-        with open(os.path.join(args.out, "classes.json"), "w") as f:
-            json.dump(classes, f)
+        model.write().overwrite().save(storage.join(args.out, "model"))
+        storage.write_bytes(storage.join(args.out, "classes.json"), json.dumps(classes).encode())
     finally:
         spark.stop()
     return report
@@ -197,8 +198,6 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds-per-job", type=int, default=1)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.data):
-        parser.error(f"--data {args.data}: no such folder")
     log_rounds()
     report = run(args)
     print(f"{args.net} on {args.data} ({len(report['classes'])} classes, {args.workers} "

@@ -1,19 +1,25 @@
-"""Checkpoints of a fit: weights (caffemodel), solver history (Caffe's SolverState), round and
-history (JSON), written to a temporary folder and renamed into place, so a driver killed at any
-moment leaves either the previous checkpoint or the new one, never half of one."""
+"""Checkpoints of a fit in ``checkpointDir`` (any storage location): weights (caffemodel),
+solver history (Caffe's SolverState), round and history (JSON). Each is written to a hidden
+folder and renamed to ``round-NNNNNN`` once complete; older ones are deleted only after that.
+The latest checkpoint is the highest-numbered round folder that holds all three files, so a
+driver killed at any moment leaves the previous checkpoint or the new one, never half of one
+(also where a folder rename copies file by file, as on S3)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import uuid
 
 import numpy as np
 
+from .. import storage
 from ..engine.worker import SolverState, named_weights
 
-_LATEST = "latest.json"
+_FILES = ("weights.caffemodel", "solverstate.binaryproto", "checkpoint.json")
+MAX_CHECKPOINT_JSON_BYTES = 256 * 2 ** 20
+"""Largest ``checkpoint.json`` read (it holds the fit's history, a row per round)."""
+MAX_SOLVERSTATE_BYTES = 2 * 2 ** 30
+"""Largest ``solverstate.binaryproto`` read (2 GiB, protobuf's own message limit)."""
 
 
 def fit_signature(**inputs) -> str:
@@ -22,10 +28,11 @@ def fit_signature(**inputs) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
+def _round_folders(directory: str) -> list[str]:
+    """The ``round-NNNNNN`` folders in ``directory``, latest first."""
+    names = storage.list_names(directory) if storage.is_dir(directory) else []
+    return sorted((n for n in names if n.startswith("round-") and n[6:].isdigit()),
+                  reverse=True)
 
 
 def save_checkpoint(directory: str, round_number: int, state: SolverState, layout,
@@ -33,31 +40,28 @@ def save_checkpoint(directory: str, round_number: int, state: SolverState, layou
     """Write the state after ``round_number`` rounds; return the checkpoint's folder."""
     from caffe.proto import caffe_pb2
     from ..persistence.caffemodel import caffemodel_bytes
-    os.makedirs(directory, exist_ok=True)
     name = f"round-{round_number:06d}"
-    tmp = os.path.join(directory, f".{name}-{uuid.uuid4().hex}")
-    os.makedirs(tmp)
+    staged = storage.join(directory, f".{name}-{uuid.uuid4().hex}")
     net = caffe_pb2.NetParameter(name="checkpoint")
     for layer, _ in layout:
         net.layer.add(name=layer)
-    with open(os.path.join(tmp, "weights.caffemodel"), "wb") as f:
-        f.write(caffemodel_bytes(net, named_weights(state, layout)))
     solver_state = caffe_pb2.SolverState(iter=iteration)
     for value in state.history:
         blob = solver_state.history.add()
         blob.shape.dim.extend(value.shape)
         blob.data.extend(np.asarray(value, np.float32).ravel().tolist())
-    with open(os.path.join(tmp, "solverstate.binaryproto"), "wb") as f:
-        f.write(solver_state.SerializeToString())
-    with open(os.path.join(tmp, "checkpoint.json"), "w") as f:
-        json.dump({"round": round_number, "signature": signature, "history": history}, f)
-    final = os.path.join(directory, name)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _write_atomically(os.path.join(directory, _LATEST), json.dumps({"checkpoint": name}).encode())
-    for entry in os.listdir(directory):  # older checkpoints and leftovers of killed writes
+    contents = (caffemodel_bytes(net, named_weights(state, layout)),
+                solver_state.SerializeToString(),
+                json.dumps({"round": round_number, "signature": signature,
+                            "history": history}).encode())
+    for file, data in zip(_FILES, contents):
+        storage.write_bytes(storage.join(staged, file), data)
+    final = storage.join(directory, name)
+    storage.delete(final)
+    storage.rename(staged, final)
+    for entry in storage.list_names(directory):  # older checkpoints, leftovers of killed writes
         if entry.startswith(("round-", ".round-")) and entry != name:
-            shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+            storage.delete(storage.join(directory, entry))
     return final
 
 
@@ -73,19 +77,18 @@ def load_checkpoint(directory: str, signature: str, layout, rounds: int):
     """
     from caffe.proto import caffe_pb2
     from ..persistence.caffemodel import read_caffemodel
-    if os.path.exists(directory) and not os.path.isdir(directory):
+    found = storage.status(directory)
+    if found is not None and not found.is_dir:
         raise ValueError(f"checkpointDir {directory} is a file, not a folder: checkpoints "
                          "could not be written; use another checkpointDir")
-    latest = os.path.join(directory, _LATEST)
-    if not os.path.exists(latest):
+    complete = [name for name in _round_folders(directory)
+                if all(storage.is_file(storage.join(directory, name, f)) for f in _FILES)]
+    if not complete:
         return None
-    with open(latest) as f:
-        name = json.load(f)["checkpoint"]
-    folder = os.path.realpath(os.path.join(directory, name))
-    if os.path.dirname(folder) != os.path.realpath(directory):
-        raise ValueError(f"{latest} points outside {directory}")
-    with open(os.path.join(folder, "checkpoint.json")) as f:
-        meta = json.load(f)
+    folder = storage.join(directory, complete[0])
+    meta = json.loads(storage.read_bytes(storage.join(folder, "checkpoint.json"),
+                                         MAX_CHECKPOINT_JSON_BYTES, "MAX_CHECKPOINT_JSON_BYTES",
+                                         inside=directory))
     if meta["signature"] != signature:
         raise ValueError(f"checkpointDir {directory} holds a checkpoint of a different fit "
                          "(other data, net, solver, tau, seed or batch size): use another "
@@ -94,11 +97,12 @@ def load_checkpoint(directory: str, signature: str, layout, rounds: int):
         raise ValueError(f"checkpointDir {directory} holds a checkpoint after round "
                          f"{meta['round']}, beyond this fit's maxIter={rounds}: raise maxIter "
                          "to at least that, or use another checkpointDir")
-    named = read_caffemodel(os.path.join(folder, "weights.caffemodel"))
+    named = read_caffemodel(storage.join(folder, "weights.caffemodel"), inside=directory)
     weights = [blob for layer, _ in layout for blob in named[layer]]
     solver_state = caffe_pb2.SolverState()
-    with open(os.path.join(folder, "solverstate.binaryproto"), "rb") as f:
-        solver_state.ParseFromString(f.read())
+    solver_state.ParseFromString(storage.read_bytes(
+        storage.join(folder, "solverstate.binaryproto"), MAX_SOLVERSTATE_BYTES,
+        "MAX_SOLVERSTATE_BYTES", inside=directory))
     history = [np.asarray(b.data, np.float32).reshape(tuple(b.shape.dim))
                for b in solver_state.history]
     return meta["round"], SolverState(weights, history), meta["history"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 from pyspark.ml import Model
@@ -163,18 +162,11 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
     def saveCaffeModel(self, directory: str) -> None:
         """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:
         ``caffe.Net("deploy.prototxt", caffe.TEST, weights="weights.caffemodel")``, and
-        ``mean.binaryproto`` when the net subtracts a mean image."""
-        from .. import net as netlib
-        from ..persistence.caffemodel import caffemodel_bytes, mean_blob_bytes
-        os.makedirs(directory, exist_ok=True)
-        deploy = netlib.parse_net(self._meta["deploy_text"])
-        with open(os.path.join(directory, "deploy.prototxt"), "w") as f:
-            f.write(self._meta["deploy_text"])
-        with open(os.path.join(directory, "weights.caffemodel"), "wb") as f:
-            f.write(caffemodel_bytes(deploy, self._weights))
-        if self._mean_image is not None:
-            with open(os.path.join(directory, "mean.binaryproto"), "wb") as f:
-                f.write(mean_blob_bytes(self._mean_image))
+        ``mean.binaryproto`` when the net subtracts a mean image. ``directory`` is any
+        storage location (hdfs://, s3a://, local ...)."""
+        from ..persistence import write_model_files
+        write_model_files(directory, self._meta["deploy_text"], self._weights,
+                          self._mean_image)
 
     @classmethod
     def read(cls):

@@ -14,6 +14,8 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
+from .. import storage
+
 
 class NetSpecError(ValueError):
     """A net or solver specification that sparknet_ml cannot use; the message names the culprit."""
@@ -37,6 +39,31 @@ def _check_size(size: int, kind: str, source: str) -> None:
                            f"{MAX_PROTOTXT_BYTES} bytes cap (MAX_PROTOTXT_BYTES)")
 
 
+def read_prototxt_file(path) -> str:
+    """The text of the prototxt file ``path`` (a path or any storage location).
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``: unreadable, over :data:`MAX_PROTOTXT_BYTES`, or binary (a
+        ``.caffemodel`` or ``.binaryproto``, not prototxt text).
+    """
+    path = os.fspath(path)
+    data = storage.read_bytes(path, MAX_PROTOTXT_BYTES, "MAX_PROTOTXT_BYTES")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NetSpecError(f"{path} is binary, not prototxt text (a .caffemodel or "
+                           ".binaryproto?): give the net's .prototxt here, and a caffemodel's "
+                           "weights as initialWeights") from None
+
+
+def names_a_file(value) -> bool:
+    """Whether ``value`` is a path (or location) of an existing prototxt file rather than
+    prototxt text."""
+    return isinstance(value, os.PathLike) or (looks_like_path(value) and storage.is_file(value))
+
+
 def _parse(value, message_type: type[Message]) -> Message:
     """Parse ``value`` (text, path or message) into a new ``message_type``."""
     kind = message_type.DESCRIPTOR.name
@@ -45,31 +72,20 @@ def _parse(value, message_type: type[Message]) -> Message:
         copy.CopyFrom(value)
         return copy
     if isinstance(value, os.PathLike):
-        path = os.fspath(value)
-        if not os.path.isfile(path):
-            raise NetSpecError(f"{kind}: no such file {path!r}")
-        return _parse_file(path, message_type)
+        return _parse_text(read_prototxt_file(value), message_type, source=repr(os.fspath(value)))
     if not isinstance(value, str):
         raise TypeError(
             f"{kind}: expected prototxt text, a path or a {kind}, got {type(value).__name__}")
     _check_size(len(value.encode()), kind, "text")
-    path_like = looks_like_path(value)
-    if path_like and os.path.isfile(value):
-        return _parse_file(value, message_type)
+    if names_a_file(value):
+        return _parse_text(read_prototxt_file(value), message_type, source=repr(value))
     try:
         return _parse_text(value, message_type, source="text")
     except NetSpecError as e:
-        if path_like and value.strip():
+        if looks_like_path(value) and value.strip():
             raise NetSpecError(f"{kind}: {value!r} is neither an existing file nor valid prototxt text "
                                f"({e})") from None
         raise
-
-
-def _parse_file(path: str, message_type: type[Message]) -> Message:
-    """Parse the prototxt file at ``path``."""
-    _check_size(os.path.getsize(path), message_type.DESCRIPTOR.name, repr(path))
-    with open(path) as f:
-        return _parse_text(f.read(), message_type, source=repr(path))
 
 
 def _parse_text(text: str, message_type: type[Message], source: str) -> Message:

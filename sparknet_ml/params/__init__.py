@@ -4,8 +4,6 @@ Every value is JSON-simple (strings, numbers, lists, None) so stages persist as 
 """
 from __future__ import annotations
 
-import os
-
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasMaxIter,
                                      HasPredictionCol, HasProbabilityCol,
@@ -13,20 +11,16 @@ from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasMaxIter,
 
 
 def _prototxt_text(value) -> str:
-    """Prototxt text from text, a file path or a protobuf message."""
+    """Prototxt text from text, a file path (any storage location) or a protobuf message."""
     if hasattr(value, "SerializeToString"):
         from google.protobuf import text_format
         return text_format.MessageToString(value)
-    from ..net.prototxt import looks_like_path
-    if isinstance(value, os.PathLike) or (looks_like_path(value) and os.path.isfile(value)):
-        with open(value, "rb") as f:
-            data = f.read()
+    from ..net.prototxt import names_a_file, read_prototxt_file
+    if names_a_file(value):
         try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise TypeError(f"{os.fspath(value)} is binary, not prototxt text (a .caffemodel "
-                            "or .binaryproto?): give the net's .prototxt here, and a "
-                            "caffemodel's weights as initialWeights") from None
+            return read_prototxt_file(value)
+        except ValueError as err:
+            raise TypeError(str(err)) from None
     return TypeConverters.toString(value)
 
 

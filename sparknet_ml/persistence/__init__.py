@@ -1,16 +1,19 @@
 """MLWriter / MLReader for both stages: Spark's JSON metadata, plus for models the deploy
 prototxt, a caffemodel and, when the net subtracts a mean image, ``mean.binaryproto``.
-Nothing is pickled; loading checks the class the metadata names instead of importing it,
-reads no file that resolves outside the saved directory, and refuses prototxt params that
-name a file (their converter would read it)."""
+Every file goes through :mod:`sparknet_ml.storage`, so any location the SparkSession reaches
+works (hdfs://, s3a://, abfss://, sftp://, local). A save writes a hidden sibling folder and
+renames it into place, so a failed or killed save never leaves a folder that loads as another
+model. Nothing is pickled; loading checks the class the metadata names instead of importing
+it, reads no file through a link or outside the saved folder, checks sizes before reading,
+and refuses prototxt params that name a file (their converter would read it)."""
 from __future__ import annotations
 
 import json
-import os
 
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
-from ..net.prototxt import looks_like_path
+from .. import storage
+from ..net.prototxt import MAX_PROTOTXT_BYTES, looks_like_path
 from .caffemodel import caffemodel_bytes, mean_blob_bytes, read_caffemodel, read_mean_file
 
 _MODEL_DIR = "model"
@@ -18,6 +21,9 @@ _DEPLOY = "deploy.prototxt"
 _WEIGHTS = "weights.caffemodel"
 _META = "model.json"
 _MEAN = "mean.binaryproto"
+
+MAX_MODEL_JSON_BYTES = 16 * 2 ** 20
+"""Largest ``model.json`` read (16 MiB; a GoogLeNet model's is 12 kB)."""
 
 
 def class_name(cls) -> str:
@@ -31,25 +37,25 @@ _META_KEYS = ("layers", "output_blob", "classification", "data_top", "scale", "m
               "input_shape")
 
 
-def _file_inside(root: str, path: str) -> str:
-    """``path`` resolved (symlinks followed), after checking it is a regular file in ``root``."""
-    if not os.path.lexists(path):
-        raise ValueError(f"{path} is missing: {root} is not a complete saved SparkNetModel")
-    real = os.path.realpath(path)
-    if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
-        raise ValueError(f"{path} resolves to {real}, which is not a regular file inside "
-                         f"{root}; refusing to read it")
-    return real
-
-
 def _check_prototxt_params(path: str, metadata: dict) -> None:
     """Refuse saved prototxt params that look like a path to an existing file: saved values
     are always text, and setting a path would read that file."""
     for name in ("netPrototxt", "solverPrototxt"):
         value = metadata["paramMap"].get(name)
-        if looks_like_path(value) and os.path.exists(value):
+        if looks_like_path(value) and storage.is_file(value):
             raise ValueError(f"{path}: param {name} names the file {value!r} instead of "
                              "holding prototxt text; refusing to read it")
+
+
+def write_model_files(directory: str, deploy_text: str, weights, mean_image) -> None:
+    """``deploy.prototxt``, ``weights.caffemodel`` and, with a mean image,
+    ``mean.binaryproto`` in ``directory``: the files plain pycaffe loads."""
+    from .. import net as netlib
+    storage.write_bytes(storage.join(directory, _DEPLOY), deploy_text.encode())
+    storage.write_bytes(storage.join(directory, _WEIGHTS),
+                        caffemodel_bytes(netlib.parse_net(deploy_text), weights))
+    if mean_image is not None:
+        storage.write_bytes(storage.join(directory, _MEAN), mean_blob_bytes(mean_image))
 
 
 class StageWriter(MLWriter):
@@ -60,34 +66,30 @@ class StageWriter(MLWriter):
         self.instance = instance
 
     def save(self, path: str) -> None:
-        """Save to ``path``; an existing local ``path`` needs ``write().overwrite()``."""
-        if not self.shouldOverwrite and os.path.exists(path):
-            raise ValueError(f"{path} already exists; use write().overwrite().save(path) "
-                             "to replace it")
-        super().save(path)
+        """Save to ``path`` (any storage location); an existing ``path`` needs
+        ``write().overwrite()`` and is replaced only once the new folder is complete.
+
+        Raises
+        ------
+        sparknet_ml.storage.StorageError
+            When ``path`` exists without overwrite, or cannot be written.
+        """
+        with storage.replacing(path, self.shouldOverwrite) as staged:
+            self.saveImpl(staged)
 
     def saveImpl(self, path: str) -> None:
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        if not hasattr(self.instance, "_weights"):
-            return
-        from .. import net as netlib
-        meta = dict(self.instance._meta)
-        directory = os.path.join(path, _MODEL_DIR)
-        os.makedirs(directory, exist_ok=True)
-        deploy_text = meta.pop("deploy_text")
-        with open(os.path.join(directory, _DEPLOY), "w") as f:
-            f.write(deploy_text)
-        with open(os.path.join(directory, _WEIGHTS), "wb") as f:
-            f.write(caffemodel_bytes(netlib.parse_net(deploy_text), self.instance._weights))
-        meta["layers"] = {name: [list(b.shape) for b in blobs]
-                          for name, blobs in self.instance._weights.items()}
-        mean_image = self.instance._mean_image
-        meta["mean_image"] = mean_image is not None
-        if mean_image is not None:
-            with open(os.path.join(directory, _MEAN), "wb") as f:
-                f.write(mean_blob_bytes(mean_image))
-        with open(os.path.join(directory, _META), "w") as f:
-            json.dump(meta, f, indent=1)
+        """Model files first, Spark's metadata last."""
+        if hasattr(self.instance, "_weights"):
+            meta = dict(self.instance._meta)
+            directory = storage.join(path, _MODEL_DIR)
+            write_model_files(directory, meta.pop("deploy_text"), self.instance._weights,
+                              self.instance._mean_image)
+            meta["layers"] = {name: [list(b.shape) for b in blobs]
+                              for name, blobs in self.instance._weights.items()}
+            meta["mean_image"] = self.instance._mean_image is not None
+            storage.write_bytes(storage.join(directory, _META),
+                                json.dumps(meta, indent=1).encode())
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
 
 
 class StageReader(MLReader):
@@ -106,35 +108,38 @@ class StageReader(MLReader):
             When the metadata names another class (nothing is imported), a prototxt param
             names a file, a model file is missing, damaged or resolves outside ``path``.
         """
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        if not storage.is_dir(storage.join(path, "metadata")):
+            raise storage.StorageError(
+                f"cannot load {path}: not a saved stage (no metadata folder there)")
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
         if metadata["class"] != class_name(self.cls):
             raise ValueError(f"{path} holds a {metadata['class']!r}, not a "
                              f"{class_name(self.cls)!r}")
         _check_prototxt_params(path, metadata)
         instance = self.cls()
         if hasattr(instance, "_weights"):
-            root = os.path.realpath(path)
-            directory = os.path.join(path, _MODEL_DIR)
-            meta_path = os.path.join(directory, _META)
-            with open(_file_inside(root, meta_path)) as f:
-                try:
-                    meta = json.load(f)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{meta_path} is damaged (not JSON: {err})") from None
+            directory = storage.join(path, _MODEL_DIR)
+            meta_path = storage.join(directory, _META)
+            try:
+                meta = json.loads(storage.read_bytes(meta_path, MAX_MODEL_JSON_BYTES,
+                                                     "MAX_MODEL_JSON_BYTES", inside=path))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{meta_path} is damaged (not JSON: {err})") from None
             missing = [key for key in _META_KEYS if not isinstance(meta, dict) or key not in meta]
             if missing:
                 raise ValueError(f"{meta_path} is damaged: it lacks {', '.join(missing)}")
             shapes = meta.pop("layers")
-            with open(_file_inside(root, os.path.join(directory, _DEPLOY))) as f:
-                meta["deploy_text"] = f.read()
-            weights = read_caffemodel(_file_inside(root, os.path.join(directory, _WEIGHTS)))
+            meta["deploy_text"] = storage.read_bytes(
+                storage.join(directory, _DEPLOY), MAX_PROTOTXT_BYTES, "MAX_PROTOTXT_BYTES",
+                inside=path).decode()
+            weights = read_caffemodel(storage.join(directory, _WEIGHTS), inside=path)
             found = {name: [list(b.shape) for b in blobs] for name, blobs in weights.items()}
             if found != shapes:
                 raise ValueError(f"{directory}/{_WEIGHTS} does not match {_META}: "
                                  f"layers {sorted(found)} vs {sorted(shapes)}")
             mean_image = None
             if meta.pop("mean_image", False):
-                mean_image = read_mean_file(_file_inside(root, os.path.join(directory, _MEAN)))
+                mean_image = read_mean_file(storage.join(directory, _MEAN), inside=path)
             instance._weights, instance._meta = weights, meta
             instance._mean_image = mean_image
         DefaultParamsReader.getAndSetParams(instance, metadata)

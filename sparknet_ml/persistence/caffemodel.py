@@ -1,9 +1,9 @@
 """Read and write Caffe's binary ``.caffemodel`` (a NetParameter whose layers carry blobs)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from .. import storage
 
 Weights = dict[str, list[np.ndarray]]
 
@@ -47,29 +47,20 @@ def parse_caffemodel(data: bytes) -> Weights:
     return weights
 
 
-def read_caffemodel(path: str) -> Weights:
-    """Learnable blobs by layer name from a ``.caffemodel`` file.
+def read_caffemodel(path: str, inside: str | None = None) -> Weights:
+    """Learnable blobs by layer name from a ``.caffemodel`` file (any storage location).
 
     Raises
     ------
     ValueError
-        Naming ``path``: a file over :data:`MAX_CAFFEMODEL_BYTES`, or as :func:`parse_caffemodel`.
+        Naming ``path``: unreadable, over :data:`MAX_CAFFEMODEL_BYTES`, outside ``inside``
+        (see :func:`sparknet_ml.storage.read_bytes`), or as :func:`parse_caffemodel`.
     """
-    return _read_capped(path, MAX_CAFFEMODEL_BYTES, "MAX_CAFFEMODEL_BYTES", parse_caffemodel,
-                        path)
-
-
-def _read_capped(path: str, cap: int, cap_name: str, parse, label: str):
-    """``parse`` applied to the bytes of ``path``, refused over ``cap`` bytes; errors start
-    with ``label``."""
-    size = os.path.getsize(path)
-    if size > cap:
-        raise ValueError(f"{label}: {size} bytes, over the {cap} bytes cap ({cap_name})")
-    with open(path, "rb") as f:
-        try:
-            return parse(f.read())
-        except ValueError as err:
-            raise ValueError(f"{label}: {err}") from None
+    data = storage.read_bytes(path, MAX_CAFFEMODEL_BYTES, "MAX_CAFFEMODEL_BYTES", inside)
+    try:
+        return parse_caffemodel(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def caffemodel_bytes(net, weights: Weights) -> bytes:
@@ -115,19 +106,20 @@ def parse_mean_blob(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(mean)
 
 
-def read_mean_file(path: str) -> np.ndarray:
+def read_mean_file(path: str, inside: str | None = None) -> np.ndarray:
     """The mean image (C, H, W) of a ``.binaryproto`` file (see :func:`parse_mean_blob`).
 
     Raises
     ------
     ValueError
-        Naming ``path``: missing, over :data:`MAX_MEAN_FILE_BYTES`, or not a mean blob.
+        Naming ``path``: missing or unreadable (a relative path is read from the driver's
+        working directory), over :data:`MAX_MEAN_FILE_BYTES`, or not a mean blob.
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"mean file {path}: no such file (a relative path is read from the "
-                         f"driver's working directory, {os.getcwd()})")
-    return _read_capped(path, MAX_MEAN_FILE_BYTES, "MAX_MEAN_FILE_BYTES", parse_mean_blob,
-                        f"mean file {path}")
+    data = storage.read_bytes(path, MAX_MEAN_FILE_BYTES, "MAX_MEAN_FILE_BYTES", inside)
+    try:
+        return parse_mean_blob(data)
+    except ValueError as err:
+        raise ValueError(f"mean file {path}: {err}") from None
 
 
 def mean_blob_bytes(mean: np.ndarray) -> bytes:

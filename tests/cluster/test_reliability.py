@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("caffe")
 
 JOB = os.path.join(os.path.dirname(__file__), "reliability_job.py")
+ROUNDS_DONE = 6  # reliability_job.py's fit
 
 
 def run_job(*args, timeout=600):
@@ -26,7 +27,7 @@ def digest_of(*args):
     code, out, err = run_job(*args)
     assert code == 0, err[-3000:]
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["rounds"] == 6
+    assert result["rounds"] == ROUNDS_DONE
     return result["digest"], err
 
 
@@ -86,21 +87,33 @@ def test_straggler_with_speculation_enabled_changes_nothing(baseline):
     assert digest == baseline
 
 
-def test_driver_killed_mid_fit_resumes_from_its_checkpoint(baseline, tmp_path):
-    checkpoints = tmp_path / "ck"
-    first = subprocess.Popen([sys.executable, JOB, "local[2]", "--checkpoint", str(checkpoints)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    latest = checkpoints / "latest.json"
+def checkpoints_in(folder) -> list[str]:
+    """The complete checkpoints' folder names in ``folder`` (a local path)."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(n for n in names if n.startswith("round-")
+                  and os.path.exists(os.path.join(folder, n, "checkpoint.json")))
+
+
+def kill_driver_after_checkpoint(args, folder, round_number):
+    """Run reliability_job.py with ``args``, SIGKILL it (driver and JVM) once ``folder`` holds
+    the checkpoint after ``round_number``; returns the latest checkpoint's round then."""
+    first = subprocess.Popen([sys.executable, JOB, *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    mark = f"round-{round_number:06d}"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if latest.exists() and json.loads(latest.read_text())["checkpoint"] >= "round-000003":
-            break
+    while time.monotonic() < deadline and not any(n >= mark for n in checkpoints_in(folder)):
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its JVM, mid-fit
     first.wait()
-    stopped_at = json.loads(latest.read_text())["checkpoint"]
-    assert "round-000003" <= stopped_at < "round-000006"
-    digest, err = digest_of("local[2]", "--checkpoint", str(checkpoints))
-    assert f"resuming from the checkpoint after round {int(stopped_at[-6:])}" in err
+    stopped_at = checkpoints_in(folder)[-1]
+    assert mark <= stopped_at < f"round-{ROUNDS_DONE:06d}"
+    return int(stopped_at[-6:])
+
+
+def test_driver_killed_mid_fit_resumes_from_its_checkpoint(baseline, tmp_path):
+    checkpoints = str(tmp_path / "ck")
+    stopped_at = kill_driver_after_checkpoint(["local[2]", "--checkpoint", checkpoints],
+                                              checkpoints, 3)
+    digest, err = digest_of("local[2]", "--checkpoint", checkpoints)
+    assert f"resuming from the checkpoint after round {stopped_at}" in err
     assert digest == baseline

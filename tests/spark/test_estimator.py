@@ -1,4 +1,6 @@
 """SparkNetEstimator / SparkNetModel on a real local[2] session and real Fashion-MNIST."""
+import os
+
 import numpy as np
 import pytest
 
@@ -209,11 +211,10 @@ def test_rounds_in_barrier_jobs_give_the_same_model_bit_for_bit(train_df, model)
 
 def test_barrier_jobs_checkpoint_and_resume_to_the_same_model(train_df, model, tmp_path,
                                                              caplog):
-    import json
     import logging
     folder = str(tmp_path / "checkpoints")
     lenet(roundsPerJob=4, maxIter=5, checkpointDir=folder, checkpointInterval=3).fit(train_df)
-    assert json.load(open(f"{folder}/latest.json"))["checkpoint"] == "round-000005"
+    assert os.listdir(folder) == ["round-000005"]
     with caplog.at_level(logging.INFO, logger="sparknet_ml"):
         resumed = lenet(roundsPerJob=4, checkpointDir=folder, checkpointInterval=3).fit(train_df)
     assert "resuming from the checkpoint after round 5" in caplog.text

@@ -6,14 +6,13 @@ import re
 import numpy as np
 import pytest
 
-from sparknet_ml import SparkNetEstimator, zoo
+from sparknet_ml import SparkNetEstimator, storage, zoo
 from sparknet_ml.estimators import columns
 from sparknet_ml.estimators.columns import MAX_INPUT_BATCH_BYTES, check_input_memory
 from sparknet_ml.estimators.estimator import plan_nets
 from sparknet_ml.net import NetSpecError, deploy_net, parse_net, parse_solver, train_net
 from sparknet_ml.net.layers import MAX_BLOB_ELEMENTS, check_blob_shapes
 from sparknet_ml.net.prototxt import MAX_PROTOTXT_BYTES
-from sparknet_ml.persistence import caffemodel
 from sparknet_ml.persistence.caffemodel import (MAX_CAFFEMODEL_BYTES, caffemodel_bytes,
                                                 parse_caffemodel, read_caffemodel)
 
@@ -42,7 +41,7 @@ def test_prototxt_over_the_size_cap_is_refused_before_parsing(parse, tmp_path):
     path = tmp_path / "big.prototxt"
     path.write_text(over)
     for value in (path, str(path)):
-        with pytest.raises(NetSpecError, match="big.prototxt': .* over the .* cap"):
+        with pytest.raises(ValueError, match="big.prototxt: .* over the .* cap"):
             parse(value)
 
 
@@ -148,8 +147,7 @@ def test_caffemodel_over_the_size_cap_is_refused_before_reading(tmp_path, monkey
     path = tmp_path / "huge.caffemodel"
     with open(path, "wb") as f:
         f.truncate(MAX_CAFFEMODEL_BYTES + 1)  # sparse: no disk used
-    monkeypatch.setattr(caffemodel, "open", lambda *a: pytest.fail("read the file"),
-                        raising=False)
+    monkeypatch.setattr(storage._Local, "read", lambda *a: pytest.fail("read the file"))
     with pytest.raises(ValueError, match=f"huge.caffemodel: {MAX_CAFFEMODEL_BYTES + 1} bytes, "
                                          "over the .* cap .MAX_CAFFEMODEL_BYTES."):
         read_caffemodel(str(path))

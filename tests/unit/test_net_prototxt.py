@@ -39,7 +39,7 @@ def test_text_with_braces_is_never_a_path(tmp_path, monkeypatch):
 
 
 def test_missing_file_is_reported():
-    with pytest.raises(NetSpecError, match="no such file"):
+    with pytest.raises(ValueError, match="cannot read /nonexistent/net.prototxt: no such file"):
         parse_net(pathlib.Path("/nonexistent/net.prototxt"))
     with pytest.raises(NetSpecError, match="neither an existing file nor valid prototxt"):
         parse_net("/nonexistent/net.prototxt")

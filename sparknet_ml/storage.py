@@ -1,0 +1,434 @@
+"""The one place that opens, lists, renames or deletes a file the user named.
+
+A location is any URI that the active SparkSession's Hadoop configuration reaches
+(``hdfs://``, ``s3a://``, ``abfss://``, ``gs://``, ``sftp://``, ``file:``) or a plain path.
+Hadoop's ``FileSystem`` of the session does the work, so ``spark.hadoop.*`` settings, the
+connector jars and credentials the session has apply. A plain path goes where Spark's own
+writers put it: on the default file system (``fs.defaultFS``), relative paths from its working
+directory. Locations on the local file system (``file:``, or plain paths when the default file
+system is local or no SparkSession is active) are read and written with Python's own calls.
+
+Remote files travel through a private temporary copy inside Spark's local directory on the
+driver (Spark deletes it when the session stops): the JVM streams them, py4j never carries
+their bytes.
+
+Every error is a :class:`StorageError`, one line that names the location and what failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]+):")
+
+_CONNECTORS = {
+    "s3a": "the hadoop-aws jar of the cluster's Hadoop version and the AWS SDK bundle "
+           "(spark.jars.packages=org.apache.hadoop:hadoop-aws:VERSION)",
+    "abfs": "the hadoop-azure jar (spark.jars.packages=org.apache.hadoop:hadoop-azure:VERSION)",
+    "wasb": "the hadoop-azure jar (spark.jars.packages=org.apache.hadoop:hadoop-azure:VERSION)",
+    "gs": "Google's GCS connector (spark.jars.packages=com.google.cloud.bigdataoss:"
+          "gcs-connector:VERSION)",
+    "sftp": "spark.hadoop.fs.sftp.impl=org.apache.hadoop.fs.sftp.SFTPFileSystem (the class "
+            "is in Spark's Hadoop client jars)",
+    "dbfs": "a Databricks runtime",
+}
+for _secure, _plain in (("abfss", "abfs"), ("wasbs", "wasb"), ("s3", "s3a")):
+    _CONNECTORS[_secure] = _CONNECTORS[_plain]
+
+
+class StorageError(OSError, ValueError):
+    """A location could not be reached, read or written; the message names it."""
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """What a location is: a folder or a file of ``size`` bytes, and whether it is a link."""
+
+    is_dir: bool
+    size: int
+    is_link: bool
+
+
+def scheme(uri: str) -> str | None:
+    """The URI scheme of ``uri`` (``hdfs``, ``s3a``, ``file`` ...), None for a plain path."""
+    match = _SCHEME.match(uri)
+    return match.group(1).lower() if match else None
+
+
+def join(uri: str, *names: str) -> str:
+    """``uri`` with ``names`` appended, separated by ``/``."""
+    return posixpath.join(uri, *names)
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """The parent location and the last name of ``uri``."""
+    stripped = uri.rstrip("/") or uri
+    parent, name = posixpath.split(stripped)
+    return parent, name
+
+
+class _Local:
+    """The local file system, through Python's own calls."""
+
+    def status(self, path: str) -> FileStatus | None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        link = os.path.islink(path)
+        if link:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return FileStatus(False, 0, True)
+        return FileStatus(os.path.isdir(path), st.st_size, link)
+
+    def list_names(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write(self, path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def delete(self, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+    def rename(self, source: str, target: str) -> None:
+        if os.path.lexists(target):
+            raise FileExistsError(f"{target} exists")
+        os.rename(source, target)
+
+    def inside(self, root: str, path: str) -> bool:
+        real = os.path.realpath(path)
+        return os.path.commonpath([os.path.realpath(root), real]) == os.path.realpath(root)
+
+
+class _Hadoop:
+    """Hadoop's FileSystem of a classic SparkSession, through py4j."""
+
+    def __init__(self, spark):
+        self.spark = spark
+        self.jvm = spark._jvm
+        self.conf = spark._jsparkSession.sessionState().newHadoopConf()
+
+    def _fs(self, path: str):
+        jpath = self.jvm.org.apache.hadoop.fs.Path(path)
+        return jpath.getFileSystem(self.conf), jpath
+
+    @contextlib.contextmanager
+    def _scratch(self):
+        """A private folder in Spark's local directory on the driver."""
+        from pyspark import SparkFiles
+        root = os.path.dirname(SparkFiles.getRootDirectory())
+        with tempfile.TemporaryDirectory(prefix="sparknet-io-", dir=root) as folder:
+            yield folder
+
+    def status(self, path: str) -> FileStatus | None:
+        fs, jpath = self._fs(path)
+        try:
+            st = fs.getFileLinkStatus(jpath)
+        except Exception as err:  # noqa: BLE001 - py4j's error; classified below
+            if _java_classes(err) & {"java.io.FileNotFoundException"}:
+                return None
+            raise
+        return FileStatus(bool(st.isDirectory()), int(st.getLen()), bool(st.isSymlink()))
+
+    def list_names(self, path: str) -> list[str]:
+        fs, jpath = self._fs(path)
+        return sorted(str(s.getPath().getName()) for s in fs.listStatus(jpath))
+
+    def read(self, path: str) -> bytes:
+        fs, jpath = self._fs(path)
+        with self._scratch() as folder:
+            local = os.path.join(folder, "file")
+            fs.copyToLocalFile(False, jpath, self.jvm.org.apache.hadoop.fs.Path(local), True)
+            with open(local, "rb") as f:
+                return f.read()
+
+    def write(self, path: str, data: bytes) -> None:
+        fs, jpath = self._fs(path)
+        with self._scratch() as folder:
+            local = os.path.join(folder, "file")
+            with open(local, "wb") as f:
+                f.write(data)
+            fs.copyFromLocalFile(True, True, self.jvm.org.apache.hadoop.fs.Path(local), jpath)
+
+    def makedirs(self, path: str) -> None:
+        fs, jpath = self._fs(path)
+        if not fs.mkdirs(jpath):
+            raise OSError(f"mkdirs returned false for {path}")
+
+    def delete(self, path: str) -> None:
+        fs, jpath = self._fs(path)
+        fs.delete(jpath, True)
+
+    def rename(self, source: str, target: str) -> None:
+        fs, jsource = self._fs(source)
+        jtarget = self.jvm.org.apache.hadoop.fs.Path(target)
+        if fs.exists(jtarget):
+            raise FileExistsError(f"{target} exists")
+        if not fs.rename(jsource, jtarget):
+            raise OSError(f"the file system refused to rename it to {target}")
+
+    def inside(self, root: str, path: str) -> bool:
+        # Each name below root must not be a link (where the file system reports links).
+        relative = posixpath.relpath(path, root)
+        current = root
+        for name in relative.split("/"):
+            current = join(current, name)
+            found = self.status(current)
+            if found is None or found.is_link:
+                return False
+        return True
+
+
+_LOCAL = _Local()
+
+
+def _session():
+    """The active (or default) SparkSession, None when there is none."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+    if SparkContext._active_spark_context is None:
+        return None
+    return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+
+
+def _backend(uri: str):
+    """The file system that holds ``uri`` and the path to give it."""
+    if not isinstance(uri, str) or not uri:
+        raise StorageError(f"{uri!r} is not a path")
+    found = scheme(uri)
+    if found == "file":
+        return _LOCAL, urlparse(uri).path
+    spark = _session()
+    if spark is None:
+        if found is None:
+            return _LOCAL, uri
+        raise StorageError(f"{uri}: a {found}:// location is reached through a SparkSession's "
+                           "Hadoop configuration; create the SparkSession first")
+    hadoop = _Hadoop(spark)
+    if found is None:
+        default = hadoop.jvm.org.apache.hadoop.fs.FileSystem.getDefaultUri(hadoop.conf)
+        if default.getScheme() in (None, "file"):
+            return _LOCAL, uri
+    return hadoop, uri
+
+
+def _java_classes(err: BaseException) -> set[str]:
+    """Class names of a py4j error's Java exception and its causes."""
+    java, names = getattr(err, "java_exception", None), set()
+    while java is not None and len(names) < 16:
+        names.add(str(java.getClass().getName()))
+        java = java.getCause()
+    return names
+
+
+def _reason(err: BaseException, uri: str) -> str:
+    """One line saying what failed for ``uri``."""
+    if isinstance(err, StorageError):
+        return str(err)
+    classes = _java_classes(err)
+    if isinstance(err, FileNotFoundError) or "java.io.FileNotFoundException" in classes:
+        return f"{uri}: no such file or folder"
+    if isinstance(err, PermissionError) or classes & {
+            "org.apache.hadoop.security.AccessControlException",
+            "java.nio.file.AccessDeniedException"}:
+        return f"{uri}: permission denied"
+    if "org.apache.hadoop.fs.UnsupportedFileSystemException" in classes:
+        name = scheme(uri)
+        need = _CONNECTORS.get(name, f"spark.hadoop.fs.{name}.impl set to its FileSystem class "
+                                     "and its jar on the classpath (spark.jars or "
+                                     "spark.jars.packages)")
+        return f"{uri}: no Hadoop FileSystem for scheme {name!r} in this SparkSession; it needs {need}"
+    java = getattr(err, "java_exception", None)
+    if java is not None:
+        text = str(java.toString())
+    else:
+        text = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
+    return f"{uri}: {(text.splitlines() or [type(err).__name__])[0]}"
+
+
+@contextlib.contextmanager
+def _reporting(uri: str, action: str):
+    """Turn any failure inside into a one-line StorageError naming ``uri`` and ``action``."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - py4j, OSError: all become one line
+        reason = _reason(err, uri)
+        raise StorageError(f"{action} {reason}" if action else reason) from None
+
+
+def status(uri: str) -> FileStatus | None:
+    """What ``uri`` is, None when nothing is there."""
+    with _reporting(uri, "cannot reach"):
+        backend, path = _backend(uri)
+        return backend.status(path)
+
+
+def exists(uri: str) -> bool:
+    """Whether something is at ``uri``."""
+    return status(uri) is not None
+
+
+def is_file(uri: str) -> bool:
+    """Whether ``uri`` is a file; False for a string that is no valid path (prototxt text)."""
+    try:
+        found = status(uri)
+    except StorageError:
+        return False
+    return found is not None and not found.is_dir
+
+
+def is_dir(uri: str) -> bool:
+    """Whether ``uri`` is a folder."""
+    found = status(uri)
+    return found is not None and found.is_dir
+
+
+def list_names(uri: str) -> list[str]:
+    """The names in the folder ``uri``, sorted."""
+    with _reporting(uri, "cannot list"):
+        backend, path = _backend(uri)
+        return backend.list_names(path)
+
+
+def read_bytes(uri: str, cap: int, cap_name: str, inside: str | None = None) -> bytes:
+    """The bytes of the file ``uri``, refused when over ``cap`` bytes (before reading).
+
+    Parameters
+    ----------
+    uri : str
+        The file.
+    cap : int
+        Largest size read; ``cap_name`` names the constant in the error.
+    cap_name : str
+        The name of the cap, for the error.
+    inside : str, optional
+        A folder ``uri`` must be in: no ``..`` and no link on the way (where the file system
+        reports links).
+
+    Raises
+    ------
+    StorageError
+        Naming ``uri``: missing, a folder, over the cap, outside ``inside``, unreadable.
+    """
+    with _reporting(uri, "cannot read"):
+        backend, path = _backend(uri)
+        if inside is not None:
+            _, root = _backend(inside)
+            if (posixpath.commonpath([posixpath.normpath(root), posixpath.normpath(path)])
+                    != posixpath.normpath(root) or not backend.inside(root, path)):
+                raise StorageError(f"{uri} is a link or resolves outside {inside}; "
+                                   "refusing to read it")
+        found = backend.status(path)
+        if found is None:
+            raise FileNotFoundError(uri)
+        if found.is_dir:
+            raise StorageError(f"{uri} is a folder, not a file")
+        if found.size > cap:
+            raise StorageError(f"{uri}: {found.size} bytes, over the {cap} bytes cap "
+                               f"({cap_name})")
+        data = backend.read(path)
+        if len(data) > cap:
+            raise StorageError(f"{uri}: {len(data)} bytes, over the {cap} bytes cap "
+                               f"({cap_name})")
+        return data
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to the file ``uri`` (replacing it), creating its folders."""
+    with _reporting(uri, "cannot write"):
+        backend, path = _backend(uri)
+        backend.write(path, data)
+
+
+def makedirs(uri: str) -> None:
+    """Create the folder ``uri`` and its parents (nothing when it exists)."""
+    with _reporting(uri, "cannot create"):
+        backend, path = _backend(uri)
+        backend.makedirs(path)
+
+
+def delete(uri: str) -> None:
+    """Delete ``uri`` (a folder with everything in it); nothing when it is missing."""
+    with _reporting(uri, "cannot delete"):
+        backend, path = _backend(uri)
+        if backend.status(path) is not None:
+            backend.delete(path)
+
+
+def rename(source: str, target: str) -> None:
+    """Rename ``source`` to ``target``, which must not exist (same file system)."""
+    with _reporting(source, "cannot rename"):
+        backend, path = _backend(source)
+        backend.rename(path, _backend(target)[1])
+
+
+def check_writable(uri: str) -> None:
+    """Create the folder ``uri`` and write and delete a file in it.
+
+    Raises
+    ------
+    StorageError
+        Naming ``uri`` and why it cannot be written.
+    """
+    probe = join(uri, f".sparknet-write-check-{uuid.uuid4().hex}")
+    makedirs(uri)
+    write_bytes(probe, b"")
+    delete(probe)
+
+
+@contextlib.contextmanager
+def replacing(uri: str, overwrite: bool):
+    """Stage a folder that replaces ``uri`` only once it is complete.
+
+    Yields a hidden sibling folder to write into. When the block ends without an error the
+    existing ``uri`` (if any) is renamed aside, the staged folder is renamed to ``uri`` and
+    the old one deleted; on an error the staged folder is deleted. A crash at any moment
+    leaves ``uri`` as it was, or complete, or missing, never half written.
+
+    Raises
+    ------
+    StorageError
+        When ``uri`` exists and ``overwrite`` is False, or a rename fails.
+    """
+    if exists(uri) and not overwrite:
+        raise StorageError(f"{uri} already exists; use write().overwrite().save(path) to "
+                           "replace it")
+    parent, name = _split(uri)
+    token = uuid.uuid4().hex
+    staged = join(parent, f".{name}.staged-{token}")
+    try:
+        yield staged
+    except BaseException:
+        with contextlib.suppress(StorageError):
+            delete(staged)
+        raise
+    replaced = None
+    if exists(uri):
+        replaced = join(parent, f".{name}.replaced-{token}")
+        rename(uri, replaced)
+    rename(staged, uri)
+    if replaced is not None:
+        delete(replaced)
