@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 setup: $(STAMP)
 	$(BIN)/python -m sparknet_ml.build --install
-	$(BIN)/python -m sparknet_ml.build.deps dataset-fashion-mnist
+	$(BIN)/python -m sparknet_ml.build.deps dataset-fashion-mnist openssh-server
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

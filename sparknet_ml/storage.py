@@ -253,12 +253,14 @@ def _reason(err: BaseException, uri: str) -> str:
             "org.apache.hadoop.security.AccessControlException",
             "java.nio.file.AccessDeniedException"}:
         return f"{uri}: permission denied"
-    if "org.apache.hadoop.fs.UnsupportedFileSystemException" in classes:
+    if classes & {"org.apache.hadoop.fs.UnsupportedFileSystemException",
+                   "java.lang.ClassNotFoundException"}:
         name = scheme(uri)
         need = _CONNECTORS.get(name, f"spark.hadoop.fs.{name}.impl set to its FileSystem class "
                                      "and its jar on the classpath (spark.jars or "
                                      "spark.jars.packages)")
-        return f"{uri}: no Hadoop FileSystem for scheme {name!r} in this SparkSession; it needs {need}"
+        return (f"{uri}: no Hadoop FileSystem for scheme {name!r} in this SparkSession; "
+                f"it needs {need}")
     java = getattr(err, "java_exception", None)
     if java is not None:
         text = str(java.toString())

@@ -108,6 +108,8 @@ class StageReader(MLReader):
             When the metadata names another class (nothing is imported), a prototxt param
             names a file, a model file is missing, damaged or resolves outside ``path``.
         """
+        if not storage.is_dir(path):
+            raise storage.StorageError(f"cannot load {path}: no such folder")
         if not storage.is_dir(storage.join(path, "metadata")):
             raise storage.StorageError(
                 f"cannot load {path}: not a saved stage (no metadata folder there)")

@@ -117,3 +117,16 @@ def test_driver_killed_mid_fit_resumes_from_its_checkpoint(baseline, tmp_path):
     digest, err = digest_of("local[2]", "--checkpoint", checkpoints)
     assert f"resuming from the checkpoint after round {stopped_at}" in err
     assert digest == baseline
+
+
+def test_driver_killed_mid_fit_resumes_from_a_remote_checkpoint_dir(baseline, sftp):
+    """Cluster-storage issue: the same with checkpointDir on a non-local file system (sshd on
+    127.0.0.1 through Hadoop's SFTPFileSystem)."""
+    from .. import sftp_server
+    conf = [x for name, value in sftp_server.spark_conf(sftp.key).items()
+            for x in ("--conf", f"{name}={value}")]
+    args = ["local[2]", "--checkpoint", sftp.url("checkpoints"), *conf]
+    stopped_at = kill_driver_after_checkpoint(args, sftp.local("checkpoints"), 3)
+    digest, err = digest_of(*args)
+    assert f"resuming from the checkpoint after round {stopped_at}" in err
+    assert digest == baseline

@@ -18,6 +18,16 @@ def cli(*args):
                           text=True, timeout=600)
 
 
+def error_line(done) -> str:
+    """The one error line of a failed command: the last line of stderr (Spark's own start-up
+    lines may come before it), and no traceback."""
+    lines = done.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("sparknet-ml: error: ")]
+    assert done.returncode == 2 and errors == lines[-1:], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return errors[0]
+
+
 def test_info_reports_the_caffe_build_and_versions():
     done = cli("info")
     assert done.returncode == 0, done.stderr
@@ -50,12 +60,10 @@ def test_train_then_score_parquet(spark, tmp_path):
 def test_errors_are_one_line_and_exit_code_2(tmp_path):
     done = cli("train", "--net", str(tmp_path / "missing.prototxt"), "--solver", "x",
                "--data", "fashion-mnist", "--out", str(tmp_path / "m"))
-    assert done.returncode == 2
-    assert done.stderr.strip() == f"sparknet-ml: error: --net {tmp_path}/missing.prototxt: no such file"
+    assert error_line(done) == f"sparknet-ml: error: --net {tmp_path}/missing.prototxt: no such file"
     done = cli("score", "--model", str(tmp_path), "--data", str(tmp_path / "none.parquet"),
                "--out", str(tmp_path / "o"))
-    assert done.returncode == 2
-    assert done.stderr.strip() == f"sparknet-ml: error: --model {tmp_path}: not a saved model (no metadata folder)"
+    assert error_line(done) == f"sparknet-ml: error: --model {tmp_path}: not a saved model (no metadata folder)"
     for command in ("train", "score", "info", "build-caffe", "bench"):
         assert cli(command, "--help").returncode == 0
 
@@ -99,9 +107,7 @@ def test_bench_lists_and_runs_a_benchmark_into_a_results_folder(tmp_path):
 ])
 def test_train_stock_imagenet_nets_and_net_files_say_what_they_need(args, message, tmp_path):
     done = cli("train", *args, "--out", str(tmp_path / "model"))
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("sparknet-ml: error:")
-    assert message in lines[0]
+    assert message in error_line(done)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -118,8 +124,7 @@ def test_bad_master_and_unwritable_out_fail_before_training(args, message, tmp_p
             "--data": "fashion-mnist", "--out": str(tmp_path / "model")}
     base.update(zip(args[::2], args[1::2]))
     done = cli("train", *[x for pair in base.items() for x in pair])
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr[-2000:]
+    assert message in error_line(done)
 
 
 def test_a_py4j_level_failure_is_one_line(tmp_path):
@@ -132,7 +137,30 @@ def test_a_py4j_level_failure_is_one_line(tmp_path):
     done = cli("train", "--net", str(tmp_path / "net.prototxt"), "--solver",
                str(tmp_path / "solver.prototxt"), "--data", str(data), "--out",
                str(tmp_path / "model"))
-    lines = done.stderr.strip().splitlines()  # Spark's own log lines may come first
-    errors = [line for line in lines if line.startswith("sparknet-ml: error: ")]
-    assert done.returncode == 2 and errors == lines[-1:], done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
+    error_line(done)
+
+
+def test_train_and_score_with_every_path_on_a_remote_file_system(spark, sftp):
+    """Cluster-storage issue: --net, --solver, --data, --out and --model as sftp:// URIs."""
+    from sparknet_ml import storage
+    from .. import sftp_server
+    from .test_bad_input import SOLVER, TINY_NET
+    conf = [x for name, value in sftp_server.spark_conf(sftp.key).items()
+            for x in ("--conf", f"{name}={value}")]
+    rows = [([float((i * 7 + j) % 5) for j in range(16)], float(i % 3)) for i in range(48)]
+    spark.createDataFrame(rows, "features array<double>, label double").write.parquet(
+        sftp.url("cli", "data.parquet"))
+    storage.write_bytes(sftp.url("cli", "net.prototxt"), TINY_NET.encode())
+    storage.write_bytes(sftp.url("cli", "solver.prototxt"), SOLVER.encode())
+    done = cli("train", "--net", sftp.url("cli", "net.prototxt"),
+               "--solver", sftp.url("cli", "solver.prototxt"),
+               "--data", sftp.url("cli", "data.parquet"), "--out", sftp.url("cli", "model"),
+               "--input-shape", "1,4,4", "--rounds", "2", "--sync-interval", "2", "--batch", "8",
+               *conf)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(os.listdir(sftp.local("cli", "model"))) == ["metadata", "model"]
+    done = cli("score", "--model", sftp.url("cli", "model"), "--data",
+               sftp.url("cli", "data.parquet"), "--out", sftp.url("cli", "scored.parquet"), *conf)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scored 48 rows" in done.stdout
+    assert spark.read.parquet(sftp.url("cli", "scored.parquet")).count() == 48
