@@ -204,9 +204,19 @@ _LOCAL = _Local()
 
 
 def _session():
-    """The active (or default) SparkSession, None when there is none."""
+    """The active (or default) classic SparkSession, None when there is none.
+
+    Raises
+    ------
+    StorageError
+        On a Spark Connect client: its files live where the server is, not here.
+    """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
+    from pyspark.sql.utils import is_remote
+    if is_remote():
+        raise StorageError("sparknet_ml reads and writes files through a classic "
+                           "SparkSession; Spark Connect sessions are not supported yet")
     if SparkContext._active_spark_context is None:
         return None
     return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
