@@ -1,5 +1,13 @@
-"""Averaging inside a Spark job: the tasks of one barrier stage average their states over
-sockets, through the task of partition 0 (SparkNet's driver-side average, moved into the job).
+"""Averaging inside a Spark job: the tasks of one barrier stage average their states among
+themselves over a full mesh of sockets, with a reduce-scatter and an all-gather.
+
+Each task owns one contiguous chunk of the flattened state (weights, then history). It sends
+chunk k of its state to task k and receives every task's copy of its own chunk, averages that
+chunk exactly as the driver does (:func:`~sparknet_ml.engine.worker.average_results`:
+float64 sums weighted by samples, in partition order, element by element), then sends its
+averaged chunk to every task. Each task sends and receives about 2 x (N-1)/N x the state's
+bytes per round, whatever the number of tasks N (a star through one task moved (N-1) x the
+state into and out of that task), and the result is bit-identical to the driver's average.
 
 No Spark imports: a Spark task builds an :class:`Averager` from addresses it exchanged with
 ``BarrierTaskContext.allGather``; unit tests build them over loopback sockets in threads.
@@ -15,13 +23,14 @@ import json
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.worker import RoundResult, SolverState, average_results
+from ..engine.worker import RoundResult, SolverState
 
-CONNECT_TIMEOUT = 300.0  # seconds the root waits for its peers (they start at once: a barrier)
+CONNECT_TIMEOUT = 300.0  # seconds a task waits for its peers (they start at once: a barrier)
 HELLO_TIMEOUT = 10.0     # seconds a new connection has to present the job's secret
 _LENGTH = struct.Struct("<Q")
 _MAX_HEADER = 1 << 20
@@ -35,7 +44,7 @@ class AveragedRound:
     results: list[RoundResult]  # every partition's samples, loss and seconds (no state)
     samples: int
     loss: float
-    average_seconds: float      # the root's averaging (after the last peer's state arrived)
+    average_seconds: float      # this task's averaging, from its last chunk's arrival
 
 
 def send_message(sock: socket.socket, header: dict, arrays=()) -> None:
@@ -77,46 +86,38 @@ def recv_message(sock: socket.socket,
     return header, arrays
 
 
-def _result_message(result: RoundResult) -> tuple[dict, list[np.ndarray]]:
-    header = {"partition": result.partition, "samples": result.samples, "loss": result.loss,
-              "seconds": result.seconds}
-    if result.state is None:
-        return header, []
-    header["weights"] = len(result.state.weights)
-    return header, [*result.state.weights, *result.state.history]
-
-
-def _result_of(header: dict, arrays: list[np.ndarray]) -> RoundResult:
-    state = None
-    if arrays:
-        n = header["weights"]
-        state = SolverState(arrays[:n], arrays[n:])
-    return RoundResult(state, header["samples"], header["loss"], header["partition"],
+def _summary(header: dict) -> RoundResult:
+    return RoundResult(None, header["samples"], header["loss"], header["partition"],
                        header["seconds"])
 
 
-def _summary(result: RoundResult) -> RoundResult:
-    return RoundResult(None, result.samples, result.loss, result.partition, result.seconds)
-
-
 class Averager:
-    """Averages one :class:`RoundResult` per task each round (a star through the root).
+    """Averages one :class:`RoundResult` per task each round (reduce-scatter, all-gather).
 
-    The root receives every peer's state, averages them all with
-    :func:`~sparknet_ml.engine.worker.average_results` (in partition order, so the result is
-    bit-identical to the driver's average) and sends the average back.
+    Parameters
+    ----------
+    rank, world : int
+        This task's place in the job and the job's number of tasks.
+    peers : dict
+        An authenticated connection to every other task, by rank.
     """
 
-    def __init__(self, peers: list[socket.socket] | None, root: socket.socket | None):
-        self._peers = peers  # the root's connections, one per peer
-        self._root = root    # a peer's connection to the root
+    def __init__(self, rank: int, world: int, peers: dict[int, socket.socket]):
+        self.rank, self.world, self._peers = rank, world, peers
+        self._senders = ThreadPoolExecutor(max_workers=max(world - 1, 1),
+                                           thread_name_prefix="sparknet-averaging")
 
     @classmethod
-    def as_root(cls, listener: socket.socket, world: int, secret: str,
-                timeout: float = CONNECT_TIMEOUT) -> "Averager":
-        """Accept ``world - 1`` authenticated peers on ``listener``; a connection that does
-        not open with the job's secret is closed and does not count."""
-        peers = []
+    def connect(cls, rank: int, listener: socket.socket, addresses: list[tuple[str, int]],
+                secret: str, timeout: float = CONNECT_TIMEOUT) -> "Averager":
+        """Join the mesh: connect to every lower rank at ``addresses`` (presenting the job's
+        secret and this rank), then accept every higher rank on ``listener``; a connection
+        that does not open with the job's secret is closed and does not count."""
+        world, peers = len(addresses), {}
+        for other in range(rank):
+            sock = socket.create_connection(addresses[other], timeout=timeout)
+            send_message(sock, {"secret": secret, "rank": rank})
+            peers[other] = sock
         deadline = time.monotonic() + timeout
         while len(peers) < world - 1:
             listener.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -128,70 +129,91 @@ class Averager:
             sock.settimeout(HELLO_TIMEOUT)
             try:
                 hello, _ = recv_message(sock, arrays_allowed=False)
-                accepted = hmac.compare_digest(str(hello.get("secret")), secret)
+                other = hello.get("rank")
+                accepted = (hmac.compare_digest(str(hello.get("secret")), secret)
+                            and isinstance(other, int) and rank < other < world
+                            and other not in peers)
             except Exception:  # noqa: BLE001 - whatever a stranger sends: not a peer
                 accepted = False
             if not accepted:
                 sock.close()
                 continue
+            peers[other] = sock
+        listener.close()
+        for sock in peers.values():
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peers.append(sock)
-        listener.close()
-        return cls(peers, None)
+        return cls(rank, world, peers)
 
-    @classmethod
-    def as_peer(cls, host: str, port: int, secret: str,
-                timeout: float = CONNECT_TIMEOUT) -> "Averager":
-        """Connect to the root at ``host:port``."""
-        sock = socket.create_connection((host, port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        send_message(sock, {"secret": secret})
-        sock.settimeout(None)
-        return cls(None, sock)
+    def _exchange(self, messages: dict[int, tuple[dict, list]]) -> dict[int, tuple]:
+        """Send each peer its message (in background threads) while receiving one message
+        from every peer; returns what arrived, by rank."""
+        sent = [self._senders.submit(send_message, self._peers[other], *message)
+                for other, message in messages.items()]
+        try:
+            return {other: recv_message(sock) for other, sock in self._peers.items()}
+        finally:
+            for future in sent:
+                future.result()
 
-    def average(self, result: RoundResult, delay: float = 0.0) -> AveragedRound:
+    def average(self, result: RoundResult, like: SolverState,
+                delay: float = 0.0) -> AveragedRound:
         """This task's round in, every task's average out.
 
         Parameters
         ----------
         result : RoundResult
             This task's round (its state is None when its partition is empty).
+        like : SolverState
+            The state the round started from: the averaged state's shapes.
         delay : float
-            Seconds the root waits before replying (simulated network latency, tests only).
+            Seconds every task waits before the all-gather (simulated network latency, tests
+            only).
+
+        Raises
+        ------
+        ValueError
+            On every task alike, when no partition saw any data.
         """
-        if self._root is not None:
-            send_message(self._root, *_result_message(result))
-            header, arrays = recv_message(self._root)
-            if "error" in header:
-                raise ValueError(header["error"])
-            return AveragedRound(
-                SolverState(arrays[:header["weights"]], arrays[header["weights"]:]),
-                [RoundResult(None, *r) for r in header["results"]], header["samples"],
-                header["loss"], header["average_seconds"])
-        results = [result, *(_result_of(*recv_message(peer)) for peer in self._peers)]
+        arrays = [*like.weights, *like.history]
+        sizes = [a.size for a in arrays]
+        bounds = [sum(sizes) * k // self.world for k in range(self.world + 1)]
+        flat = None if result.state is None else np.concatenate(
+            [np.ravel(a) for a in (*result.state.weights, *result.state.history)])
+        header = {"partition": result.partition, "samples": result.samples,
+                  "loss": result.loss, "seconds": result.seconds}
+
+        def chunk(vector, k):
+            return [] if vector is None else [vector[bounds[k]:bounds[k + 1]]]
+        arrived = self._exchange({other: (header, chunk(flat, other)) for other in self._peers})
+        parts = {self.rank: (header, chunk(flat, self.rank)), **arrived}
+        started = time.perf_counter()
+        order = sorted(parts, key=lambda other: parts[other][0]["partition"])
+        seen = [other for other in order if parts[other][0]["samples"] > 0]
+        if not seen:
+            raise ValueError("no partition saw any data this round")
+        total = sum(parts[other][0]["samples"] for other in seen)
+        weights = [parts[other][0]["samples"] / total for other in seen]
+        mine = np.zeros(bounds[self.rank + 1] - bounds[self.rank], np.float64)
+        for w, other in zip(weights, seen):
+            mine += w * parts[other][1][0]
+        mine = mine.astype(np.float32)
         if delay:
             time.sleep(delay)
-        started = time.perf_counter()
-        results.sort(key=lambda r: r.partition)
-        try:
-            state, samples, loss = average_results(results)
-        except ValueError as err:
-            for peer in self._peers:
-                send_message(peer, {"error": str(err)})
-            raise
-        summaries = [_summary(r) for r in results]
-        seconds = time.perf_counter() - started
-        header = {"weights": len(state.weights), "samples": samples, "loss": loss,
-                  "average_seconds": seconds,
-                  "results": [[r.samples, r.loss, r.partition, r.seconds] for r in summaries]}
-        for peer in self._peers:
-            send_message(peer, header, [*state.weights, *state.history])
-        return AveragedRound(state, summaries, samples, loss, seconds)
+        gathered = self._exchange({other: ({}, [mine]) for other in self._peers})
+        chunks = {self.rank: mine, **{other: got[1][0] for other, got in gathered.items()}}
+        flat = np.concatenate([chunks[k] for k in range(self.world)])
+        averaged = [piece.reshape(a.shape) for piece, a in
+                    zip(np.split(flat, np.cumsum(sizes)[:-1]), arrays)]
+        state = SolverState(averaged[:len(like.weights)], averaged[len(like.weights):])
+        loss = float(sum(w * parts[other][0]["loss"] for w, other in zip(weights, seen)))
+        return AveragedRound(state, [_summary(parts[other][0]) for other in order], total,
+                             loss, time.perf_counter() - started)
 
     def close(self) -> None:
         """Close this task's connections."""
-        for sock in self._peers if self._root is None else [self._root]:
+        self._senders.shutdown(wait=False)
+        for sock in self._peers.values():
             sock.close()
 
     def __enter__(self) -> "Averager":

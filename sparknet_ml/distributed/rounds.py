@@ -310,7 +310,7 @@ def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, s
             started = time.perf_counter()
             result = train_round(spec, features, labels, state, r, tau, seed, index)
             result = dataclasses.replace(result, seconds=time.perf_counter() - started)
-            averaged = averager.average(result, faults.round_delay if faults else 0.0)
+            averaged = averager.average(result, state, faults.round_delay if faults else 0.0)
             state = averaged.state
             rounds.append(JobRound(averaged.results, averaged.samples, averaged.loss,
                                    time.perf_counter() - started, averaged.average_seconds))
@@ -321,16 +321,15 @@ def barrier_rounds_task(index, handles, spec: TrainSpec, state_bc, first: int, s
 
 
 def connect_averager(context, secret: str) -> Averager:
-    """The :class:`Averager` of this barrier task: partition 0 listens on its executor's
-    host and tells the others where, through ``allGather``."""
+    """The :class:`Averager` of this barrier task: every task listens on its executor's
+    host, the addresses go round through ``allGather``, and the tasks connect as a mesh."""
     tasks = context.getTaskInfos()
-    if context.partitionId() == 0:
-        host = tasks[0].address.rsplit(":", 1)[0]
-        listener = socket.create_server((host, 0))
-        context.allGather(f"{host}:{listener.getsockname()[1]}")
-        return Averager.as_root(listener, len(tasks), secret)
-    host, port = context.allGather("")[0].rsplit(":", 1)
-    return Averager.as_peer(host, int(port), secret)
+    rank = context.partitionId()
+    host = tasks[rank].address.rsplit(":", 1)[0]
+    listener = socket.create_server((host, 0), backlog=len(tasks))
+    addresses = [address.rsplit(":", 1) for address in
+                 context.allGather(f"{host}:{listener.getsockname()[1]}")]
+    return Averager.connect(rank, listener, [(h, int(p)) for h, p in addresses], secret)
 
 
 def run_barrier_job(sc, handles, first: int, stop: int, channel, **task_args):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,28 +96,38 @@ class RoundResult:
     seconds: float = 0.0       # the task's time for it (set by the caller that measures it)
 
 
-# One solver per spec per Python worker process, reused across rounds and tasks.
-_SOLVERS: dict[str, object] = {}
+# The solvers of a Python worker process, by spec key, reused across rounds and tasks; least
+# recently used first. At most MAX_CACHED_SOLVERS are kept: a CrossValidator sweep builds
+# one per fit, and each can hold a resident block of up to RESIDENT_MAX_BYTES.
+_SOLVERS: OrderedDict[str, object] = OrderedDict()
 # A resident solver's block (features, labels) and its MemoryData arrays (rows, unused
-# labels), by spec key.
+# labels), by spec key; released with their solver.
 _BLOCKS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 _ROWS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 # Largest block (as float32) kept inside a net; float32 indices address rows exactly up to 2**24.
 RESIDENT_MAX_BYTES = 4 << 30
+MAX_CACHED_SOLVERS = 2
+"""Solvers a Python worker keeps: this fit's and one more (a Pipeline or a validation
+alternating two nets); older ones are released with their host and GPU memory."""
 
 
 def cached_solver(spec: TrainSpec, packed: bool = False):
     """Return this process's solver for ``spec`` (for a resident block of packed uint8
-    pixels when ``packed``), building it on first use; Caffe's mode, device and math (per
+    pixels when ``packed``), building it on first use after releasing the least recently
+    used ones beyond :data:`MAX_CACHED_SOLVERS`; Caffe's mode, device and math (per
     thread) are set for it every time."""
     set_device(spec.gpu, spec.tf32)
     key = _solver_key(spec, packed)
-    solver = _SOLVERS.get(key)
+    solver = _SOLVERS.pop(key, None)
     if solver is None:
+        while len(_SOLVERS) >= MAX_CACHED_SOLVERS:
+            released, _ = _SOLVERS.popitem(last=False)
+            _BLOCKS.pop(released, None)
+            _ROWS.pop(released, None)
         solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size,
                              (spec.data_top, spec.label_top, spec.transform, packed)
                              if spec.resident else None)
-        _SOLVERS[key] = solver
+    _SOLVERS[key] = solver
     return solver
 
 

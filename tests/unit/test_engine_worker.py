@@ -217,3 +217,24 @@ def test_the_round_loss_is_the_loss_weighted_sum_caffe_reports(extra):
     both = train_round(more, x, y, state, 0, 1, seed=3, partition=0).loss
     expected = loss * (1.3 if "aux" in extra else 1.0)  # the same logits, one step
     assert both == pytest.approx(expected, rel=1e-5) and loss > 0.5
+
+
+def test_a_worker_keeps_at_most_max_cached_solvers_releasing_the_least_recent(spec):
+    """Many-GPUs issue: a baseLr sweep built one solver per fit in every worker, forever."""
+    import weakref
+    from sparknet_ml.engine import worker
+    worker._SOLVERS.clear()
+    sweep = [TrainSpec(TINY_NET, SOLVER.replace("base_lr: 0.1", f"base_lr: {lr}"), 8,
+                       resident=True) for lr in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    features, labels = tiny_data()
+    built = []
+    for fit in sweep:
+        train_round(fit, features, labels, initial(fit), 0, 2, 0, 0)
+        built.append(weakref.ref(worker.cached_solver(fit)))
+        assert len(worker._SOLVERS) <= worker.MAX_CACHED_SOLVERS
+        assert set(worker._BLOCKS) <= set(worker._SOLVERS)
+    assert [ref() is None for ref in built] == [True, True, True, False, False]
+    assert worker.cached_solver(sweep[3]) is built[3]()  # kept: reused, not rebuilt
+    worker._SOLVERS.clear()
+    worker._BLOCKS.clear()
+    worker._ROWS.clear()
