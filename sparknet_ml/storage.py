@@ -125,7 +125,6 @@ class _Hadoop:
     """Hadoop's FileSystem of a classic SparkSession, through py4j."""
 
     def __init__(self, spark):
-        self.spark = spark
         self.jvm = spark._jvm
         self.conf = spark._jsparkSession.sessionState().newHadoopConf()
 

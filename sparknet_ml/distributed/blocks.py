@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.devices import TaskDevice, task_device
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -51,6 +53,7 @@ class BlockHandle:
     label_min: float = 0.0
     label_max: float = 0.0
     fractional_labels: int = 0   # labels that are not integers
+    device: TaskDevice | None = None  # what the task that stored it could train on
 
 
 def column(name: str):
@@ -146,12 +149,15 @@ def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str,
     directory = block_dir(fit_id)
     os.makedirs(directory, exist_ok=True)
     read = y if ignore_label is None else y[y != ignore_label]
+    from pyspark import TaskContext
+    context = TaskContext.get()  # None outside a Spark task: the process reports itself
     handle = BlockHandle(index, os.path.join(directory, f"part-{index:05d}-features.npy"),
                          os.path.join(directory, f"part-{index:05d}-labels.npy"), len(y),
                          socket.gethostname(), invalid,
                          float(read.min()) if len(read) else 0.0,
                          float(read.max()) if len(read) else 0.0,
-                         int((read != np.round(read)).sum()))
+                         int((read != np.round(read)).sum()),
+                         task_device(context.resources() if context else None))
     _save(handle.features_path, x)
     _save(handle.labels_path, y)
     yield handle

@@ -1,13 +1,15 @@
-"""Driver-side checks of input columns, batch memory and the GPU choice, before any Spark job."""
+"""Driver-side checks of input columns and batch memory, before any Spark job; and the GPU
+choice, from what the tasks of a fit's first job report."""
 from __future__ import annotations
 
 import logging
 import math
 import os
-import shutil
 
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import types as T
+
+from ..engine.devices import task_device
 
 
 def _field(schema: T.StructType, name: str) -> T.StructField:
@@ -99,12 +101,6 @@ def check_round_size(sync_interval: int, batch: int) -> None:
                          f"{MAX_ROUND_EXAMPLES} cap (MAX_ROUND_EXAMPLES); lower syncInterval")
 
 
-def caffe_has_cuda() -> bool:
-    """Whether the installed pycaffe was built with CUDA (from its build_info.json)."""
-    from ..build.command import installed_build_info
-    return bool((installed_build_info() or {}).get("cuda"))
-
-
 def task_slots(conf) -> int:
     """How many tasks one executor runs at once: N of ``local[N]`` / ``local[N,F]``, else
     ``spark.executor.cores`` (default 1) divided by ``spark.task.cpus``."""
@@ -118,38 +114,57 @@ def task_slots(conf) -> int:
                                                                               "1")))
 
 
-def resolve_gpu(use_gpu: str, conf=None) -> int | None:
+def resolve_gpu(use_gpu: str, conf=None, devices=None) -> int | None:
     """0 when the workers train on GPUs (each task then takes the GPU Spark assigned it,
-    see :func:`sparknet_ml.engine.devices.task_gpu`), or None for the CPU.
+    see :func:`sparknet_ml.engine.devices.task_gpu`), or None for the CPU; the reason is
+    logged.
 
-    ``"auto"`` means a GPU when pycaffe has CUDA and a GPU is visible. A GPU is refused
-    (``"true"``) or skipped with a warning (``"auto"``) when an executor runs several tasks
-    at once but ``spark.task.resource.gpu.amount`` is unset: they would share GPU 0.
+    ``"auto"`` means GPUs when every task's pycaffe has CUDA and every task sees a GPU. A GPU
+    is refused (``"true"``) or skipped with a warning (``"auto"``) when an executor runs
+    several tasks at once but Spark does not assign them GPUs: they would share GPU 0.
+
+    Parameters
+    ----------
+    use_gpu : str
+        ``"auto"``, ``"true"`` or ``"false"``.
+    conf : SparkConf or dict, optional
+        The session's settings (task slots per executor, ``spark.task.resource.gpu.amount``).
+    devices : list of TaskDevice, optional
+        What the tasks of the fit's first job reported; without them, this process's own.
 
     Raises
     ------
     ValueError
-        For ``"true"`` when pycaffe is a CPU-only build, no GPU is visible, or tasks would
-        share a GPU by accident.
+        For ``"true"`` when a task's pycaffe is a CPU-only build, a task sees no GPU, or tasks
+        would share a GPU by accident.
     """
     if use_gpu == "false":
         return None
-    has_cuda = caffe_has_cuda()
-    has_gpu = shutil.which("nvidia-smi") is not None
-    if use_gpu == "true" and not (has_cuda and has_gpu):
-        why = "pycaffe is a CPU-only build (sparknet-ml build-caffe --cuda)" if not has_cuda \
-            else "no GPU is visible (nvidia-smi not found)"
-        raise ValueError(f"useGpu='true' but {why}")
-    if not (has_cuda and has_gpu):
-        return None
-    slots = task_slots(conf) if conf is not None else 1
-    if slots > 1 and not (conf.get("spark.task.resource.gpu.amount") if conf else None):
-        why = (f"{slots} tasks run at once on an executor but spark.task.resource.gpu.amount "
-               "is not set, so they would all use GPU 0: set spark.task.resource.gpu.amount=1 "
-               "with spark.executor.resource.gpu.amount and a discovery script, or "
-               "spark.executor.cores=1")
+    devices = devices or [task_device(None)]
+
+    def hosts(found):
+        return ", ".join(sorted({d.host for d in found}))
+    no_cuda = [d for d in devices if not d.cuda_build]
+    no_gpu = [d for d in devices if not d.gpu_visible]
+    why, level = None, logging.INFO
+    if no_cuda:
+        why = (f"pycaffe is a CPU-only build on {hosts(no_cuda)} (sparknet-ml build-caffe "
+               "--cuda)")
+    elif no_gpu:
+        why = f"no GPU is visible to the tasks on {hosts(no_gpu)} (nvidia-smi not found)"
+    elif not all(d.gpu_assigned for d in devices):
+        slots = task_slots(conf) if conf is not None else 1
+        if slots > 1:
+            level = logging.WARNING  # GPUs are there, but the settings would share one
+            why = (f"{slots} tasks run at once on an executor but spark.task.resource.gpu."
+                   "amount is not set, so they would all use GPU 0: set spark.task.resource."
+                   "gpu.amount=1 with spark.executor.resource.gpu.amount and a discovery "
+                   "script, or spark.executor.cores=1")
+    if why is not None:
         if use_gpu == "true":
             raise ValueError(f"useGpu='true' but {why}")
-        logging.getLogger("sparknet_ml").warning("training on the CPU: %s", why)
+        logging.getLogger("sparknet_ml").log(level, "training on the CPU: %s", why)
         return None
+    logging.getLogger("sparknet_ml").info("training on GPUs: %d tasks with a CUDA pycaffe on "
+                                          "%s", len(devices), hosts(devices))
     return 0

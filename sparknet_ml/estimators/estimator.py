@@ -282,12 +282,10 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         validation = self.getValidationCol()
         if validation:
             columns.check_boolean(dataset.schema, validation)
-        gpu = columns.resolve_gpu(self.getUseGpu(), dataset.sparkSession.sparkContext.getConf())
-        train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu, "tf32": self.getAllowTf32(),
-                             "resident": gpu is not None})
-        # The initial weights (and any initialWeights caffemodel) are checked on the driver
-        # before the first Spark job (counting partitions can run one).
-        state, layout, outputs = initial_state(train, self._seed(), self.getInitialWeights(),
+        # The initial weights (and any initialWeights caffemodel) are checked on the driver,
+        # by its CPU Caffe, before the first Spark job (counting partitions can run one).
+        state, layout, outputs = initial_state(plan.train, self._seed(),
+                                               self.getInitialWeights(),
                                                plan.deploy.output_blob)
         workers = self.getNumWorkers() or dataset.rdd.getNumPartitions()
         sc = dataset.sparkSession.sparkContext
@@ -303,6 +301,10 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             cached.append(blocks)
             check_summary(summary, plan.inputs, self.getHandleInvalid(),
                           outputs if plan.deploy.classification else None)
+            gpu = columns.resolve_gpu(self.getUseGpu(), sc.getConf(),
+                                      [h.device for h in summary])
+            train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu,
+                                 "tf32": self.getAllowTf32(), "resident": gpu is not None})
             validate = None
             if validation:
                 held_out, held = cache_blocks(dataset.filter(column(validation)), plan.inputs,

@@ -112,8 +112,8 @@ def read_mean_file(path: str, inside: str | None = None) -> np.ndarray:
     Raises
     ------
     ValueError
-        Naming ``path``: missing or unreadable (a relative path is read from the driver's
-        working directory), over :data:`MAX_MEAN_FILE_BYTES`, or not a mean blob.
+        Naming ``path``: missing or unreadable (a plain relative path is read from the default
+        file system's working directory), over :data:`MAX_MEAN_FILE_BYTES`, or not a mean blob.
     """
     data = storage.read_bytes(path, MAX_MEAN_FILE_BYTES, "MAX_MEAN_FILE_BYTES", inside)
     try:

@@ -298,7 +298,7 @@ def test_image_folder_trains_and_scores(spark, tmp_path):
 
 
 def _cuda_build():
-    from sparknet_ml.estimators.columns import caffe_has_cuda
+    from sparknet_ml.engine.devices import caffe_has_cuda
     return caffe_has_cuda()
 
 

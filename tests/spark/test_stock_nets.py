@@ -107,6 +107,6 @@ def test_flickr_style_fine_tunes_caffenet_into_its_renamed_last_layer(spark, pic
 
 def test_the_stock_mean_file_path_is_read_from_the_drivers_directory(spark, pictures):
     df, _ = pictures
-    with pytest.raises(ValueError, match="layer 'data': mean file data/ilsvrc12/imagenet_mean"
-                                         ".binaryproto: no such file"):
+    with pytest.raises(ValueError, match="layer 'data': cannot read data/ilsvrc12/imagenet_mean"
+                                         ".binaryproto: no such file or folder"):
         stock_estimator("bvlc_reference_caffenet").fit(df)
