@@ -29,3 +29,17 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path, name):
     path.write_text("{}")
     with pytest.raises(ValueError, match=f"checkpointDir {path} is a file, not a folder"):
         load_checkpoint(str(path), "sig", LAYOUT, rounds=3)
+
+
+def test_an_incomplete_newer_checkpoint_is_passed_over_and_cleaned_up(tmp_path):
+    """A driver killed while a rename copied file by file (S3) leaves a round folder without
+    all its files: the previous checkpoint is resumed, and the next save removes the rest."""
+    save_checkpoint(str(tmp_path), 5, STATE, LAYOUT, [{"round": 5}], "sig", 50)
+    partial = tmp_path / "round-000006"
+    partial.mkdir()
+    (partial / "weights.caffemodel").write_bytes(b"")
+    (tmp_path / ".round-000007-0123").mkdir()  # a staged folder of a killed write
+    done, _, _ = load_checkpoint(str(tmp_path), "sig", LAYOUT, rounds=10)
+    assert done == 5
+    save_checkpoint(str(tmp_path), 7, STATE, LAYOUT, [], "sig", 70)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round-000007"]
