@@ -199,7 +199,10 @@ def main(argv=None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     log_rounds()
-    report = run(args)
+    try:
+        report = run(args)
+    except FileNotFoundError as err:
+        parser.error(str(err))
     print(f"{args.net} on {args.data} ({len(report['classes'])} classes, {args.workers} "
           f"workers, tau={args.sync_interval}, {args.rounds} rounds): fit "
           f"{report['fit_seconds']:.0f} s, top-1 {report['top1']:.4f}, top-5 "
