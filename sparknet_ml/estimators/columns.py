@@ -114,7 +114,7 @@ def task_slots(conf) -> int:
                                                                               "1")))
 
 
-def resolve_gpu(use_gpu: str, conf=None, devices=None) -> int | None:
+def resolve_gpu(use_gpu: str, conf=None, devices=None, purpose: str = "training") -> int | None:
     """0 when the workers train on GPUs (each task then takes the GPU Spark assigned it,
     see :func:`sparknet_ml.engine.devices.task_gpu`), or None for the CPU; the reason is
     logged.
@@ -131,6 +131,8 @@ def resolve_gpu(use_gpu: str, conf=None, devices=None) -> int | None:
         The session's settings (task slots per executor, ``spark.task.resource.gpu.amount``).
     devices : list of TaskDevice, optional
         What the tasks of the fit's first job reported; without them, this process's own.
+    purpose : str
+        What the log line says the device is for (``"training"``, ``"scoring"``).
 
     Raises
     ------
@@ -163,8 +165,8 @@ def resolve_gpu(use_gpu: str, conf=None, devices=None) -> int | None:
     if why is not None:
         if use_gpu == "true":
             raise ValueError(f"useGpu='true' but {why}")
-        logging.getLogger("sparknet_ml").log(level, "training on the CPU: %s", why)
+        logging.getLogger("sparknet_ml").log(level, "%s on the CPU: %s", purpose, why)
         return None
-    logging.getLogger("sparknet_ml").info("training on GPUs: %d tasks with a CUDA pycaffe on "
-                                          "%s", len(devices), hosts(devices))
+    logging.getLogger("sparknet_ml").info("%s on GPUs: %d tasks with a CUDA pycaffe on %s",
+                                          purpose, len(devices), hosts(devices))
     return 0

@@ -120,7 +120,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                                  "be split into one value per row")
         return ScoreSpec(deploy_text, self.getBatchSize(), meta["data_top"],
                          (meta["output_blob"], *self.getOutputBlobs()),
-                         columns.resolve_gpu(self.getUseGpu(), conf), self.getAllowTf32(),
+                         columns.resolve_gpu(self.getUseGpu(), conf, purpose="scoring"),
+                         self.getAllowTf32(),
                          self.inputTransform)
 
     def _transform(self, dataset):
