@@ -246,6 +246,19 @@ PATCHES: tuple[Patch, ...] = (
                     "STUB_GPU_FORWARD(ProposalLayer, Forward);")),
     ),
     Patch(
+        name="max-pooling-nan-backward",
+        why="Caffe's CPU max pooling leaves a window's argmax at -1 when no value in it compares "
+            "greater than -FLT_MAX (NaN inputs, as in diverged training), and its backward then "
+            "adds to bottom_diff[-1]: a write before the blob's buffer that corrupts the heap "
+            "(a later free aborts the process with 'double free or corruption'). The backward "
+            "now skips such windows, as the GPU kernel (which compares indices) already does.",
+        edits=(Edit("src/caffe/layers/pooling_layer.cpp",
+                    "            bottom_diff[bottom_index] += top_diff[index];\n",
+                    "            if (bottom_index >= 0) {  // -1: no argmax (NaN window)\n"
+                    "              bottom_diff[bottom_index] += top_diff[index];\n"
+                    "            }\n"),),
+    ),
+    Patch(
         name="pycaffe-solver-state",
         why="SparkNet rounds restart a solver from averaged state: pycaffe gains a settable "
             "Solver.iter (which also places a multistep schedule) and Solver.history (the "

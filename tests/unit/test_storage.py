@@ -47,10 +47,11 @@ def test_read_bytes_checks_the_cap_and_the_folder_before_reading(tmp_path, monke
         storage.read_bytes(str(root / "none"), 100, "CAP")
 
 
-def test_file_uris_are_local_and_remote_ones_need_a_session(tmp_path):
+def test_file_uris_are_local_and_remote_ones_need_a_session(tmp_path, monkeypatch):
     storage.write_bytes(f"file://{tmp_path}/x/y", b"data")
     assert (tmp_path / "x" / "y").read_bytes() == b"data"
     assert storage.list_names(f"file:{tmp_path}/x") == ["y"]
+    monkeypatch.setattr(storage, "_session", lambda: None)  # a full run has one still active
     with pytest.raises(storage.StorageError, match="hdfs://nn/m: a hdfs:// location is reached "
                                                    "through a SparkSession's Hadoop "
                                                    "configuration; create the SparkSession"):
