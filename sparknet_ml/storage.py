@@ -253,8 +253,6 @@ def _java_classes(err: BaseException) -> set[str]:
 
 def _reason(err: BaseException, uri: str) -> str:
     """One line saying what failed for ``uri``."""
-    if isinstance(err, StorageError):
-        return str(err)
     classes = _java_classes(err)
     if isinstance(err, FileNotFoundError) or "java.io.FileNotFoundException" in classes:
         return f"{uri}: no such file or folder"
@@ -286,8 +284,7 @@ def _reporting(uri: str, action: str):
     except StorageError:
         raise
     except Exception as err:  # noqa: BLE001 - py4j, OSError: all become one line
-        reason = _reason(err, uri)
-        raise StorageError(f"{action} {reason}" if action else reason) from None
+        raise StorageError(f"{action} {_reason(err, uri)}") from None
 
 
 def status(uri: str) -> FileStatus | None:
