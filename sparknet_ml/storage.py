@@ -354,14 +354,15 @@ def read_bytes(uri: str, cap: int, cap_name: str, inside: str | None = None) -> 
             raise FileNotFoundError(uri)
         if found.is_dir:
             raise StorageError(f"{uri} is a folder, not a file")
-        if found.size > cap:
-            raise StorageError(f"{uri}: {found.size} bytes, over the {cap} bytes cap "
-                               f"({cap_name})")
+        _check_cap(uri, found.size, cap, cap_name)
         data = backend.read(path)
-        if len(data) > cap:
-            raise StorageError(f"{uri}: {len(data)} bytes, over the {cap} bytes cap "
-                               f"({cap_name})")
+        _check_cap(uri, len(data), cap, cap_name)  # it may have grown since
         return data
+
+
+def _check_cap(uri: str, size: int, cap: int, cap_name: str) -> None:
+    if size > cap:
+        raise StorageError(f"{uri}: {size} bytes, over the {cap} bytes cap ({cap_name})")
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -39,6 +39,11 @@ def spark_conf(key: str) -> dict[str, str]:
             "spark.hadoop.fs.sftp.keyfile": key}
 
 
+def conf_arguments(key: str) -> list[str]:
+    """:func:`spark_conf` as ``--conf KEY=VALUE`` arguments of a command line."""
+    return [x for name, value in spark_conf(key).items() for x in ("--conf", f"{name}={value}")]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -71,14 +71,13 @@ def _parse(value, message_type: type[Message]) -> Message:
         copy = message_type()
         copy.CopyFrom(value)
         return copy
-    if isinstance(value, os.PathLike):
-        return _parse_text(read_prototxt_file(value), message_type, source=repr(os.fspath(value)))
+    if names_a_file(value):
+        return _parse_text(read_prototxt_file(value), message_type,
+                           source=repr(os.fspath(value)))
     if not isinstance(value, str):
         raise TypeError(
             f"{kind}: expected prototxt text, a path or a {kind}, got {type(value).__name__}")
     _check_size(len(value.encode()), kind, "text")
-    if names_a_file(value):
-        return _parse_text(read_prototxt_file(value), message_type, source=repr(value))
     try:
         return _parse_text(value, message_type, source="text")
     except NetSpecError as e:

@@ -123,8 +123,7 @@ def test_driver_killed_mid_fit_resumes_from_a_remote_checkpoint_dir(baseline, sf
     """Cluster-storage issue: the same with checkpointDir on a non-local file system (sshd on
     127.0.0.1 through Hadoop's SFTPFileSystem)."""
     from .. import sftp_server
-    conf = [x for name, value in sftp_server.spark_conf(sftp.key).items()
-            for x in ("--conf", f"{name}={value}")]
+    conf = sftp_server.conf_arguments(sftp.key)
     args = ["local[2]", "--checkpoint", sftp.url("checkpoints"), *conf]
     stopped_at = kill_driver_after_checkpoint(args, sftp.local("checkpoints"), 3)
     digest, err = digest_of(*args)

@@ -145,8 +145,7 @@ def test_train_and_score_with_every_path_on_a_remote_file_system(spark, sftp):
     from sparknet_ml import storage
     from .. import sftp_server
     from .test_bad_input import SOLVER, TINY_NET
-    conf = [x for name, value in sftp_server.spark_conf(sftp.key).items()
-            for x in ("--conf", f"{name}={value}")]
+    conf = sftp_server.conf_arguments(sftp.key)
     rows = [([float((i * 7 + j) % 5) for j in range(16)], float(i % 3)) for i in range(48)]
     spark.createDataFrame(rows, "features array<double>, label double").write.parquet(
         sftp.url("cli", "data.parquet"))

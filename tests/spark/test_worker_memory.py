@@ -7,14 +7,11 @@ pytest.importorskip("caffe")
 
 from sparknet_ml import SparkNetEstimator  # noqa: E402
 
+from .test_bad_input import TINY_NET  # noqa: E402
+
 # ip holds 2M parameters: a solver (weights, diffs, momentum) is 24 MB of host memory.
-WIDE_NET = """name: "wide"
-layer { name: "data" type: "Input" top: "data" top: "label"
-  input_param { shape { dim: 8 dim: 1 dim: 64 dim: 64 } shape { dim: 8 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-  inner_product_param { num_output: 512 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
-"""
+WIDE_NET = TINY_NET.replace("dim: 1 dim: 4 dim: 4", "dim: 1 dim: 64 dim: 64").replace(
+    "num_output: 3", "num_output: 512")
 
 
 def worker_memory(spark) -> dict[int, tuple[int, int]]:
