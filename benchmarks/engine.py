@@ -46,7 +46,7 @@ def images_for(net, n):
 def block_of(x, y, directory):
     """``x``, ``y`` saved as a training block and opened the way a round's task opens it
     (features memory-mapped)."""
-    from sparknet_ml.distributed.blocks import BlockHandle, load_block
+    from sparknet_ml.tasks.blocks import BlockHandle, load_block
     handle = BlockHandle(0, os.path.join(directory, "features.npy"),
                          os.path.join(directory, "labels.npy"), len(y), "localhost")
     np.save(handle.features_path, x)

@@ -69,7 +69,7 @@ def task(rank: int, world: int, args, ports, addresses, results) -> None:
     _imports()
     import caffe
     from imagenet_engine import plan
-    from sparknet_ml.distributed.averaging import Averager
+    from sparknet_ml.tasks.averaging import Averager
     from sparknet_ml.engine.solver import make_solver
     from sparknet_ml.engine.worker import get_state, train_round
     gpu = None if args["cpu"] else 0

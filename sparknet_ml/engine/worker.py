@@ -323,3 +323,17 @@ def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float
         [mean([r.state.weights[i] for r in seen]) for i in range(len(seen[0].state.weights))],
         [mean([r.state.history[i] for r in seen]) for i in range(len(seen[0].state.history))])
     return state, total, float(sum(w * r.loss for w, r in zip(weights, seen)))
+
+
+def divergence(round_number: int, results: list[RoundResult], state: SolverState) -> str | None:
+    """Why a fit diverged in this round (naming the partition when its own loss shows it),
+    or None."""
+    for r in results:
+        if r.samples and not np.isfinite(r.loss):
+            return (f"round {round_number}: the loss of partition {r.partition} is {r.loss} "
+                    "(training diverged: lower base_lr)")
+    for i, weights in enumerate(state.weights):
+        if not np.isfinite(weights).all():
+            return (f"round {round_number}: averaged weight blob {i} holds NaN or Inf "
+                    "(training diverged: lower base_lr)")
+    return None

@@ -7,42 +7,12 @@ import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.util import MLReadable, MLWritable
 
-from ..distributed.blocks import InputSpec
-from ..engine.scoring import ScoreSpec, Weights, cached_net, forward, softmax, weights_key
+from ..engine.scoring import ScoreSpec, Weights, weights_key
+from ..tasks.blocks import InputSpec
+from ..tasks.scoring import score_batches
 from ..engine.transform import Transform
 from ..params import _ScoringSetters, _SparkNetParams
-from . import columns
-
-
-def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights_bc,
-                  classification: bool, names: tuple[str, ...], features_at: int,
-                  probabilities: bool = False):
-    """mapInArrow function: append the model's output columns to every Arrow batch, whose
-    column ``features_at`` holds the features (``probabilities``: the output already holds
-    class probabilities, not logits)."""
-    import pyarrow as pa
-    from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
-    from ..distributed.rounds import on_task_gpu
-    from ..engine.solver import packable
-    spec = on_task_gpu(spec)
-    for batch in batches:
-        x = features_to_array(batch.column(features_at), inputs.input_shape,
-                              name=inputs.features_col, pixels=True, resize=inputs.resize)
-        net = cached_net(spec, key, lambda: weights_bc.value, packable(spec.transform, x))
-        outputs = forward(net, spec, x)
-        logits, extra = outputs[0], outputs[1:]
-        raw_name, prob_name, pred_name, *blob_names = names
-        new = {raw_name: vectors_to_arrow(logits)}
-        if classification:
-            new[prob_name] = vectors_to_arrow(
-                logits / logits.sum(axis=1, keepdims=True) if probabilities else softmax(logits))
-            new[pred_name] = pa.array(logits.argmax(axis=1).astype(np.float64))
-        else:
-            new[pred_name] = pa.array(logits[:, 0].astype(np.float64))
-        for name, values in zip(blob_names, extra):
-            new[name] = arrays_to_arrow(values)
-        yield pa.RecordBatch.from_arrays(batch.columns + list(new.values()),
-                                         names=batch.schema.names + list(new))
+from ..driver import columns
 
 
 class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
@@ -95,7 +65,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
     def plotHistory(self, path: str) -> None:
         """Write a PNG of training loss and validation accuracy against round and wall time
         (needs matplotlib: ``pip install 'sparknet_ml[plot]'``)."""
-        from ..distributed.reporting import plot_history
+        from ..driver.reporting import plot_history
         plot_history(self.history, path)
 
     def _score_spec(self, conf=None) -> ScoreSpec:
@@ -129,7 +99,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         from pyspark.sql import types as T
         meta = self._meta
         columns.check_features(dataset.schema, self.getFeaturesCol())
-        spec = self._score_spec(dataset.sparkSession.sparkContext.getConf())
+        spec = self._score_spec(dataset.sparkSession.conf)
         classification = meta["classification"]
         outputs = [(self.getRawPredictionCol(), VectorUDT())]
         if classification:
@@ -149,10 +119,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
             names = (names[0], "", *names[1:])
         inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
                            meta.get("resize", False))
-        sc = dataset.sparkSession.sparkContext
-        weights_bc = sc.broadcast(self._weights)
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,
-                               key=weights_key(self._weights), weights_bc=weights_bc,
+                               key=weights_key(self._weights), weights=self._weights,
                                classification=classification, names=names,
                                features_at=dataset.columns.index(self.getFeaturesCol()),
                                probabilities=meta.get("probabilities", False))

@@ -1,10 +1,13 @@
 """A small deterministic SparkNet fit, run in its own process by test_reliability.py.
 
     python reliability_job.py MASTER [--conf k=v ...] [--checkpoint DIR] [--kill-executor-after R]
-                                     [--rounds-per-job K]
+                                     [--rounds-per-job K] [--fail-rounds 2,5 [--fail-mode MODE]
+                                     [--slow-seconds S]]
 
 Prints one JSON line: {"digest": sha256 of the final weights, "rounds": n}. With
---kill-executor-after R, one executor JVM is killed (SIGKILL) as round R finishes.
+--kill-executor-after R, one executor JVM is killed (SIGKILL) as round R finishes. With
+--fail-rounds, partition 0 fails the first time it runs each of those rounds, as --fail-mode
+says (raise, exit, abort, slow; see fault_daemon.py, which Spark's Python workers then fork from).
 """
 import argparse
 import hashlib
@@ -14,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -50,10 +54,21 @@ def main():
     parser.add_argument("--checkpoint")
     parser.add_argument("--kill-executor-after", type=int)
     parser.add_argument("--rounds-per-job", type=int, default=1)
+    parser.add_argument("--fail-rounds", type=lambda text: [int(r) for r in text.split(",")])
+    parser.add_argument("--fail-mode", choices=["raise", "exit", "abort", "slow"],
+                        default="raise")
+    parser.add_argument("--slow-seconds", type=float, default=5.0)
     args = parser.parse_args()
     builder = (SparkSession.builder.master(args.master).config("spark.ui.enabled", "false")
                .config("spark.driver.host", "127.0.0.1").config("spark.default.parallelism", "2")
                .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable))
+    marks = tempfile.TemporaryDirectory()
+    if args.fail_rounds:
+        faults = {"rounds": args.fail_rounds, "mode": args.fail_mode,
+                  "slow_seconds": args.slow_seconds, "marks": marks.name}
+        builder = (builder.config("spark.python.daemon.module", "fault_daemon")
+                   .config("spark.executorEnv.PYTHONPATH", os.path.dirname(__file__))
+                   .config("spark.executorEnv.SPARKNET_TEST_FAULTS", json.dumps(faults)))
     for item in args.conf:
         key, value = item.split("=", 1)
         builder = builder.config(key, value)

@@ -37,31 +37,31 @@ def baseline():
 
 
 def test_injected_task_failures_are_retried_to_the_same_weights(baseline):
-    raised, _ = digest_of("local[2,4]", "--conf", "spark.sparknet.test.failRounds=2,5")
-    aborted, _ = digest_of("local[2,4]", "--conf", "spark.sparknet.test.failRounds=3",
-                           "--conf", "spark.sparknet.test.failMode=exit")
+    raised, _ = digest_of("local[2,4]", "--fail-rounds", "2,5")
+    aborted, _ = digest_of("local[2,4]", "--fail-rounds", "3",
+                           "--fail-mode", "exit")
     assert raised == baseline and aborted == baseline
 
 
 def test_failures_in_barrier_jobs_rerun_the_job_to_the_same_weights(baseline):
     # Spark does not retry a barrier result stage: the driver runs the job again.
     digest, err = digest_of("local[2,4]", "--rounds-per-job", "3",
-                            "--conf", "spark.sparknet.test.failRounds=2,5",
-                            "--conf", "spark.sparknet.test.failMode=exit")
+                            "--fail-rounds", "2,5",
+                            "--fail-mode", "exit")
     assert "SparkNet rounds 1-3 failed (attempt 1 of 4)" in err
     assert "SparkNet rounds 4-6 failed (attempt 1 of 4)" in err
     assert digest == baseline
 
 
 def test_a_task_failing_past_max_failures_fails_the_fit_with_its_cause():
-    code, _, err = run_job("local[2]", "--conf", "spark.sparknet.test.failRounds=2")
+    code, _, err = run_job("local[2]", "--fail-rounds", "2")
     assert code != 0
     assert "injected failure in round 2, partition 0" in err
 
 
 def test_a_caffe_abort_reaches_the_driver_with_glogs_message():
-    code, _, err = run_job("local[2]", "--conf", "spark.sparknet.test.failRounds=2",
-                           "--conf", "spark.sparknet.test.failMode=abort",
+    code, _, err = run_job("local[2]", "--fail-rounds", "2",
+                           "--fail-mode", "abort",
                            "--conf", "spark.python.worker.faulthandler.enabled=true")
     assert code != 0
     assert "Python worker exited unexpectedly (crashed)" in err
@@ -76,9 +76,9 @@ def test_killed_executor_jvm_changes_nothing(baseline):
 
 def test_straggler_with_speculation_enabled_changes_nothing(baseline):
     digest, err = digest_of("local-cluster[3,1,1024]",
-                            "--conf", "spark.sparknet.test.failRounds=2",
-                            "--conf", "spark.sparknet.test.failMode=slow",
-                            "--conf", "spark.sparknet.test.slowSeconds=3",
+                            "--fail-rounds", "2",
+                            "--fail-mode", "slow",
+                            "--slow-seconds", "3",
                             "--conf", "spark.speculation=true",
                             "--conf", "spark.speculation.interval=100ms",
                             "--conf", "spark.speculation.quantile=0.5",

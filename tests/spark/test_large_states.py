@@ -10,7 +10,7 @@ pytest.importorskip("caffe")
 
 from sparknet_ml import SparkNetEstimator, zoo  # noqa: E402
 from sparknet_ml.data import fashion_mnist  # noqa: E402
-from sparknet_ml.distributed import exchange  # noqa: E402
+from sparknet_ml.driver import exchange  # noqa: E402
 
 
 @pytest.fixture(scope="module")

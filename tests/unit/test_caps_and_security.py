@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from sparknet_ml import SparkNetEstimator, storage, zoo
-from sparknet_ml.estimators import columns
-from sparknet_ml.estimators.columns import MAX_INPUT_BATCH_BYTES, check_input_memory
-from sparknet_ml.estimators.estimator import plan_nets
+from sparknet_ml.driver import columns
+from sparknet_ml.driver.columns import MAX_INPUT_BATCH_BYTES, check_input_memory
+from sparknet_ml.driver.planning import plan_nets
 from sparknet_ml.net import NetSpecError, deploy_net, parse_net, parse_solver, train_net
 from sparknet_ml.net.layers import MAX_BLOB_ELEMENTS, check_blob_shapes
 from sparknet_ml.net.prototxt import MAX_PROTOTXT_BYTES
@@ -178,7 +178,7 @@ def test_truncated_or_inconsistent_caffemodel_is_refused(tmp_path):
 def test_output_blobs_and_column_names_are_checked_before_any_job(params, message):
     """Hardening issue, item 7: these failed after the fit, or with a Java error."""
     from sparknet_ml import SparkNetEstimator, zoo
-    from sparknet_ml.estimators.columns import check_outputs
+    from sparknet_ml.driver.columns import check_outputs
     from sparknet_ml.net import deploy_net
     stage = SparkNetEstimator(netPrototxt=zoo.prototxt("lenet_train"),
                               solverPrototxt=zoo.prototxt("lenet_solver"), **params)

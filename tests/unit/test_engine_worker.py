@@ -100,19 +100,6 @@ def test_empty_partition_returns_no_state(spec):
     assert result.state is None and result.samples == 0
 
 
-def test_test_switches_from_spark_conf():
-    from sparknet_ml.distributed.rounds import FaultInjection
-    assert FaultInjection.from_conf({}) is None
-    delay = FaultInjection.from_conf({"spark.sparknet.test.roundDelaySeconds": "0.5"})
-    assert delay.round_delay == 0.5 and not delay.rounds
-    faults = FaultInjection.from_conf({"spark.sparknet.test.failRounds": "2, 5",
-                                       "spark.sparknet.test.failMode": "slow"})
-    assert faults.rounds == {2, 5} and faults.mode == "slow" and faults.round_delay == 0
-    with pytest.raises(ValueError, match="failMode must be raise, exit, abort or slow"):
-        FaultInjection.from_conf({"spark.sparknet.test.failRounds": "1",
-                                  "spark.sparknet.test.failMode": "hang"})
-
-
 def test_tf32_is_opt_in_and_part_of_the_solver_key(spec):
     tf32 = TrainSpec(**{**spec.__dict__, "tf32": True})
     assert not spec.tf32 and tf32.key() != spec.key()

@@ -27,7 +27,7 @@ def device(host="node1", cuda=True, visible=True, assigned=False):
 @pytest.fixture
 def columns():
     pytest.importorskip("pyspark")
-    from sparknet_ml.estimators import columns
+    from sparknet_ml.driver import columns
     return columns
 
 

@@ -4,8 +4,8 @@ import io
 import pandas as pd
 import pytest
 
-from sparknet_ml.distributed.reporting import ProgressBar, active_mlflow, plot_history
-from sparknet_ml.distributed.rounds import RoundStats
+from sparknet_ml.driver.reporting import ProgressBar, active_mlflow, plot_history
+from sparknet_ml.driver.rounds import RoundStats
 
 
 class Terminal(io.StringIO):

@@ -5,8 +5,8 @@ import socket
 import numpy as np
 import pytest
 
-from sparknet_ml.distributed.averaging import recv_message, send_message
-from sparknet_ml.distributed.exchange import SocketChannel, plan_route
+from sparknet_ml.tasks.wire import recv_message, send_message
+from sparknet_ml.driver.exchange import SocketChannel, plan_route
 from sparknet_ml.engine.worker import SolverState
 
 MIB = 2 ** 20

@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from sparknet_ml.distributed import averaging
-from sparknet_ml.distributed.averaging import Averager, recv_message
-from sparknet_ml.distributed.rounds import job_end
+from sparknet_ml.tasks import averaging
+from sparknet_ml.tasks.averaging import Averager
+from sparknet_ml.tasks.wire import recv_message
+from sparknet_ml.driver.rounds import job_end
 from sparknet_ml.engine.worker import RoundResult, SolverState, average_results
 
 SECRET = "0123456789abcdef"

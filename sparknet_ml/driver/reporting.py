@@ -1,7 +1,7 @@
 """What the driver reports about SparkNet rounds: a progress bar, MLflow runs, a plot.
 
 Each reporter is a round callback ``callback(rounds_done, state, history)`` for
-:func:`sparknet_ml.distributed.rounds.run_rounds`.
+:func:`sparknet_ml.driver.rounds.run_rounds`.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ them.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 import tempfile
@@ -54,13 +56,6 @@ class BlockHandle:
     label_max: float = 0.0
     fractional_labels: int = 0   # labels that are not integers
     device: TaskDevice | None = None  # what the task that stored it could train on
-
-
-def column(name: str):
-    """The DataFrame column named ``name``, taken literally: a dot in it does not reach into a
-    struct (``F.col("img.pixels")`` would), backticks are escaped. Needs an active session."""
-    from pyspark.sql import functions as F
-    return F.col("`" + name.replace("`", "``") + "`")
 
 
 ROWS_SCHEMA = "features binary, labels binary, invalid long, uint8 boolean"
@@ -130,16 +125,53 @@ def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.argsort(keys.view(np.dtype((np.void, keys.shape[1]))).ravel(), kind="stable")
 
 
-def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str,
+HANDLES_SCHEMA = ("partition long, features_path string, labels_path string, rows long, "
+                  "host string, invalid long, label_min double, label_max double, "
+                  "fractional_labels long, device string")
+
+
+def handle_batch(handle: BlockHandle):
+    """``handle`` as a one-row Arrow batch of :data:`HANDLES_SCHEMA` (its device as JSON)."""
+    import pyarrow as pa
+    values = dataclasses.asdict(handle)
+    values["device"] = json.dumps(values["device"])
+    return pa.RecordBatch.from_pydict({name: [value] for name, value in values.items()})
+
+
+def handles_of(batches) -> list[BlockHandle]:
+    """The handles in Arrow batches of :data:`HANDLES_SCHEMA` rows."""
+    handles = []
+    for batch in batches:
+        for row in batch.to_pylist():
+            device = json.loads(row.pop("device"))
+            handles.append(BlockHandle(**row, device=device and TaskDevice(**device)))
+    return handles
+
+
+def store_block(batches, input_shape: tuple[int, ...], fit_id: str,
                 ignore_label: float | None = None):
-    """Merge a partition's converted rows into one block on local disk; yield its handle
-    (its label range and fractional count over the labels the loss reads: ``ignore_label``
-    excluded)."""
+    """mapInArrow function: :func:`write_block` for the running task's partition; yields the
+    handle as a :data:`HANDLES_SCHEMA` row."""
+    from pyspark import TaskContext
+    context = TaskContext.get()
+    yield handle_batch(write_block(context.partitionId(), batches, input_shape, fit_id,
+                                   ignore_label, task_device(context.resources())))
+
+
+def write_block(index: int, batches, input_shape: tuple[int, ...], fit_id: str,
+                ignore_label: float | None = None, device: TaskDevice | None = None
+                ) -> BlockHandle:
+    """Merge partition ``index``'s converted rows (Arrow batches of :data:`ROWS_SCHEMA`) into
+    one block on local disk; return its handle (its label range and fractional count over the
+    labels the loss reads: ``ignore_label`` excluded; ``device``: what this task can train
+    on)."""
     features, labels, invalid = [], [], 0
-    for row in rows:
-        features.append(np.frombuffer(row.features, np.uint8 if row.uint8 else np.float32))
-        labels.append(np.frombuffer(row.labels, np.float32))
-        invalid += row.invalid
+    for batch in batches:
+        for row in batch.to_pylist():
+            features.append(np.frombuffer(row["features"],
+                                          np.uint8 if row["uint8"] else np.float32))
+            labels.append(np.frombuffer(row["labels"], np.float32))
+            invalid += row["invalid"]
     y = np.concatenate(labels) if labels else np.empty(0, np.float32)
     # uint8 and float32 pieces concatenate to float32; compact() then keeps pixels as uint8
     x = compact(np.concatenate(features) if features else np.empty(0, np.float32))
@@ -149,18 +181,15 @@ def store_block(index: int, rows, input_shape: tuple[int, ...], fit_id: str,
     directory = block_dir(fit_id)
     os.makedirs(directory, exist_ok=True)
     read = y if ignore_label is None else y[y != ignore_label]
-    from pyspark import TaskContext
-    context = TaskContext.get()  # None outside a Spark task: the process reports itself
     handle = BlockHandle(index, os.path.join(directory, f"part-{index:05d}-features.npy"),
                          os.path.join(directory, f"part-{index:05d}-labels.npy"), len(y),
                          socket.gethostname(), invalid,
                          float(read.min()) if len(read) else 0.0,
                          float(read.max()) if len(read) else 0.0,
-                         int((read != np.round(read)).sum()),
-                         task_device(context.resources() if context else None))
+                         int((read != np.round(read)).sum()), device)
     _save(handle.features_path, x)
     _save(handle.labels_path, y)
-    yield handle
+    return handle
 
 
 _OPEN: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -187,44 +216,12 @@ def load_block(handle: BlockHandle) -> tuple[np.ndarray, np.ndarray]:
     return block
 
 
-def drop_blocks(handles) -> None:
-    """Delete blocks' files on this host (best effort; Spark also removes its local dirs)."""
-    for handle in handles:
+def drop_blocks(batches):
+    """mapInArrow function: delete the blocks whose handles ``batches`` hold, on this host
+    (best effort; Spark also removes its local dirs); yields nothing."""
+    for handle in handles_of(batches):
         _OPEN.pop(handle.features_path, None)
         for path in (handle.features_path, handle.labels_path):
             if os.path.exists(path):
                 os.remove(path)
-
-
-def check_summary(summary: list[BlockHandle], spec: InputSpec, handle_invalid: str,
-                  classes: int | None) -> None:
-    """The driver's verdict on the validation pass, before round 1.
-
-    Parameters
-    ----------
-    summary : list of BlockHandle
-        What the caching job found in every partition.
-    handle_invalid : {"error", "skip"}
-        Whether rows with null or NaN/Inf values stop the fit or were dropped for good.
-    classes : int or None
-        Outputs of a classification net (labels must be integers in [0, classes)); None for
-        other nets.
-    """
-    invalid = sum(h.invalid for h in summary)
-    if invalid and handle_invalid == "error":
-        raise ValueError(f"{invalid} rows have a null or NaN/Inf value in {spec.features_col!r} "
-                         f"or {spec.label_col!r}; clean them or set handleInvalid='skip'")
-    filled = [h for h in summary if h.rows]
-    if not filled:
-        raise ValueError("the DataFrame has no rows to train on"
-                         + (f" ({invalid} invalid rows skipped)" if invalid else ""))
-    if classes is None:
-        return
-    fractional = sum(h.fractional_labels for h in filled)
-    if fractional:
-        raise ValueError(f"label column {spec.label_col!r}: {fractional} labels are not "
-                         "integers; a classification net needs class indices")
-    low, high = min(h.label_min for h in filled), max(h.label_max for h in filled)
-    if low < 0 or high >= classes:
-        raise ValueError(f"label column {spec.label_col!r} ranges over [{low:g}, {high:g}] but "
-                         f"the net has {classes} outputs: labels must be in [0, {classes - 1}]")
+    yield from ()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sparknet_ml.distributed.checkpoint import load_checkpoint, save_checkpoint
+from sparknet_ml.driver.checkpoint import load_checkpoint, save_checkpoint
 from sparknet_ml.engine.worker import SolverState
 
 LAYOUT = [("ip", 2)]

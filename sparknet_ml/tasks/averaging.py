@@ -12,17 +12,14 @@ state into and out of that task), and the result is bit-identical to the driver'
 No Spark imports: a Spark task builds an :class:`Averager` from addresses it exchanged with
 ``BarrierTaskContext.allGather``; unit tests build them over loopback sockets in threads.
 
-Wire format (no pickle): every message is an 8-byte little-endian length, a JSON header of
-that length, then the float32 arrays the header lists, back to back. A peer's first message
-carries the job's secret, checked with :func:`hmac.compare_digest` before anything else is read.
+Messages in :mod:`.wire`'s format (no pickle). A peer's first message carries the job's
+secret, checked with :func:`hmac.compare_digest` before anything else is read.
 """
 from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import socket
-import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,11 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.worker import RoundResult, SolverState
+from .wire import recv_message, send_message
 
 CONNECT_TIMEOUT = 300.0  # seconds a task waits for its peers (they start at once: a barrier)
 HELLO_TIMEOUT = 10.0     # seconds a new connection has to present the job's secret
-_LENGTH = struct.Struct("<Q")
-_MAX_HEADER = 1 << 20
 
 
 @dataclass
@@ -46,45 +42,6 @@ class AveragedRound:
     samples: int
     loss: float
     average_seconds: float      # this task's averaging, from its last chunk's arrival
-
-
-def send_message(sock: socket.socket, header: dict, arrays=()) -> None:
-    """Send ``header`` (JSON) and ``arrays`` (raw float32) in the wire format above."""
-    header = {**header, "shapes": [list(a.shape) for a in arrays]}
-    text = json.dumps(header).encode()
-    sock.sendall(_LENGTH.pack(len(text)) + text)
-    for array in arrays:
-        sock.sendall(memoryview(np.ascontiguousarray(array, np.float32)).cast("B"))
-
-
-def _recv_exact(sock: socket.socket, view: memoryview) -> None:
-    while len(view):
-        got = sock.recv_into(view)
-        if not got:
-            raise ConnectionError("a peer of this SparkNet job closed its connection")
-        view = view[got:]
-
-
-def recv_message(sock: socket.socket,
-                 arrays_allowed: bool = True) -> tuple[dict, list[np.ndarray]]:
-    """Receive one message; ``arrays_allowed=False`` refuses arrays (before the secret)."""
-    length = bytearray(_LENGTH.size)
-    _recv_exact(sock, memoryview(length))
-    (size,) = _LENGTH.unpack(length)
-    if size > _MAX_HEADER:
-        raise ConnectionError(f"a {size}-byte message header: not a SparkNet peer")
-    text = bytearray(size)
-    _recv_exact(sock, memoryview(text))
-    header = json.loads(text)
-    shapes = header.pop("shapes")
-    if shapes and not arrays_allowed:
-        raise ConnectionError("arrays before the job's secret: not a SparkNet peer")
-    arrays = []
-    for shape in shapes:
-        array = np.empty(shape, np.float32)
-        _recv_exact(sock, memoryview(array).cast("B"))
-        arrays.append(array)
-    return header, arrays
 
 
 def _summary(header: dict) -> RoundResult:
@@ -157,8 +114,7 @@ class Averager:
             for future in sent:
                 future.result()
 
-    def average(self, result: RoundResult, like: SolverState,
-                delay: float = 0.0) -> AveragedRound:
+    def average(self, result: RoundResult, like: SolverState) -> AveragedRound:
         """This task's round in, every task's average out.
 
         Parameters
@@ -167,9 +123,6 @@ class Averager:
             This task's round (its state is None when its partition is empty).
         like : SolverState
             The state the round started from: the averaged state's shapes.
-        delay : float
-            Seconds every task waits before the all-gather (simulated network latency, tests
-            only).
 
         Raises
         ------
@@ -204,8 +157,6 @@ class Averager:
         for w, other in zip(weights, seen):
             mine += w * parts[other][1][0]
         mine = mine.astype(np.float32)
-        if delay:
-            time.sleep(delay)
         gathered = self._exchange({other: ({}, [mine]) for other in self._peers})
         chunks = {self.rank: mine, **{other: got[1][0] for other, got in gathered.items()}}
         flat = np.concatenate([chunks[k] for k in range(self.world)])
