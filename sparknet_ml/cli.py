@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 
 from . import storage
-from .apps import add_conf_argument, spark_session
+from .apps import add_session_arguments, spark_session
 from .build import command as build_command
 
 FASHION_MNIST = ("fashion-mnist", "fashion-mnist-test")
@@ -80,7 +80,7 @@ def train(args) -> int:
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
     shape = [int(d) for d in args.input_shape.split(",")] if args.input_shape else None
-    spark = spark_session(args.master, "sparknet-ml train", args.conf)
+    spark = spark_session(args.master, "sparknet-ml train", args.conf, args.remote)
     try:
         for flag, path in (("--net", args.net), ("--solver", args.solver)):
             if not storage.is_file(path):
@@ -122,7 +122,7 @@ def _train_imagenet(args) -> int:
 def score(args) -> int:
     """Score parquet data or Fashion-MNIST with a saved model into a parquet folder."""
     from . import SparkNetModel
-    spark = spark_session(args.master, "sparknet-ml score", args.conf)
+    spark = spark_session(args.master, "sparknet-ml score", args.conf, args.remote)
     try:
         if not storage.is_dir(storage.join(args.model, "metadata")):
             raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata "
@@ -204,8 +204,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="default: features (image for an image folder)")
     fit.add_argument("--label-col", default="label")
     fit.add_argument("--input-shape", help="C,H,W of one example (default: from the net)")
-    fit.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
-    add_conf_argument(fit)
+    add_session_arguments(fit)
     fit.add_argument("--workers", type=int, help="numWorkers (default: the data's partitions)")
     fit.add_argument("--sync-interval", type=int, default=50, help="tau (default 50)")
     fit.add_argument("--rounds", type=int, default=40, help="maxIter (default 40)")
@@ -224,8 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     use.add_argument("--data", required=True,
                      help="parquet path, image folder, or fashion-mnist-test")
     use.add_argument("--out", required=True, help="parquet folder to write")
-    use.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
-    add_conf_argument(use)
+    add_session_arguments(use)
     use.set_defaults(run=score)
     run = commands.add_parser("bench", help="run the benchmarks of a source checkout",
                               description="Run benchmarks/*.py (each prints a table and "

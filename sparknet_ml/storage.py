@@ -203,19 +203,9 @@ _LOCAL = _Local()
 
 
 def _session():
-    """The active (or default) classic SparkSession, None when there is none.
-
-    Raises
-    ------
-    StorageError
-        On a Spark Connect client: its files live where the server is, not here.
-    """
+    """The active (or default) classic SparkSession, None when there is none."""
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
-    from pyspark.sql.utils import is_remote
-    if is_remote():
-        raise StorageError("sparknet_ml reads and writes files through a classic "
-                           "SparkSession; Spark Connect sessions are not supported yet")
     if SparkContext._active_spark_context is None:
         return None
     return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
@@ -225,9 +215,16 @@ def _backend(uri: str):
     """The file system that holds ``uri`` and the path to give it."""
     if not isinstance(uri, str) or not uri:
         raise StorageError(f"{uri!r} is not a path")
+    from pyspark.sql.utils import is_remote
     found = scheme(uri)
     if found == "file":
         return _LOCAL, urlparse(uri).path
+    if is_remote():  # a Connect client has no Hadoop FileSystem of its own
+        if found is None:
+            return _LOCAL, uri
+        raise StorageError(f"{uri}: on a Spark Connect client sparknet_ml reaches this "
+                           f"machine's files only (plain paths, file:); a {found}:// location "
+                           "needs a classic SparkSession for now")
     spark = _session()
     if spark is None:
         if found is None:

@@ -1,7 +1,10 @@
 import os
+import sys
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
 import pytest  # noqa: E402
 
@@ -23,3 +26,25 @@ def sftp(sftp_key, tmp_path_factory):
     server = sftp_server.SftpServer(str(tmp_path_factory.mktemp("sftp")), sftp_key)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One local[2] SparkSession for every Spark test, like pyspark.testing's
+    ReusedSQLTestCase; it reaches the tests' SFTP server (fixture ``sftp``) once that runs."""
+    from pyspark.sql import SparkSession
+    builder = SparkSession.builder
+    if sftp_server.available():
+        key = sftp_server.key_path(str(tmp_path_factory.getbasetemp()))
+        for name, value in sftp_server.spark_conf(key).items():
+            builder = builder.config(name, value)
+    session = (builder.master("local[2]").appName("sparknet_ml-tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.python.worker.reuse", "true")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -6,24 +6,40 @@ import os
 import sys
 
 
-def spark_session(master: str | None, name: str, conf=()):
-    """The SparkSession of an app or CLI command: spark-submit's when run under it, else one
-    on ``master`` (default ``local[2]``) on loopback, with this interpreter for Python workers
-    and one BLAS thread per worker; ``conf`` holds ``KEY=VALUE`` settings (``--conf``), for
-    example ``spark.hadoop.fs.s3a.endpoint=...`` to reach a file system."""
+def spark_session(master: str | None, name: str, conf=(), remote: str | None = None):
+    """The SparkSession of an app or CLI command: a Spark Connect client of ``remote``
+    (``sc://host:15002``) when given; else spark-submit's when run under it, else one on
+    ``master`` (default ``local[2]``) on loopback, with this interpreter for Python workers and
+    one BLAS thread per worker. ``conf`` holds ``KEY=VALUE`` settings (``--conf``), for
+    example ``spark.hadoop.fs.s3a.endpoint=...`` to reach a file system (on Connect, the
+    settings a session may change)."""
     from pyspark.sql import SparkSession
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    builder = SparkSession.builder.appName(name)
-    if master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
-        builder = builder.master(master or "local[2]")
+    builder = SparkSession.builder
+    if remote:
+        builder = builder.remote(remote)
+    else:
+        builder = builder.appName(name).config("spark.ui.showConsoleProgress", "false")
+        if master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+            builder = builder.master(master or "local[2]")
     for item in conf:
         key, _, value = item.partition("=")
         builder = builder.config(key, value)
-    spark = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = builder.getOrCreate()
+    if not remote:
+        spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def add_session_arguments(parser) -> None:
+    """``--master`` or ``--remote``, and ``--conf``."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
+    where.add_argument("--remote", metavar="sc://HOST:PORT",
+                       help="a Spark Connect server to run on instead")
+    add_conf_argument(parser)
 
 
 def _conf_item(item: str) -> str:
@@ -42,9 +58,9 @@ def add_conf_argument(parser) -> None:
 
 
 def add_training_arguments(parser, *, tau: int, rounds: int, out: str) -> None:
-    """The options every app takes: master, conf, workers, tau, rounds, batch, seed, out."""
-    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[2])")
-    add_conf_argument(parser)
+    """The options every app takes: master or remote, conf, workers, tau, rounds, batch, seed,
+    out."""
+    add_session_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="numWorkers (default 2)")
     parser.add_argument("--sync-interval", type=int, default=tau, help=f"tau (default {tau})")
     parser.add_argument("--rounds", type=int, default=rounds,

@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     log_rounds()
     from sparknet_ml import SparkNetEstimator, zoo
 
-    spark = spark_session(args.master, "sparknet_ml fashion-mnist", args.conf)
-    master = spark.sparkContext.master
+    spark = spark_session(args.master, "sparknet_ml fashion-mnist", args.conf, args.remote)
+    master = spark.conf.get("spark.master")
     train = fashion_mnist_df(spark, "train", args.train_rows)
     test = fashion_mnist_df(spark, "test", args.test_rows)
     estimator = SparkNetEstimator(

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     from sparknet_ml import net as netlib
     from sparknet_ml.net.prototxt import read_prototxt_file
 
-    spark = spark_session(args.master, "sparknet_ml image folder", args.conf)
+    spark = spark_session(args.master, "sparknet_ml image folder", args.conf, args.remote)
     if not storage.is_dir(args.data):
         parser.error(f"--data {args.data}: no such folder")
     data, classes, shape = read_image_folder(spark, args.data)
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         model.plotHistory(args.plot)
     print(f"{netlib.parse_net(estimator.getNetPrototxt()).name} on {args.data} "
           f"({len(classes)} classes, {'x'.join(map(str, shape))} images, "
-          f"{spark.sparkContext.master}, {args.workers} workers, tau={args.sync_interval}, "
+          f"{spark.conf.get('spark.master')}, {args.workers} workers, tau={args.sync_interval}, "
           f"{args.rounds} rounds): fit {fit_seconds:.0f} s, test accuracy {accuracy:.4f}; "
           f"saved to {args.out}")
     spark.stop()

@@ -150,7 +150,7 @@ def run(args) -> dict:
     """Train, evaluate and save as the module docstring says; returns the report."""
     import time
     from sparknet_ml.persistence.caffemodel import mean_blob_bytes
-    spark = spark_session(args.master, "sparknet_ml ImageNet", args.conf)
+    spark = spark_session(args.master, "sparknet_ml ImageNet", args.conf, args.remote)
     try:
         if not storage.is_dir(args.data):
             raise FileNotFoundError(f"--data {args.data}: --net {args.net} trains on an image "

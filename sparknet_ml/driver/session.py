@@ -25,8 +25,22 @@ def is_connect(spark) -> bool:
 
 def setting(spark, key: str, default: str | None = None) -> str | None:
     """``key``'s value in the session (``spark.conf``, which falls back to the SparkConf the
-    application started with), or ``default``."""
-    return spark.conf.get(key, default)
+    application started with), or ``default`` when it is unset. (A Connect server checks a
+    default against the setting's type, so ``default`` is applied here, not sent.)"""
+    value = spark.conf.get(key, None)
+    return default if value is None else value
+
+
+class Settings:
+    """The session's settings as a read-only mapping with ``get(key, default)`` (what
+    :func:`sparknet_ml.driver.columns.resolve_gpu` reads)."""
+
+    def __init__(self, spark):
+        self._spark = spark
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """:func:`setting`."""
+        return setting(self._spark, key, default)
 
 
 def size_bytes(text: str, unit: str = "b") -> int:
@@ -136,12 +150,12 @@ def registration_wait(spark) -> float:
 
 def partitions(df) -> int:
     """``df``'s number of partitions: without a job on a classic session; on Connect one
-    small job (the highest partition id holding a row, plus one)."""
+    job whose tasks read no rows, each returning its partition index."""
     if not is_connect(df.sparkSession):
         return df.rdd.getNumPartitions()
-    from pyspark.sql import functions as F
-    (last,) = df.select(F.max(F.spark_partition_id())).first()
-    return 1 if last is None else last + 1
+    from ..tasks.environment import partition_id
+    found = df.select().mapInArrow(partition_id, "partition long").toArrow()
+    return max(found.column("partition").to_pylist(), default=0) + 1
 
 
 @contextlib.contextmanager

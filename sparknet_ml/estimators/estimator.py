@@ -164,7 +164,7 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
             cached.append(blocks)
             check_summary(summary, plan.inputs, self.getHandleInvalid(),
                           outputs if plan.deploy.classification else None)
-            gpu = columns.resolve_gpu(self.getUseGpu(), spark.conf,
+            gpu = columns.resolve_gpu(self.getUseGpu(), session.Settings(spark),
                                       [h.device for h in summary])
             train = TrainSpec(**{**plan.train.__dict__, "gpu": gpu,
                                  "tf32": self.getAllowTf32(), "resident": gpu is not None})

@@ -12,7 +12,7 @@ from ..tasks.blocks import InputSpec
 from ..tasks.scoring import score_batches
 from ..engine.transform import Transform
 from ..params import _ScoringSetters, _SparkNetParams
-from ..driver import columns
+from ..driver import columns, session
 
 
 class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
@@ -99,7 +99,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         from pyspark.sql import types as T
         meta = self._meta
         columns.check_features(dataset.schema, self.getFeaturesCol())
-        spec = self._score_spec(dataset.sparkSession.conf)
+        spec = self._score_spec(session.Settings(dataset.sparkSession))
         classification = meta["classification"]
         outputs = [(self.getRawPredictionCol(), VectorUDT())]
         if classification:

@@ -47,3 +47,11 @@ def caffe_messages_to_spark():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def partition_id(batches):
+    """mapInArrow function: one row holding the running task's partition index (its rows
+    are not read)."""
+    import pyarrow as pa
+    from pyspark import TaskContext
+    yield pa.RecordBatch.from_pydict({"partition": [TaskContext.get().partitionId()]})

@@ -45,7 +45,7 @@ def test_the_socket_route_gives_the_spark_routes_model_bit_for_bit(spark, small_
         through_spark = lenet(roundsPerJob=rounds_per_job).fit(small_df)
     assert "through Spark" in caplog.text
     # the test installs the choice of route (no switch in the production path)
-    monkeypatch.setattr("sparknet_ml.estimators.estimator.plan_route",
+    monkeypatch.setattr("sparknet_ml.driver.exchange.plan_route",
                         lambda *args: exchange.Route(True, "forced by the test"))
     over_sockets = lenet(roundsPerJob=rounds_per_job).fit(small_df)
     for name, blobs in through_spark.weights.items():
