@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..engine.worker import SolverState
 from ..tasks.averaging import HELLO_TIMEOUT
-from ..tasks.states import Inline, Served
+from ..tasks.states import Inline, Served, Shipped, weights_message
 from ..tasks.wire import recv_message, send_message
 
 # The Spark route is taken while a round's states through the JVM stay under these shares.
@@ -101,6 +101,39 @@ def open_channel(spark, state: SolverState, workers: int, rounds_per_job: int):
     if route.sockets:
         return SocketChannel(session.callback_host(spark))
     return InlineChannel()
+
+
+# Per Spark Connect session, the weights files already shipped to its executors.
+_SHIPPED: dict[str, set[str]] = {}
+
+
+def share_weights(spark, weights: dict):
+    """Weights (``{layer: [blobs]}``) as tasks reach them: inside the task function, or, on
+    Spark Connect when they are over :data:`PLAN_SHARE` of the largest plan the server takes,
+    in a file shipped once per session with ``SparkSession.addArtifacts(..., file=True)``.
+
+    Returns
+    -------
+    Inline or Shipped
+    """
+    import os
+    import tempfile
+    from ..engine.scoring import weights_key
+    from . import session
+    plan = session.plan_bytes(spark)
+    if plan is None or sum(b.nbytes for bs in weights.values() for b in bs) <= plan * PLAN_SHARE:
+        return Inline(weights)
+    name = f"sparknet-weights-{weights_key(weights)}.bin"
+    shipped = _SHIPPED.setdefault(spark.session_id, set())
+    if name not in shipped:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, name)
+            with open(path, "wb") as f:
+                for piece in weights_message(weights):
+                    f.write(piece)
+            spark.addArtifacts(path, file=True)
+        shipped.add(name)
+    return Shipped(name)
 
 
 class InlineChannel:

@@ -14,7 +14,7 @@ from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, ro
                            validate_task)
 from ..tasks.states import MESSAGES_SCHEMA, read_messages
 from . import session
-from .exchange import InlineChannel
+from .exchange import InlineChannel, share_weights
 
 log = logging.getLogger("sparknet_ml")
 
@@ -24,7 +24,8 @@ def validation_accuracy(handles, spec, weights, top5: bool = False) -> tuple[flo
     top-5 accuracy when ``top5`` (else None)."""
     from ..engine.scoring import weights_key
     counts = handles.mapInArrow(functools.partial(
-        validate_task, spec=spec, key=weights_key(weights), weights=weights),
+        validate_task, spec=spec, key=weights_key(weights),
+        weights=share_weights(handles.sparkSession, weights)),
         VALIDATION_SCHEMA).toArrow().to_pydict()
     total = sum(counts["rows"])
     if not total:

@@ -16,7 +16,7 @@ from ..driver.planning import initial_state, plan_nets
 from ..driver.reporting import ProgressBar, mlflow_run
 from ..driver.rounds import RoundStats, check_slots, log, run_rounds
 from ..engine.worker import TrainSpec, named_weights
-from ..params import _ScoringSetters, _SparkNetParams
+from ..params import _ScoringSetters, _SparkNetParams, takes_params
 from ..driver import columns
 
 
@@ -38,24 +38,14 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
     """
 
     @keyword_only
-    def __init__(self, *, netPrototxt=None, solverPrototxt=None, featuresCol="features",
-                 labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
-                 roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
-                 probabilityCol="probability", rawPredictionCol="rawPrediction",
-                 outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto",
-                 allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
-                 checkpointDir=None, checkpointInterval=10, baseLr=None, showProgress=True):
+    @takes_params
+    def __init__(self, **params):
         super().__init__()
         self._set(**self._input_kwargs)
 
     @keyword_only
-    def setParams(self, *, netPrototxt=None, solverPrototxt=None, featuresCol="features",
-                  labelCol="label", inputShape=None, batchSize=64, syncInterval=50, maxIter=40,
-                  roundsPerJob=1, numWorkers=None, seed=None, predictionCol="prediction",
-                  probabilityCol="probability", rawPredictionCol="rawPrediction",
-                  outputBlobs=None, meanFile=None, initialWeights=None, useGpu="auto",
-                  allowTf32=False, validationCol=None, validationInterval=5, handleInvalid="error",
-                  checkpointDir=None, checkpointInterval=10, baseLr=None, showProgress=True):
+    @takes_params
+    def setParams(self, **params):
         """Sets params; same keywords as the constructor."""
         return self._set(**self._input_kwargs)
 

@@ -13,6 +13,7 @@ from ..tasks.scoring import score_batches
 from ..engine.transform import Transform
 from ..params import _ScoringSetters, _SparkNetParams
 from ..driver import columns, session
+from ..driver.exchange import share_weights
 
 
 class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
@@ -120,7 +121,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
                            meta.get("resize", False))
         fn = functools.partial(score_batches, spec=spec, inputs=inputs,
-                               key=weights_key(self._weights), weights=self._weights,
+                               key=weights_key(self._weights),
+                               weights=share_weights(dataset.sparkSession, self._weights),
                                classification=classification, names=names,
                                features_at=dataset.columns.index(self.getFeaturesCol()),
                                probabilities=meta.get("probabilities", False))

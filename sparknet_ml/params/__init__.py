@@ -4,10 +4,45 @@ Every value is JSON-simple (strings, numbers, lists, None) so stages persist as 
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasMaxIter,
                                      HasPredictionCol, HasProbabilityCol,
                                      HasRawPredictionCol, HasSeed)
+
+
+# Every param's default, in one place: _SparkNetParams sets them, and the keyword signature of
+# SparkNetEstimator's __init__ and setParams shows them (:func:`takes_params`). None means
+# unset (seed: pyspark's default, a hash of the class name).
+DEFAULTS = {
+    "netPrototxt": None, "solverPrototxt": None, "featuresCol": "features", "labelCol": "label",
+    "inputShape": None, "batchSize": 64, "syncInterval": 50, "maxIter": 40, "roundsPerJob": 1,
+    "numWorkers": None, "seed": None, "predictionCol": "prediction",
+    "probabilityCol": "probability", "rawPredictionCol": "rawPrediction", "outputBlobs": [],
+    "meanFile": None, "initialWeights": None, "useGpu": "auto", "allowTf32": False,
+    "validationCol": None, "validationInterval": 5, "handleInvalid": "error",
+    "checkpointDir": None, "checkpointInterval": 10, "baseLr": None, "showProgress": True,
+}
+
+
+def takes_params(method):
+    """A stage's ``method(self, **params)`` (under ``keyword_only``): its signature lists every
+    param of :data:`DEFAULTS` as a keyword with its default, and another keyword is a
+    TypeError naming it."""
+    @functools.wraps(method)
+    def checked(self, **params):
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.{method.__name__}() got unexpected keyword "
+                            f"argument(s): {', '.join(unknown)}")
+        return method(self, **params)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    checked.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, keyword, default=value) for name, value in DEFAULTS.items()])
+    return checked
 
 
 def _prototxt_text(value) -> str:
@@ -127,12 +162,8 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(batchSize=64, syncInterval=50, maxIter=40, roundsPerJob=1,
-                         numWorkers=None, inputShape=None, outputBlobs=[], meanFile=None,
-                         initialWeights=None, useGpu="auto", allowTf32=False, validationCol=None,
-                         validationInterval=5, handleInvalid="error",
-                         checkpointDir=None, checkpointInterval=10, baseLr=None,
-                         showProgress=True)
+        self._setDefault(**{name: value for name, value in DEFAULTS.items()
+                            if name not in ("netPrototxt", "solverPrototxt", "seed")})
 
     def getNetPrototxt(self) -> str:
         """Gets the value of netPrototxt."""

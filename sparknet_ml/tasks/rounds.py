@@ -103,9 +103,10 @@ def connect_averager(context, secret: str) -> Averager:
     return Averager.connect(rank, listener, [(h, int(p)) for h, p in addresses], secret)
 
 
-def validate_task(batches, spec, key: str, weights: dict):
-    """Count correct top-1 and top-5 predictions of ``weights`` on a validation block: one
-    Arrow row (top-1 correct, top-5 correct, rows) per handle."""
+def validate_task(batches, spec, key: str, weights):
+    """Count correct top-1 and top-5 predictions of ``weights`` (:mod:`.states`: inline or
+    shipped) on a validation block: one Arrow row (top-1 correct, top-5 correct, rows) per
+    handle."""
     import pyarrow as pa
     from ..engine.scoring import cached_net, forward
     from ..engine.solver import packable
@@ -114,7 +115,7 @@ def validate_task(batches, spec, key: str, weights: dict):
         features, labels = load_block(handle)
         top1 = top5 = 0
         if len(labels):
-            net = cached_net(spec, key, lambda: weights, packable(spec.transform, features))
+            net = cached_net(spec, key, lambda: weights.value, packable(spec.transform, features))
             logits = forward(net, spec, features)[0]
             best = np.argsort(-logits, axis=1, kind="stable")[:, :5]
             top1 = int((best[:, 0] == labels).sum())

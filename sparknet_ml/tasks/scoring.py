@@ -8,13 +8,13 @@ from .blocks import InputSpec
 from .environment import on_task_gpu
 
 
-def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights: dict,
+def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights,
                   classification: bool, names: tuple[str, ...], features_at: int,
                   probabilities: bool = False):
     """mapInArrow function: append the model's output columns to every Arrow batch, whose
     column ``features_at`` holds the features (``probabilities``: the output already holds
-    class probabilities, not logits). ``weights`` travel inside the function; ``key`` names
-    them in the Python worker's net cache."""
+    class probabilities, not logits). ``weights`` (:mod:`.states`: inline or shipped)
+    give ``{layer: [blobs]}``; ``key`` names them in the Python worker's net cache."""
     import pyarrow as pa
     from ..data.arrow import arrays_to_arrow, features_to_array, vectors_to_arrow
     from ..engine.solver import packable
@@ -22,7 +22,7 @@ def score_batches(batches, spec: ScoreSpec, inputs: InputSpec, key: str, weights
     for batch in batches:
         x = features_to_array(batch.column(features_at), inputs.input_shape,
                               name=inputs.features_col, pixels=True, resize=inputs.resize)
-        net = cached_net(spec, key, lambda: weights, packable(spec.transform, x))
+        net = cached_net(spec, key, lambda: weights.value, packable(spec.transform, x))
         outputs = forward(net, spec, x)
         logits, extra = outputs[0], outputs[1:]
         raw_name, prob_name, pred_name, *blob_names = names

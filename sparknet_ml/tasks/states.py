@@ -1,11 +1,13 @@
-"""How a task gets its start state and hands states back (the task side of
+"""How a task gets its start state or weights and hands states back (the task side of
 :mod:`sparknet_ml.driver.exchange`).
 
-- :class:`Inline`: the state travels inside the task function's arguments (Spark ships the
-  function; classic pyspark broadcasts a function over 1 MiB by itself) and comes back in the
-  Arrow rows the task yields (:func:`message_rows`).
+- :class:`Inline`: the value travels inside the task function's arguments (Spark ships the
+  function; classic pyspark broadcasts a function over 1 MiB by itself) and states come back
+  in the Arrow rows the task yields (:func:`message_rows`).
 - :class:`Served`: the state is fetched from the driver's state server and sent back to it
   over authenticated TCP, so it never enters a JVM; the rows carry only the header.
+- :class:`Shipped`: weights in a file Spark ships to every executor (on Spark Connect,
+  ``SparkSession.addArtifacts(..., file=True)``), read with ``SparkFiles.get``.
 
 Rows hold :mod:`.wire` messages cut into pieces: ``name`` says whose message (a partition's
 round, the job's final state), ``piece`` orders them.
@@ -24,22 +26,18 @@ MESSAGES_SCHEMA = "name string, piece long, data binary"
 
 @dataclass(frozen=True)
 class Inline:
-    """A start state carried by the task function itself; states go back in the rows."""
+    """A start state (or weights) carried by the task function itself; states go back in the
+    rows."""
 
-    state: SolverState
-
-    @property
-    def value(self) -> SolverState:
-        """The start state."""
-        return self.state
+    value: object
 
     def send(self, name: str, state: SolverState | None) -> SolverState | None:
         """Return ``state`` for the task's rows (``name`` is not needed here)."""
         return state
 
 
-# The start state a Python worker fetched last: its tasks of one job share it.
-_FETCHED: dict[str, SolverState] = {}
+# The start state or weights a Python worker fetched last: its tasks of one job share them.
+_FETCHED: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -80,6 +78,34 @@ class Served:
                 send_message(sock, {}, [*state.weights, *state.history])
                 recv_message(sock)  # the driver's receipt: the state is stored
         return None
+
+
+def weights_message(weights: dict) -> list[bytes]:
+    """``{layer: [blobs]}`` as the pieces of one :mod:`.wire` message."""
+    return encode({"layers": [[name, len(blobs)] for name, blobs in weights.items()]},
+                  [blob for blobs in weights.values() for blob in blobs])
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """Weights in the file ``name`` that Spark shipped to the executors."""
+
+    name: str
+
+    @property
+    def value(self) -> dict:
+        """The weights, ``{layer: [blobs]}``, read once per Python worker."""
+        weights = _FETCHED.get(self.name)
+        if weights is None:
+            from pyspark import SparkFiles
+            with open(SparkFiles.get(self.name), "rb") as f:
+                header, arrays = decode(f.read())
+            weights, at = {}, 0
+            for name, count in header["layers"]:
+                weights[name], at = arrays[at:at + count], at + count
+            _FETCHED.clear()
+            _FETCHED[self.name] = weights
+        return weights
 
 
 def message_rows(name: str, header: dict, state: SolverState | None):

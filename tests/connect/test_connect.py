@@ -145,3 +145,14 @@ def test_cross_validator_with_parallelism_2_gives_the_classic_metrics(classic, d
 def test_bad_input_fails_with_the_classic_message(df, params, match):
     with pytest.raises(ValueError, match=match):
         lenet(**params).fit(df)
+
+
+def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatch):
+    # the test lowers the share so LeNet's weights take the file route
+    from sparknet_ml.driver import exchange
+    from sparknet_ml.tasks.states import Shipped
+    inline = outputs(model, df)[0]
+    monkeypatch.setattr(exchange, "PLAN_SHARE", 1e-6)
+    assert isinstance(exchange.share_weights(df.sparkSession, model.weights), Shipped)
+    np.testing.assert_array_equal(outputs(model, df)[0], inline)
+    np.testing.assert_array_equal(outputs(model, df)[0], inline)  # shipped once, used again

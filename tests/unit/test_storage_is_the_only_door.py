@@ -24,6 +24,8 @@ NOT_USER_FILES = {
     "engine/solver.py": "Caffe's prototxt, handed over in an unlinked temporary file",
     "tasks/blocks.py": "a task's spill files in Spark's local directory",
     "tasks/environment.py": "/proc/self/fd",
+    "tasks/states.py": "weights Spark shipped to the executor (SparkFiles)",
+    "driver/exchange.py": "weights in a temporary file, to be shipped to the executors",
     "data/fashion_mnist.py": "the files of Debian's dataset-fashion-mnist",
     "zoo/__init__.py": "the prototxts shipped in the package",
     "cli.py": "bench: the benchmarks folder of a source checkout",
