@@ -20,20 +20,29 @@ def child(script: str, *args: str, env: dict | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def session(master: str, blas_threads: int = 1, conf: dict | None = None):
-    """A SparkSession on loopback whose Python workers use ``blas_threads`` OpenBLAS threads."""
+def session(master: str, blas_threads: int = 1, conf: dict | None = None,
+            connect: bool = False):
+    """A SparkSession on loopback whose Python workers use ``blas_threads`` OpenBLAS threads;
+    with ``connect``, a Spark Connect client of a server on ``master`` that this process starts
+    (tests/connect_server.py) and stops when it exits."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["OPENBLAS_NUM_THREADS"] = str(blas_threads)  # local mode: inherited
     os.environ.setdefault("GLOG_minloglevel", "2")
     from pyspark.sql import SparkSession
-    builder = (SparkSession.builder.master(master).appName("sparknet_ml benchmark")
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.executorEnv.OPENBLAS_NUM_THREADS", str(blas_threads))
-               .config("spark.executorEnv.GLOG_minloglevel", "2")
-               .config("spark.executor.memory", "1g"))
-    for key, value in (conf or {}).items():
+    settings = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                "spark.executorEnv.OPENBLAS_NUM_THREADS": str(blas_threads),
+                "spark.executorEnv.GLOG_minloglevel": "2", "spark.executor.memory": "1g",
+                **(conf or {})}
+    if connect:
+        import atexit
+        import tempfile
+        from tests.connect_server import ConnectServer
+        server = ConnectServer(tempfile.mkdtemp(prefix="sparknet-bench-"), master, settings)
+        atexit.register(server.stop)
+        return SparkSession.builder.remote(server.url()).create()
+    builder = SparkSession.builder.master(master).appName("sparknet_ml benchmark")
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

@@ -3,7 +3,9 @@ noop sink vs a raw pycaffe forward loop over in-memory float32 batches of the sa
 one process with the same cores (local[1] vs one OpenBLAS thread); local[2] reported beside
 it. Medians of 5 interleaved passes of each, with a third: an identity ``mapInArrow`` over the
 same DataFrame, Spark's own share of a pass (JVM reading, Arrow to and from the Python worker).
-Also the Arrow → tensor conversion cost per row, timed alone.
+Also the Arrow → tensor conversion cost per row, timed alone. local[2] runs again through a
+Spark Connect server on local[2] (``connect_vs_classic``: its transform_vs_raw ÷ the classic
+one of the same net and batch; goal ≥ 0.90).
 
 LeNet at batch 64 and 256 on Fashion-MNIST (binary uint8 pixels); cifar10_quick at batch 64 and
 256 on the same images padded to 32x32 and repeated over 3 channels.
@@ -112,9 +114,9 @@ def main():
     rows_by_net = {"lenet": 6000 if args.quick else 20000,
                    "cifar10_quick": 1500 if args.quick else 5000}
     results = []
-    for cores in (1, 2):
+    for cores, connect in ((1, False), (2, False), (2, True)):
         master = f"local[{cores}]"
-        spark = session(master, 1)
+        spark = session(master, 1, connect=connect)
         for net, rows in rows_by_net.items():
             x, y = pixels(net, rows)
             df = frame(spark, x, y, cores)
@@ -124,22 +126,31 @@ def main():
                 ours, raw, floor = interleaved(
                     [noop_pass(model.transform(df)), raw_forward_loop(model, x),
                      noop_pass(df.mapInArrow(lambda batches: batches, df.schema))], repeat)
-                row = {"master": master, "net": net, "batch": batch, "rows": rows,
+                row = {"master": master, "session": "connect" if connect else "classic",
+                       "net": net, "batch": batch, "rows": rows,
                        "transform_rows_s": round(rows / ours, 1),
                        "raw_rows_s": round(rows / raw, 1),
                        "transform_vs_raw": round(raw / (cores * ours), 3),
                        "spark_floor_share": round(floor / ours, 3),
                        "arrow_us_per_row": round(arrow_us_per_row(x, NETS[net][2]), 2)}
+                if connect:
+                    classic = next(r for r in results if r["session"] == "classic"
+                                   and r["master"] == master and r["net"] == net
+                                   and r["batch"] == batch)
+                    row["connect_vs_classic"] = round(row["transform_vs_raw"]
+                                                      / classic["transform_vs_raw"], 3)
                 print(row, flush=True)
                 results.append(row)
             df.unpersist()
         spark.stop()
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)  # pyspark's mark of a Connect client
         time.sleep(1)
-    print(table(results, ["master", "net", "batch", "transform_rows_s", "raw_rows_s",
-                          "transform_vs_raw", "spark_floor_share", "arrow_us_per_row"]))
+    print(table(results, ["master", "session", "net", "batch", "transform_rows_s",
+                          "raw_rows_s", "transform_vs_raw", "connect_vs_classic",
+                          "spark_floor_share", "arrow_us_per_row"]))
     write({"benchmark": "transform",
            "goal": "transform_vs_raw >= 0.70 for LeNet at batch 256, >= 0.90 for cifar10_quick "
-                   "(local[1] vs one raw thread)",
+                   "(local[1] vs one raw thread); connect_vs_classic >= 0.90",
            "parameters": {"repeats": repeat, "timing": "medians of interleaved passes",
                           "rows": rows_by_net, "sink": "noop",
                           "features": "binary uint8 pixels", "blas_threads": 1,

@@ -22,9 +22,12 @@ def _free_port() -> int:
 
 
 class ConnectServer:
-    """``spark-submit --class ...SparkConnectServer`` with ``conf``, logging into ``folder``."""
+    """``spark-submit --class ...SparkConnectServer`` with ``conf`` and ``env`` (added to this
+    process's environment: a local master's Python workers inherit it), logging into
+    ``folder``."""
 
-    def __init__(self, folder: str, master: str = "local[2]", conf: dict | None = None):
+    def __init__(self, folder: str, master: str = "local[2]", conf: dict | None = None,
+                 env: dict | None = None):
         import pyspark
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.log = os.path.join(folder, "connect-server.log")
@@ -38,7 +41,8 @@ class ConnectServer:
         command = [submit, "--master", master, "--name", "sparknet_ml tests' Connect server",
                    *(x for key, value in settings.items() for x in ("--conf", f"{key}={value}")),
                    "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
-        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+               **(env or {})}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env=env, start_new_session=True)

@@ -8,7 +8,6 @@ import secrets
 import time
 from dataclasses import dataclass
 
-
 from ..engine.worker import RoundResult, SolverState, TrainSpec, average_results, divergence
 from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, round_task,
                            validate_task)
@@ -50,7 +49,7 @@ class RoundStats:
     average_seconds: float | None = None    # driver: averaging the partitions' states
 
 
-def run_driver_round(spark, handles, r: int, channel, start, **task_args):
+def run_driver_round(handles, r: int, channel, start, **task_args):
     """Round ``r`` as one Spark job, averaged on the driver.
 
     Returns
@@ -178,7 +177,7 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, rounds: int,
                     if stop - r > 1 else f"SparkNet round {r + 1}/{rounds} (tau={tau})"):
                 state, done = (run_barrier_job(spark, handles, r, stop, **task_args)
                                if rounds_per_job > 1 else
-                               run_driver_round(spark, handles, r, **task_args))
+                               run_driver_round(handles, r, **task_args))
         finally:
             channel.release(shared)
         # The job's time beyond its rounds inside the tasks (sharing the state, scheduling,

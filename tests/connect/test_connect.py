@@ -156,3 +156,16 @@ def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatc
     assert isinstance(exchange.share_weights(df.sparkSession, model.weights), Shipped)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)  # shipped once, used again
+
+
+@pytest.mark.parametrize("rounds_per_job", [1, 3])
+def test_states_over_the_share_travel_over_the_clients_state_server(df, model, monkeypatch,
+                                                                    caplog, rounds_per_job):
+    # the test installs the choice of route (no switch in the production path)
+    import logging
+    from sparknet_ml.driver import exchange
+    monkeypatch.setattr(exchange, "plan_route", lambda *args: exchange.Route(True, "by the test"))
+    with caplog.at_level(logging.INFO, logger="sparknet_ml"):
+        served = lenet(roundsPerJob=rounds_per_job).fit(df)
+    assert "by the test" in caplog.text
+    same_weights(served, model)

@@ -32,11 +32,13 @@ def faulty_remote(classic_model, marks, tmp_path_factory):
     from pyspark.sql import SparkSession
     from .. import connect_server
     faults = {"rounds": [2], "mode": "exit", "marks": str(marks)}
+    # a local master's Python workers take their environment from the server's process
     server = connect_server.ConnectServer(
         str(tmp_path_factory.mktemp("faulty-connect")), master="local[2,4]",
-        conf={"spark.python.daemon.module": "fault_daemon",
-              "spark.executorEnv.PYTHONPATH": CLUSTER_TESTS,
-              "spark.executorEnv.SPARKNET_TEST_FAULTS": json.dumps(faults)})
+        conf={"spark.python.daemon.module": "fault_daemon"},
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [CLUSTER_TESTS,
+                                                         os.environ.get("PYTHONPATH")])),
+             "SPARKNET_TEST_FAULTS": json.dumps(faults)})
     spark = SparkSession.builder.remote(server.url()).create()
     yield spark
     spark.stop()
