@@ -1,6 +1,6 @@
-"""How a round's states travel between the driver and the tasks.
+"""How states and weights travel between the driver and the tasks.
 
-Two routes, one interface (``share`` a start state, ``take`` back what a task returned,
+A round's states take one of two routes, one interface (``share`` a start state, ``take`` back what a task returned,
 ``release``):
 
 - :class:`InlineChannel`: the start state inside the task function (which Spark ships; on a
@@ -11,10 +11,13 @@ Two routes, one interface (``share`` a start state, ``take`` back what a task re
 - :class:`SocketChannel`: the driver's Python process serves the start state and receives
   the tasks' states over TCP, so states never enter the JVM (ImageNet-sized nets: CaffeNet's
   weights and momentum are 466 MiB per state). The server listens on ``spark.driver.host``
-  (where executors already reach the driver); every connection opens with the fit's random
-  secret (:func:`hmac.compare_digest`), in :mod:`~sparknet_ml.tasks.wire`'s format (no pickle).
+  (where executors already reach the driver; on Spark Connect, the client's address); every
+  connection opens with the fit's random secret (:func:`hmac.compare_digest`), in
+  :mod:`~sparknet_ml.tasks.wire`'s format (no pickle).
 
 :func:`plan_route` picks one before round 1 from the state's size and the driver's memory.
+Weights to score or validate with go inside the task function, or as a shipped file where a
+Spark Connect plan could not carry them (:func:`share_weights`).
 """
 from __future__ import annotations
 
