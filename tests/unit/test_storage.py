@@ -68,3 +68,12 @@ def test_scheme(value, scheme):
 def test_prototxt_text_is_not_a_file():
     assert not storage.is_file('base_lr: 0.01 lr_policy: "fixed"')
     assert not storage.is_file('type: "SGD"')
+
+
+def test_a_connect_client_reaches_its_own_files_and_says_so_for_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")  # what pyspark sets for a client
+    storage.write_bytes(str(tmp_path / "a.bin"), b"x")
+    assert storage.read_bytes(str(tmp_path / "a.bin"), 10, "CAP") == b"x"
+    with pytest.raises(storage.StorageError, match="s3a://b/m: on a Spark Connect client "
+                                                   "sparknet_ml reaches this machine's files only"):
+        storage.exists("s3a://b/m")
