@@ -9,16 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .local_server import free_port, wait_until_listening
 
 
 class ConnectServer:
@@ -29,7 +23,7 @@ class ConnectServer:
     def __init__(self, folder: str, master: str = "local[2]", conf: dict | None = None,
                  env: dict | None = None):
         import pyspark
-        self.port, self.token = _free_port(), secrets.token_hex(16)
+        self.port, self.token = free_port(), secrets.token_hex(16)
         self.log = os.path.join(folder, "connect-server.log")
         settings = {"spark.connect.grpc.binding.address": "127.0.0.1",
                     "spark.connect.grpc.binding.port": str(self.port),
@@ -46,18 +40,7 @@ class ConnectServer:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env=env, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    with open(self.log) as f:
-                        raise RuntimeError(f"the Connect server did not start: "
-                                           f"{f.read()[-3000:]}")
-                time.sleep(0.2)
+        wait_until_listening(self, "the Connect server", 120, 0.2)
 
     def url(self) -> str:
         """The ``sc://`` URL with the server's token (``localhost``: gRPC sends a token

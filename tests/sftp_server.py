@@ -12,9 +12,9 @@ import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
+
+from .local_server import free_port, wait_until_listening
 
 SSHD = "/usr/sbin/sshd"
 
@@ -44,19 +44,13 @@ def conf_arguments(key: str) -> list[str]:
     return [x for name, value in spark_conf(key).items() for x in ("--conf", f"{name}={value}")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class SftpServer:
     """sshd serving ``root`` (a local folder) as ``sftp://USER@127.0.0.1:PORT/...``."""
 
     def __init__(self, folder: str, key: str):
         self.folder, self.root, self.key = folder, os.path.join(folder, "served"), key
         os.makedirs(self.root)
-        self.port = _free_port()
+        self.port = free_port()
         host_key = os.path.join(folder, "host_key")
         subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "",
                         "-f", host_key], check=True)
@@ -72,17 +66,7 @@ class SftpServer:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation
         self.log = os.path.join(folder, "sshd.log")
         self.process = subprocess.Popen([SSHD, "-D", "-f", config, "-E", self.log])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    with open(self.log) as f:
-                        raise RuntimeError(f"sshd did not start: {f.read()[-2000:]}")
-                time.sleep(0.1)
+        wait_until_listening(self, "sshd", 20, 0.1)
 
     def url(self, *names: str) -> str:
         """The ``sftp://`` URI of ``names`` under the served folder."""

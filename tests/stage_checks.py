@@ -7,14 +7,7 @@ import numpy as np
 from sparknet_ml import SparkNetEstimator, SparkNetModel
 from sparknet_ml.params import DEFAULTS
 
-TINY_NET = """name: "tiny"
-layer { name: "data" type: "Input" top: "data" top: "label"
-  input_param { shape { dim: 8 dim: 1 dim: 2 dim: 2 } shape { dim: 8 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-  inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
-"""
-SOLVER = 'base_lr: 0.1 lr_policy: "fixed"'
+from .spark.test_bad_input import SOLVER, TINY_NET  # a 16-input, 3-class InnerProduct net
 
 # A value other than the default for every param of SparkNetEstimator.
 OTHER_VALUES = {
@@ -30,9 +23,9 @@ OTHER_VALUES = {
 
 
 def tiny(**params) -> SparkNetEstimator:
-    """A 4-input, 3-class InnerProduct net that trains in a second."""
+    """The 16-input, 3-class InnerProduct net, which trains in a second."""
     return SparkNetEstimator(**{"netPrototxt": TINY_NET, "solverPrototxt": SOLVER,
-                                "inputShape": [1, 2, 2], "batchSize": 8, "syncInterval": 2,
+                                "inputShape": [1, 4, 4], "batchSize": 8, "syncInterval": 2,
                                 "maxIter": 2, "seed": 1, "numWorkers": 2,
                                 "showProgress": False, **params})
 
@@ -40,7 +33,7 @@ def tiny(**params) -> SparkNetEstimator:
 def tiny_rows(spark, n=64):
     rng = np.random.default_rng(0)
     return spark.createDataFrame(
-        [(rng.random(4).tolist(), float(i % 3)) for i in range(n)],
+        [(rng.random(16).tolist(), float(i % 3)) for i in range(n)],
         "features array<double>, label double").repartition(2)
 
 

@@ -110,8 +110,9 @@ def open_channel(spark, state: SolverState, workers: int, rounds_per_job: int):
 _SHIPPED: dict[str, set[str]] = {}
 
 
-def share_weights(spark, weights: dict):
-    """Weights (``{layer: [blobs]}``) as tasks reach them: inside the task function, or, on
+def share_weights(spark, weights: dict, key: str):
+    """Weights (``{layer: [blobs]}``, whose :func:`~sparknet_ml.engine.scoring.weights_key` is
+    ``key``) as tasks reach them: inside the task function, or, on
     Spark Connect when they are over :data:`PLAN_SHARE` of the largest plan the server takes,
     in a file shipped once per session with ``SparkSession.addArtifacts(..., file=True)``.
 
@@ -121,12 +122,11 @@ def share_weights(spark, weights: dict):
     """
     import os
     import tempfile
-    from ..engine.scoring import weights_key
     from . import session
     plan = session.plan_bytes(spark)
     if plan is None or sum(b.nbytes for bs in weights.values() for b in bs) <= plan * PLAN_SHARE:
         return Inline(weights)
-    name = f"sparknet-weights-{weights_key(weights)}.bin"
+    name = f"sparknet-weights-{key}.bin"
     shipped = _SHIPPED.setdefault(spark.session_id, set())
     if name not in shipped:
         with tempfile.TemporaryDirectory() as folder:

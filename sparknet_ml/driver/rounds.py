@@ -22,9 +22,10 @@ def validation_accuracy(handles, spec, weights, top5: bool = False) -> tuple[flo
     """Top-1 accuracy of ``weights`` on the cached validation blocks (one Spark job), and
     top-5 accuracy when ``top5`` (else None)."""
     from ..engine.scoring import weights_key
+    key = weights_key(weights)
     counts = handles.mapInArrow(functools.partial(
-        validate_task, spec=spec, key=weights_key(weights),
-        weights=share_weights(handles.sparkSession, weights)),
+        validate_task, spec=spec, key=key, weights=share_weights(handles.sparkSession, weights,
+                                                                  key)),
         VALIDATION_SCHEMA).toArrow().to_pydict()
     total = sum(counts["rows"])
     if not total:

@@ -120,9 +120,9 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
             names = (names[0], "", *names[1:])
         inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
                            meta.get("resize", False))
-        fn = functools.partial(score_batches, spec=spec, inputs=inputs,
-                               key=weights_key(self._weights),
-                               weights=share_weights(dataset.sparkSession, self._weights),
+        key = weights_key(self._weights)
+        fn = functools.partial(score_batches, spec=spec, inputs=inputs, key=key,
+                               weights=share_weights(dataset.sparkSession, self._weights, key),
                                classification=classification, names=names,
                                features_at=dataset.columns.index(self.getFeaturesCol()),
                                probabilities=meta.get("probabilities", False))

@@ -150,10 +150,12 @@ def test_bad_input_fails_with_the_classic_message(df, params, match):
 def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatch):
     # the test lowers the share so LeNet's weights take the file route
     from sparknet_ml.driver import exchange
+    from sparknet_ml.engine.scoring import weights_key
     from sparknet_ml.tasks.states import Shipped
     inline = outputs(model, df)[0]
     monkeypatch.setattr(exchange, "PLAN_SHARE", 1e-6)
-    assert isinstance(exchange.share_weights(df.sparkSession, model.weights), Shipped)
+    assert isinstance(exchange.share_weights(df.sparkSession, model.weights,
+                                            weights_key(model.weights)), Shipped)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)  # shipped once, used again
 

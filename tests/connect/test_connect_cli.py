@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("caffe")
 pytest.importorskip("grpc")
 
-from ..stage_checks import SOLVER, TINY_NET  # noqa: E402
+from ..spark.test_bad_input import SOLVER, TINY_NET  # noqa: E402
 
 
 def cli(*args):
@@ -20,7 +20,7 @@ def cli(*args):
 def test_train_and_score_through_a_connect_server(connect_server, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    rows = [[float((i * 7 + j) % 5) for j in range(4)] for i in range(48)]
+    rows = [[float((i * 7 + j) % 5) for j in range(16)] for i in range(48)]
     pq.write_table(pa.table({"features": rows, "label": [float(i % 3) for i in range(48)]}),
                    str(tmp_path / "data.parquet"))
     (tmp_path / "net.prototxt").write_text(TINY_NET)
@@ -29,7 +29,7 @@ def test_train_and_score_through_a_connect_server(connect_server, tmp_path):
     done = cli("train", "--net", str(tmp_path / "net.prototxt"),
                "--solver", str(tmp_path / "solver.prototxt"), "--data",
                str(tmp_path / "data.parquet"), "--out", str(tmp_path / "model"),
-               "--input-shape", "1,2,2", "--rounds", "2", "--sync-interval", "2", "--batch", "8",
+               "--input-shape", "1,4,4", "--rounds", "2", "--sync-interval", "2", "--batch", "8",
                *remote)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "model")) == ["metadata", "model"]
