@@ -1,0 +1,693 @@
+"""A Caffe deploy net and its weights as an ONNX model, with Caffe's exact semantics.
+
+Pure protobuf, numpy and the ``onnx`` package (``pip install 'sparknet_ml[onnx]'``): no Spark,
+no pycaffe ``Net``. The blob shapes come from the caller (Caffe's own, see
+:func:`sparknet_ml.engine.probe.deploy_blob_shapes`): every layer whose ONNX form needs a size
+(pooling's rounded-up output, a slice point, a crop) reads it from Caffe rather than
+recomputing it, and the finished graph's inferred shapes are checked against them.
+
+The batch axis stays free (``N``): a net must keep its first axis as the batch. Caffe's
+in-place layers (``top == bottom``) become fresh ONNX tensors; each blob's last version keeps
+the blob's name, so graph outputs are named as in Caffe.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from caffe.proto import caffe_pb2
+
+from .layers import check_bottoms, check_layers, check_unique_names
+from .prototxt import NetSpecError
+
+OPSET = 21
+"""The ONNX opset written (onnxruntime 1.20 and later run it)."""
+
+BATCH = "N"
+"""The symbolic batch dimension of every input and output."""
+
+
+def _ints(repeated, h: int, w: int, default: int, spatial: int, what: str,
+          layer: str) -> list[int]:
+    """Caffe's per-axis setting: ``h``/``w`` when given (2-D), else the repeated field (one
+    value for every axis, or one per axis), else ``default``."""
+    if h or w:
+        if spatial != 2:
+            raise NetSpecError(f"layer {layer!r}: {what}_h/{what}_w need 2 spatial axes")
+        return [h, w]
+    values = list(repeated)
+    if not values:
+        return [default] * spatial
+    if len(values) == 1:
+        return values * spatial
+    if len(values) != spatial:
+        raise NetSpecError(f"layer {layer!r}: {len(values)} values of {what} for {spatial} "
+                           "spatial axes")
+    return values
+
+
+class _Graph:
+    """The ONNX graph under construction: nodes, initializers and the Caffe blob -> tensor map."""
+
+    def __init__(self, writes: Counter):
+        self.nodes: list = []
+        self.initializers: list = []
+        self.tensor: dict[str, str] = {}   # Caffe blob -> its current ONNX tensor
+        self._left = Counter(writes)       # writes of each blob still to come
+        self._names: set[str] = set()
+        self.versions: dict[str, str] = {}  # every tensor written as a Caffe blob -> the blob
+
+    def unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names:
+            k += 1
+            name = f"{base}_{k}"
+        self._names.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._names.add(name)
+
+    def const(self, base: str, value, dtype=np.float32) -> str:
+        name = self.unique(base)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def temp(self, layer: str, what: str) -> str:
+        return self.unique(f"{layer}/{what}")
+
+    def top(self, blob: str, layer: str) -> str:
+        """The tensor name for this write of ``blob``: the blob's own on its last write."""
+        self._left[blob] -= 1
+        if self._left[blob] == 0 and blob not in self._names:
+            self._names.add(blob)
+            name = blob
+        else:
+            name = self.unique(f"{blob}@{layer}")
+        self.versions[name] = blob
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
+             **attrs) -> None:
+        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=name, **attrs))
+
+
+def _broadcast_shape(shape: Sequence[int], axis: int, ndim: int) -> tuple[int, ...]:
+    """A parameter of ``shape`` applied at ``axis`` of an ``ndim`` tensor, padded with ones so
+    that right-aligned (numpy) broadcasting lines it up."""
+    return (*shape, *([1] * (ndim - axis - len(shape))))
+
+
+class _Converter:
+    def __init__(self, net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarray]],
+                 shapes: Mapping[str, Sequence[int]]):
+        self.net = net
+        self.weights = weights
+        self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+        writes = Counter(t for layer in net.layer for t in layer.top)
+        writes.update(net.input)
+        self.g = _Graph(writes)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def shape(self, blob: str, layer) -> tuple[int, ...]:
+        if blob not in self.shapes:
+            raise NetSpecError(f"layer {layer.name!r}: no shape for blob {blob!r}")
+        return self.shapes[blob]
+
+    def blobs(self, layer, count: int | Sequence[int]) -> list[np.ndarray]:
+        """The layer's learnable blobs, checked against the counts Caffe's layer needs."""
+        found = [np.asarray(b, np.float32) for b in self.weights.get(layer.name, [])]
+        counts = [count] if isinstance(count, int) else list(count)
+        if len(found) not in counts:
+            raise NetSpecError(f"layer {layer.name!r} ({layer.type}) needs "
+                               f"{' or '.join(map(str, counts))} weight blobs, the weights "
+                               f"give {len(found)}")
+        return found
+
+    def axis(self, axis: int, ndim: int, layer) -> int:
+        if not -ndim <= axis < ndim:
+            raise NetSpecError(f"layer {layer.name!r}: axis {axis} is out of range for "
+                               f"{ndim} axes")
+        return axis % ndim
+
+    def reshape(self, x: str, target: Sequence[int], out: str, layer, what: str) -> None:
+        """Reshape to Caffe's ``target``, its first axis the (free) batch."""
+        self.g.node("Reshape", [x, self.g.const(f"{layer.name}/{what}_shape",
+                                               [0, *target[1:]], np.int64)], [out],
+                    f"{layer.name}/{what}")
+
+    def keep_batch(self, layer, bottom: str, top: str) -> None:
+        if self.shape(top, layer)[:1] != self.shape(bottom, layer)[:1]:
+            raise NetSpecError(f"layer {layer.name!r} ({layer.type}) changes the batch axis "
+                               f"({list(self.shape(bottom, layer))} -> "
+                               f"{list(self.shape(top, layer))}); an exported net keeps its "
+                               "first axis as the batch")
+
+    # ---- layers --------------------------------------------------------------------------
+    def convert(self, layer) -> None:
+        method = getattr(self, f"_{layer.type}", None)
+        if method is None:
+            raise NetSpecError(f"layer {layer.name!r} has type {layer.type!r}, which has no "
+                               f"ONNX export (exported types: {', '.join(sorted(EXPORTED))})")
+        bottoms = [self.g.tensor[b] for b in layer.bottom]
+        method(layer, bottoms)
+
+    def _single(self, layer, op: str, x: list[str], **attrs) -> None:
+        top = self.g.top(layer.top[0], layer.name)
+        self.g.node(op, x, [top], layer.name, **attrs)
+        self.g.tensor[layer.top[0]] = top
+
+    def _chain(self, layer, x: str, steps: list[tuple[str, object]]) -> None:
+        """Elementwise steps (op, constant or None) from ``x`` to the layer's top."""
+        if not steps:
+            steps = [("Identity", None)]
+        for i, (op, value) in enumerate(steps):
+            last = i == len(steps) - 1
+            out = self.g.top(layer.top[0], layer.name) if last else self.g.temp(layer.name, op)
+            inputs = [x] if value is None else [x, self.g.const(f"{layer.name}/{op}_c", value)]
+            self.g.node(op, inputs, [out], f"{layer.name}/{op}" if not last else layer.name)
+            x = out
+        self.g.tensor[layer.top[0]] = x
+
+    def _conv(self, layer, x, transposed: bool) -> None:
+        p = layer.convolution_param
+        ndim = len(self.shape(layer.bottom[0], layer))
+        if p.axis != 1 or ndim < 3:
+            raise NetSpecError(f"layer {layer.name!r}: convolution over axis {p.axis} of a "
+                               f"{ndim}-axis blob has no ONNX export (axis 1 of N,C,spatial...)")
+        if p.width_group != 1 or p.height_group != 1:
+            raise NetSpecError(f"layer {layer.name!r}: width_group/height_group have no ONNX "
+                               "export")
+        spatial = ndim - 2
+        kernel = _ints(p.kernel_size, p.kernel_h, p.kernel_w, 0, spatial, "kernel", layer.name)
+        pad = _ints(p.pad, p.pad_h, p.pad_w, 0, spatial, "pad", layer.name)
+        stride = _ints(p.stride, p.stride_h if p.HasField("stride_h") else 0,
+                       p.stride_w if p.HasField("stride_w") else 0, 1, spatial, "stride",
+                       layer.name)
+        dilation = _ints(p.dilation, 0, 0, 1, spatial, "dilation", layer.name)
+        blobs = self.blobs(layer, 2 if p.bias_term else 1)
+        inputs = [x[0], self.g.const(f"{layer.name}/weight", blobs[0])]
+        if p.bias_term:
+            inputs.append(self.g.const(f"{layer.name}/bias", blobs[1].reshape(-1)))
+        self._single(layer, "ConvTranspose" if transposed else "Conv", inputs,
+                     kernel_shape=kernel, pads=pad + pad, strides=stride, dilations=dilation,
+                     group=p.group)
+
+    def _Convolution(self, layer, x):
+        self._conv(layer, x, False)
+
+    def _Deconvolution(self, layer, x):
+        self._conv(layer, x, True)
+
+    def _InnerProduct(self, layer, x):
+        p = layer.inner_product_param
+        shape = self.shape(layer.bottom[0], layer)
+        axis = self.axis(p.axis, len(shape), layer)
+        if axis == 0:
+            raise NetSpecError(f"layer {layer.name!r}: InnerProduct over axis 0 folds the "
+                               "batch; an exported net keeps its first axis as the batch")
+        blobs = self.blobs(layer, 2 if p.bias_term else 1)
+        weight = blobs[0].reshape(blobs[0].shape[-2:]) if blobs[0].ndim > 2 else blobs[0]
+        matrix = weight if p.transpose else weight.T  # (K, num_output)
+        flat = self.g.temp(layer.name, "flat")
+        self.reshape(x[0], [*shape[:axis], math.prod(shape[axis:])], flat, layer, "flatten")
+        if not p.bias_term:
+            return self._single(layer, "MatMul", [flat, self.g.const(f"{layer.name}/weight",
+                                                                     matrix)])
+        product = self.g.temp(layer.name, "matmul")
+        self.g.node("MatMul", [flat, self.g.const(f"{layer.name}/weight", matrix)], [product],
+                    f"{layer.name}/matmul")
+        self._single(layer, "Add", [product, self.g.const(f"{layer.name}/bias",
+                                                          blobs[1].reshape(-1))])
+
+    def _Pooling(self, layer, x):
+        p = layer.pooling_param
+        shape = self.shape(layer.bottom[0], layer)
+        out = self.shape(layer.top[0], layer)
+        if len(shape) != 4:
+            raise NetSpecError(f"layer {layer.name!r}: pooling of a {len(shape)}-axis blob "
+                               "(Caffe pools N,C,H,W)")
+        if p.pool not in (p.MAX, p.AVE):
+            raise NetSpecError(f"layer {layer.name!r}: {p.PoolMethod.Name(p.pool)} pooling "
+                               "has no ONNX export (MAX and AVE do)")
+        if p.global_pooling:
+            return self._single(layer, "GlobalMaxPool" if p.pool == p.MAX
+                                else "GlobalAveragePool", x)
+        kernel = _ints([p.kernel_size] if p.kernel_size else [], p.kernel_h, p.kernel_w, 0, 2,
+                       "kernel", layer.name)
+        pad = _ints([p.pad] if p.pad else [], p.pad_h, p.pad_w, 0, 2, "pad", layer.name)
+        stride = _ints([p.stride] if p.HasField("stride") else [], p.stride_h, p.stride_w, 1,
+                       2, "stride", layer.name)
+        # Caffe's output size (rounded up, less a window starting in the padding) is out[2:]:
+        # pad the end so that ONNX's rounded-down size gives it.
+        end = [max(0, (o - 1) * s + k - size - b)
+               for o, s, k, size, b in zip(out[2:], stride, kernel, shape[2:], pad)]
+        if p.pool == p.MAX:  # ONNX ignores padded positions, as Caffe's window clipping does
+            return self._single(layer, "MaxPool", x, kernel_shape=kernel, pads=pad + end,
+                                strides=stride)
+        # AVE: Caffe divides each window's sum by its size clipped to the padded extent
+        # (H + pad), not beyond; zero-pad explicitly, average whole windows, rescale.
+        divisor = np.ones(out[2:], np.float32)
+        for axis, (o, s, k, size, b) in enumerate(zip(out[2:], stride, kernel, shape[2:], pad)):
+            start = np.arange(o) * s - b
+            extent = np.minimum(start + k, size + b) - start
+            divisor *= extent.reshape((-1, 1) if axis == 0 else (1, -1)).astype(np.float32)
+        padded = x[0]
+        if any(pad) or any(end):
+            padded = self.g.temp(layer.name, "pad")
+            self.g.node("Pad", [x[0], self.g.const(f"{layer.name}/pads",
+                                                    [0, 0, *pad, 0, 0, *end], np.int64)],
+                        [padded], f"{layer.name}/pad")
+        window = float(kernel[0] * kernel[1])
+        if np.all(divisor == window):
+            return self._single(layer, "AveragePool", [padded], kernel_shape=kernel,
+                                strides=stride)
+        mean = self.g.temp(layer.name, "mean")
+        self.g.node("AveragePool", [padded], [mean], f"{layer.name}/mean", kernel_shape=kernel,
+                    strides=stride)
+        self._single(layer, "Mul", [mean, self.g.const(f"{layer.name}/rescale",
+                                                       window / divisor)])
+
+    def _LRN(self, layer, x):
+        p = layer.lrn_param
+        if p.local_size % 2 == 0:
+            raise NetSpecError(f"layer {layer.name!r}: LRN local_size {p.local_size} must be "
+                               "odd (as Caffe requires)")
+        if p.norm_region == p.ACROSS_CHANNELS:
+            return self._single(layer, "LRN", x, size=p.local_size, alpha=p.alpha, beta=p.beta,
+                                bias=p.k)
+        # WITHIN_CHANNEL, as Caffe composes it: x * (1 + alpha * avgpool(x^2))^-beta, the
+        # average over a local_size^2 window (zero-padded, always divided by its full size).
+        n, half = p.local_size, (p.local_size - 1) // 2
+        name = layer.name
+        square, padded, mean, scaled, shifted, power = (
+            self.g.temp(name, w) for w in ("square", "pad", "mean", "scale", "shift", "power"))
+        self.g.node("Mul", [x[0], x[0]], [square], f"{name}/square")
+        self.g.node("Pad", [square, self.g.const(f"{name}/pads", [0, 0, half, half, 0, 0, half,
+                                                                  half], np.int64)],
+                    [padded], f"{name}/pad")
+        self.g.node("AveragePool", [padded], [mean], f"{name}/mean", kernel_shape=[n, n],
+                    strides=[1, 1])
+        self.g.node("Mul", [mean, self.g.const(f"{name}/alpha", p.alpha)], [scaled],
+                    f"{name}/alpha")
+        self.g.node("Add", [scaled, self.g.const(f"{name}/one", 1.0)], [shifted], f"{name}/one")
+        self.g.node("Pow", [shifted, self.g.const(f"{name}/beta", -p.beta)], [power],
+                    f"{name}/beta")
+        self._single(layer, "Mul", [x[0], power])
+
+    def _ReLU(self, layer, x):
+        slope = layer.relu_param.negative_slope
+        if slope:
+            return self._single(layer, "LeakyRelu", x, alpha=slope)
+        self._single(layer, "Relu", x)
+
+    def _ReLU6(self, layer, x):
+        p = layer.relu6_param
+        if p.negative_slope:
+            raise NetSpecError(f"layer {layer.name!r}: ReLU6 with a negative_slope has no "
+                               "ONNX export")
+        self._single(layer, "Clip", [x[0], self.g.const(f"{layer.name}/min", 0.0),
+                                     self.g.const(f"{layer.name}/max", p.threshold)])
+
+    def _PReLU(self, layer, x):
+        (slope,) = self.blobs(layer, 1)
+        ndim = len(self.shape(layer.bottom[0], layer))
+        shape = (1,) if layer.prelu_param.channel_shared else _broadcast_shape(
+            slope.shape, 1, ndim)
+        self._single(layer, "PRelu", [x[0], self.g.const(f"{layer.name}/slope",
+                                                         slope.reshape(shape))])
+
+    def _ELU(self, layer, x):
+        self._single(layer, "Elu", x, alpha=layer.elu_param.alpha)
+
+    def _Sigmoid(self, layer, x):
+        self._single(layer, "Sigmoid", x)
+
+    def _TanH(self, layer, x):
+        self._single(layer, "Tanh", x)
+
+    def _AbsVal(self, layer, x):
+        self._single(layer, "Abs", x)
+
+    def _Threshold(self, layer, x):
+        above = self.g.temp(layer.name, "above")
+        self.g.node("Greater", [x[0], self.g.const(f"{layer.name}/threshold",
+                                                   layer.threshold_param.threshold)],
+                    [above], f"{layer.name}/above")
+        self._single(layer, "Cast", [above], to=TensorProto.FLOAT)
+
+    def _Power(self, layer, x):
+        p = layer.power_param  # (shift + scale * x) ^ power
+        steps = [("Mul", p.scale)] if p.scale != 1 else []
+        steps += [("Add", p.shift)] if p.shift != 0 else []
+        steps += [("Pow", p.power)] if p.power != 1 else []
+        self._chain(layer, x[0], steps)
+
+    def _Exp(self, layer, x):
+        p = layer.exp_param  # Caffe: base^shift * exp(log(base) * scale * x)
+        log_base = 1.0 if p.base == -1 else math.log(p.base)
+        inner = np.float32(log_base) * np.float32(p.scale)
+        steps = [("Mul", inner)] if inner != 1 else []
+        steps.append(("Exp", None))
+        if p.shift != 0:
+            steps.append(("Mul", np.float32(p.base) ** np.float32(p.shift)
+                          if p.base != -1 else np.exp(np.float32(p.shift))))
+        self._chain(layer, x[0], steps)
+
+    def _Log(self, layer, x):
+        p = layer.log_param  # Caffe: log(shift + scale * x) / log(base)
+        steps = [("Mul", p.scale)] if p.scale != 1 else []
+        steps += [("Add", p.shift)] if p.shift != 0 else []
+        steps.append(("Log", None))
+        if p.base != -1:
+            steps.append(("Mul", np.float32(1) / np.float32(math.log(p.base))))
+        self._chain(layer, x[0], steps)
+
+    def _BNLL(self, layer, x):
+        # Caffe: x > 0 ? x + log(1 + exp(-x)) : log(1 + exp(x)) == relu(x) + log(1 + exp(-|x|))
+        name = layer.name
+        relu, absolute, negative, exp, plus, log = (
+            self.g.temp(name, w) for w in ("relu", "abs", "neg", "exp", "plus", "log"))
+        self.g.node("Relu", x, [relu], f"{name}/relu")
+        self.g.node("Abs", x, [absolute], f"{name}/abs")
+        self.g.node("Neg", [absolute], [negative], f"{name}/neg")
+        self.g.node("Exp", [negative], [exp], f"{name}/exp")
+        self.g.node("Add", [exp, self.g.const(f"{name}/one", 1.0)], [plus], f"{name}/plus")
+        self.g.node("Log", [plus], [log], f"{name}/log")
+        self._single(layer, "Add", [relu, log])
+
+    def _Softmax(self, layer, x):
+        ndim = len(self.shape(layer.bottom[0], layer))
+        self._single(layer, "Softmax", x, axis=self.axis(layer.softmax_param.axis, ndim, layer))
+
+    def _BatchNorm(self, layer, x):
+        p = layer.batch_norm_param
+        if p.HasField("use_global_stats") and not p.use_global_stats:
+            raise NetSpecError(f"layer {layer.name!r}: BatchNorm with use_global_stats: false "
+                               "normalizes by each batch's own statistics; an exported net "
+                               "needs the stored ones (remove the setting for deploy)")
+        mean, var, factor = self.blobs(layer, 3)
+        f = factor.reshape(-1)[0]
+        scale = np.float32(0) if f == 0 else np.float32(1) / f
+        channels = mean.size
+        name = layer.name
+        self._single(layer, "BatchNormalization", [
+            x[0], self.g.const(f"{name}/gamma", np.ones(channels)),
+            self.g.const(f"{name}/beta", np.zeros(channels)),
+            self.g.const(f"{name}/mean", mean.reshape(-1) * scale),
+            self.g.const(f"{name}/var", var.reshape(-1) * scale)], epsilon=p.eps)
+
+    def _affine(self, layer, x, op: str, param, learned: np.ndarray | None, bias=None):
+        """Scale (``Mul``) or Bias (``Add``) of bottom 0 by a learned blob or bottom 1, over
+        ``param.axis`` .. ``axis + num_axes``."""
+        shape = self.shape(layer.bottom[0], layer)
+        axis = self.axis(param.axis, len(shape), layer)
+        name = layer.name
+        if learned is not None:
+            factor = self.g.const(f"{name}/{op.lower()}", learned.reshape(
+                _broadcast_shape(learned.shape, axis, len(shape))))
+        else:
+            other = self.shape(layer.bottom[1], layer)
+            if axis != 0 and len(other) + axis != len(shape):
+                raise NetSpecError(f"layer {name!r}: a second bottom of shape {list(other)} "
+                                   f"at axis {axis} has no ONNX export (axis 0, or a blob "
+                                   "ending at the last axis)")
+            factor = x[1]
+            if axis == 0 and len(other) < len(shape):
+                factor = self.g.temp(name, "factor")
+                self.reshape(x[1], _broadcast_shape(other, 0, len(shape)), factor, layer,
+                             "factor")
+        if bias is None:
+            return self._single(layer, op, [x[0], factor])
+        scaled = self.g.temp(name, "scaled")
+        self.g.node(op, [x[0], factor], [scaled], f"{name}/scaled")
+        self._single(layer, "Add", [scaled, self.g.const(f"{name}/bias", bias.reshape(
+            _broadcast_shape(bias.shape, axis, len(shape))))])
+
+    def _Scale(self, layer, x):
+        p = layer.scale_param
+        learned = len(layer.bottom) == 1
+        blobs = self.blobs(layer, int(learned) + int(p.bias_term))
+        self._affine(layer, x, "Mul", p, blobs[0] if learned else None,
+                     blobs[-1] if p.bias_term else None)
+
+    def _Bias(self, layer, x):
+        learned = len(layer.bottom) == 1
+        blobs = self.blobs(layer, int(learned))
+        self._affine(layer, x, "Add", layer.bias_param, blobs[0] if learned else None)
+
+    def _Eltwise(self, layer, x):
+        p = layer.eltwise_param
+        name = layer.name
+        if p.operation == p.PROD:
+            product = x[0]
+            for i, other in enumerate(x[1:], 1):
+                if i == len(x) - 1:
+                    return self._single(layer, "Mul", [product, other])
+                step = self.g.temp(name, f"prod{i}")
+                self.g.node("Mul", [product, other], [step], f"{name}/prod{i}")
+                product = step
+        if p.operation == p.MAX:
+            return self._single(layer, "Max", x)
+        if p.coeff and len(p.coeff) != len(x):
+            raise NetSpecError(f"layer {name!r}: Eltwise SUM has {len(p.coeff)} coeffs for "
+                               f"{len(x)} bottoms")
+        terms = []
+        for i, (tensor, coeff) in enumerate(zip(x, list(p.coeff) or [1.0] * len(x))):
+            if coeff != 1:
+                scaled = self.g.temp(name, f"term{i}")
+                self.g.node("Mul", [tensor, self.g.const(f"{name}/coeff{i}", coeff)], [scaled],
+                            f"{name}/term{i}")
+                tensor = scaled
+            terms.append(tensor)
+        self._single(layer, "Sum", terms)
+
+    def _Concat(self, layer, x):
+        p = layer.concat_param
+        ndim = len(self.shape(layer.bottom[0], layer))
+        axis = p.concat_dim if p.HasField("concat_dim") else p.axis
+        self._single(layer, "Concat", x, axis=self.axis(axis, ndim, layer))
+
+    def _Slice(self, layer, x):
+        p = layer.slice_param
+        shape = self.shape(layer.bottom[0], layer)
+        axis = self.axis(p.slice_dim if p.HasField("slice_dim") else p.axis, len(shape), layer)
+        if axis == 0:
+            raise NetSpecError(f"layer {layer.name!r}: slicing the batch axis has no ONNX "
+                               "export")
+        sizes = [self.shape(t, layer)[axis] for t in layer.top]
+        tops = [self.g.top(t, layer.name) for t in layer.top]
+        self.g.node("Split", [x[0], self.g.const(f"{layer.name}/split", sizes, np.int64)], tops,
+                    layer.name, axis=axis)
+        self.g.tensor.update(zip(layer.top, tops))
+
+    def _Split(self, layer, x):
+        for i, blob in enumerate(layer.top):
+            top = self.g.top(blob, layer.name)
+            self.g.node("Identity", x, [top], f"{layer.name}/{i}")
+            self.g.tensor[blob] = top
+
+    def _Silence(self, layer, x):
+        pass
+
+    def _Dropout(self, layer, x):  # Caffe's TEST phase passes the data through
+        self._single(layer, "Identity", x)
+
+    def _reshaped(self, layer, x):
+        self.keep_batch(layer, layer.bottom[0], layer.top[0])
+        top = self.g.top(layer.top[0], layer.name)
+        self.reshape(x[0], self.shape(layer.top[0], layer), top, layer, "reshape")
+        self.g.tensor[layer.top[0]] = top
+
+    _Flatten = _reshaped
+    _Reshape = _reshaped
+
+    def _Crop(self, layer, x):
+        p = layer.crop_param
+        shape = self.shape(layer.bottom[0], layer)
+        reference = self.shape(layer.bottom[1], layer)
+        axis = self.axis(p.axis, len(shape), layer)
+        if axis == 0:
+            raise NetSpecError(f"layer {layer.name!r}: cropping the batch axis has no ONNX "
+                               "export")
+        axes = list(range(axis, len(shape)))
+        offsets = list(p.offset) or [0]
+        offsets = offsets * len(axes) if len(offsets) == 1 else offsets
+        ends = [o + reference[a] for o, a in zip(offsets, axes)]
+        name = layer.name
+        self._single(layer, "Slice", [x[0], self.g.const(f"{name}/starts", offsets, np.int64),
+                                      self.g.const(f"{name}/ends", ends, np.int64),
+                                      self.g.const(f"{name}/axes", axes, np.int64)])
+
+
+EXPORTED = frozenset(name[1:] for name in vars(_Converter) if name[1:2].isupper())
+"""The Caffe layer types :func:`to_onnx` writes (besides ``Input``)."""
+
+
+def _input_blobs(net: caffe_pb2.NetParameter) -> list[str]:
+    inputs = list(net.input)
+    for layer in net.layer:
+        if layer.type == "Input":
+            inputs.extend(layer.top)
+    return inputs
+
+
+def net_outputs(net: caffe_pb2.NetParameter) -> list[str]:
+    """The blobs no later layer consumes (Caffe's ``net.outputs``), in order."""
+    available: dict[str, None] = dict.fromkeys(net.input)
+    for layer in net.layer:
+        for bottom in layer.bottom:
+            available.pop(bottom, None)
+        available.update(dict.fromkeys(layer.top))
+    return list(available)
+
+
+def _transform_nodes(g: _Graph, data: str, stored: Sequence[int], transform) -> str:
+    """Caffe's TEST-phase DataTransformer as nodes on the stored examples ``data``
+    (N, *stored): center crop, mean image or values, scale. Returns the transformed tensor."""
+    x = data
+    height, width = stored[-2:]
+    window = (slice(None), slice(None), slice(None))
+    if transform.crop is not None:
+        h, w = transform.center(stored)
+        ch, cw = transform.crop
+        window = (slice(None), slice(h, h + ch), slice(w, w + cw))
+        cropped = g.unique("transform/crop")
+        g.node("Slice", [x, g.const("transform/starts", [h, w], np.int64),
+                         g.const("transform/ends", [h + ch, w + cw], np.int64),
+                         g.const("transform/axes", [2, 3], np.int64)], [cropped],
+               "transform/crop")
+        x = cropped
+    mean = None
+    if transform.mean_image is not None:
+        mean = np.asarray(transform.mean_image, np.float32)[window]
+    elif transform.mean_values:
+        mean = np.asarray(transform.mean_values, np.float32).reshape(-1, 1, 1)
+    if mean is not None:
+        centered = g.unique("transform/mean")
+        g.node("Sub", [x, g.const("transform/mean_values", mean)], [centered], "transform/mean")
+        x = centered
+    if transform.scale != 1.0:
+        scaled = g.unique("transform/scale")
+        g.node("Mul", [x, g.const("transform/scale_value", np.float32(transform.scale))],
+               [scaled], "transform/scale")
+        x = scaled
+    return x
+
+
+def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarray]],
+            shapes: Mapping[str, Sequence[int]], outputs: Sequence[str] | None = None,
+            transform=None, stored_shape: Sequence[int] | None = None,
+            name: str | None = None) -> onnx.ModelProto:
+    """The deploy ``net`` with ``weights`` as a checked ONNX model.
+
+    Parameters
+    ----------
+    net : caffe_pb2.NetParameter
+        A deploy net: ``Input`` layers (or ``input``/``input_shape``), no data or loss layers.
+    weights : mapping of str to list of ndarray
+        Learnable blobs by layer name, in Caffe's order and shapes.
+    shapes : mapping of str to tuple of int
+        Every blob's shape as Caffe sets the net up (any batch size).
+    outputs : sequence of str, optional
+        Blobs to output (each blob's value after the last layer that writes it); by default
+        the blobs no layer consumes.
+    transform : sparknet_ml.engine.transform.Transform, optional
+        Caffe's TEST-phase data transform (center crop, mean, scale) of the first input, as
+        nodes in front of the net: the model then takes stored examples of ``stored_shape``.
+    stored_shape : sequence of int, optional
+        One stored example's shape (C, H, W), with ``transform``.
+    name : str, optional
+        The graph's name (default: the net's).
+
+    Returns
+    -------
+    onnx.ModelProto
+        Opset :data:`OPSET`, passing ``onnx.checker`` and strict shape inference, every
+        output's inferred shape equal to Caffe's but for the free batch axis.
+
+    Raises
+    ------
+    NetSpecError
+        Before anything is built: a layer type outside :data:`EXPORTED` or the allowlist,
+        a setting ONNX cannot express (both naming the layer), missing or misshapen weights,
+        an unknown output blob.
+    """
+    check_unique_names(net)
+    check_layers(net)
+    check_bottoms(net)
+    for layer in net.layer:
+        if layer.type != "Input" and layer.type not in EXPORTED:
+            raise NetSpecError(f"layer {layer.name!r} has type {layer.type!r}, which has no "
+                               f"ONNX export (exported types: {', '.join(sorted(EXPORTED))})")
+    inputs = _input_blobs(net)
+    if not inputs:
+        raise NetSpecError("the net has no Input layer (export a deploy net)")
+    produced = {t for layer in net.layer for t in layer.top} | set(net.input)
+    outputs = list(outputs) if outputs else net_outputs(net)
+    for blob in outputs:
+        if blob not in produced:
+            raise NetSpecError(f"output blob {blob!r} is not a blob of the net")
+    if transform is not None and stored_shape is None:
+        raise ValueError("a transform needs the stored examples' shape (stored_shape)")
+
+    conv = _Converter(net, weights, shapes)
+    g = conv.g
+    graph_inputs = []
+    for i, blob in enumerate(inputs):
+        shape = conv.shapes.get(blob)
+        if shape is None:
+            raise NetSpecError(f"no shape for input blob {blob!r}")
+        if i == 0 and transform is not None:
+            expected = transform.output_shape(stored_shape)
+            if tuple(expected) != tuple(shape[1:]):
+                raise NetSpecError(f"input {blob!r}: the transform gives {list(expected)} from "
+                                   f"{list(stored_shape)}, the net takes {list(shape[1:])}")
+            g.reserve(blob)  # the graph input takes the stored examples under the blob's name
+            graph_inputs.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT,
+                                                              [BATCH, *stored_shape]))
+            top = g.top(blob, "transform")
+            g.node("Identity", [_transform_nodes(g, blob, stored_shape, transform)], [top],
+                   "transform")
+            g.tensor[blob] = top
+        else:
+            top = g.top(blob, "input")
+            graph_inputs.append(helper.make_tensor_value_info(top, TensorProto.FLOAT,
+                                                              [BATCH, *shape[1:]]))
+            g.tensor[blob] = top
+    for layer in net.layer:
+        if layer.type == "Input":
+            continue
+        conv.convert(layer)
+    graph_outputs = [helper.make_tensor_value_info(g.tensor[b], TensorProto.FLOAT,
+                                                   [BATCH, *conv.shapes[b][1:]])
+                     for b in outputs]
+    # Every version of every blob declared with Caffe's shape: strict shape inference then
+    # checks each layer's output, not only the net's.
+    declared = {v.name for v in graph_inputs + graph_outputs}
+    value_info = [helper.make_tensor_value_info(t, TensorProto.FLOAT, [BATCH, *conv.shapes[b][1:]])
+                  for t, b in g.versions.items() if t not in declared]
+    graph = helper.make_graph(g.nodes, name or net.name or "caffe_net", graph_inputs,
+                              graph_outputs, g.initializers, value_info=value_info)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="sparknet_ml")
+    return _checked(model)
+
+
+def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` after ``onnx.checker`` and strict shape inference, which raises where a shape
+    it infers disagrees with Caffe's declared for an output (a defect of this module, not the
+    user's)."""
+    onnx.checker.check_model(model)
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                          data_prop=True)
+    except onnx.shape_inference.InferenceError as err:
+        first = str(err).split("Inference error(s): ")[-1].splitlines()[0]
+        raise AssertionError(f"the exported graph's shapes disagree with Caffe's: {first}") from None
+    return model
