@@ -1,4 +1,5 @@
-"""The ``sparknet-ml`` command line: ``build-caffe``, ``info``, ``train``, ``score``, ``bench``.
+"""The ``sparknet-ml`` command line: ``build-caffe``, ``info``, ``train``, ``score``, ``export``,
+``bench``.
 
 Errors are one ``sparknet-ml: error: ...`` line and exit code 2.
 """
@@ -13,7 +14,7 @@ import sys
 from importlib import metadata
 
 from . import storage
-from .apps import add_session_arguments, spark_session
+from .apps import add_conf_argument, add_session_arguments, spark_session
 from .build import command as build_command
 
 FASHION_MNIST = ("fashion-mnist", "fashion-mnist-test")
@@ -142,6 +143,53 @@ def score(args) -> int:
     return 0
 
 
+def export(args) -> int:
+    """Write a saved model, or a net and its caffemodel, as an ONNX file."""
+    from . import SparkNetModel
+    paths = [p for p in (args.model, args.net, args.weights, args.out) if p]
+    spark = (spark_session(args.master, "sparknet-ml export", args.conf)
+             if any(storage.scheme(p) not in (None, "file") for p in paths) else None)
+    try:
+        if args.model:
+            if not storage.is_dir(storage.join(args.model, "metadata")):
+                raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata "
+                                        "folder)")
+            model = SparkNetModel.load(args.model)
+            if args.output_blobs:
+                model.setOutputBlobs(args.output_blobs.split(","))
+            model.saveOnnx(args.out, overwrite=args.overwrite,
+                           includeTransform=not args.no_transform)
+        else:
+            _export_net(args)
+    finally:
+        if spark is not None:
+            spark.stop()
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _export_net(args) -> None:
+    """``--net`` and ``--weights``: the net's deploy form (data layers replaced by an Input,
+    losses dropped) with the caffemodel's weights, outputs the blobs no layer consumes."""
+    from . import net as netlib
+    from .net.prototxt import read_prototxt_file
+    from .persistence.caffemodel import read_caffemodel
+    from .persistence.onnx_file import onnx_bytes, write_onnx
+    if not args.weights:
+        raise ValueError("--net needs --weights (the .caffemodel)")
+    text = read_prototxt_file(args.net)
+    shape = ([int(d) for d in args.input_shape.split(",")] if args.input_shape
+             else netlib.infer_input_shape(text))
+    if shape is None:
+        raise ValueError(f"--net {args.net}: the net does not state its input's shape; give "
+                         "--input-shape C,H,W")
+    deploy = netlib.deploy_net(text, shape, 1)
+    outputs = args.output_blobs.split(",") if args.output_blobs else None
+    write_onnx(args.out, onnx_bytes(netlib.net_to_text(deploy.net),
+                                    read_caffemodel(args.weights), outputs),
+               overwrite=args.overwrite)
+
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "benchmarks")
 
@@ -225,6 +273,31 @@ def _parser() -> argparse.ArgumentParser:
     use.add_argument("--out", required=True, help="parquet folder to write")
     add_session_arguments(use)
     use.set_defaults(run=score)
+    onnx = commands.add_parser("export", help="write a model as ONNX",
+                               description="Write a saved model, or a Caffe net and its "
+                                           "caffemodel, as an ONNX file (opset 21), checked "
+                                           "against Caffe's shapes.")
+    onnx.add_argument("--onnx", action="store_true", required=True,
+                      help="the format (ONNX, the only one)")
+    source = onnx.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="folder of a saved SparkNetModel")
+    source.add_argument("--net", help="net prototxt file: a deploy net, or a train_val net "
+                                      "(its data layers become an Input, losses are dropped)")
+    onnx.add_argument("--weights", help="with --net: the .caffemodel")
+    onnx.add_argument("--input-shape", help="with --net: C,H,W of one example (default: from "
+                                            "the net)")
+    onnx.add_argument("--output-blobs", help="blobs to output, comma-separated (default: the "
+                                             "model's output and outputBlobs; for --net, the "
+                                             "blobs no layer consumes)")
+    onnx.add_argument("--no-transform", action="store_true",
+                      help="with --model: leave out the data transform (crop, mean, scale); "
+                           "the ONNX model then takes the net's own input")
+    onnx.add_argument("--out", required=True, help="the .onnx file to write")
+    onnx.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    onnx.add_argument("--master", help="Spark master, for a Hadoop file system path "
+                                       "(default: spark-submit's, else local[2])")
+    add_conf_argument(onnx)
+    onnx.set_defaults(run=export)
     run = commands.add_parser("bench", help="run the benchmarks of a source checkout",
                               description="Run benchmarks/*.py (each prints a table and "
                                           "writes JSON with its ratios).")

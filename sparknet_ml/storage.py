@@ -406,22 +406,22 @@ def check_writable(uri: str) -> None:
 
 
 @contextlib.contextmanager
-def replacing(uri: str, overwrite: bool):
-    """Stage a folder that replaces ``uri`` only once it is complete.
+def replacing(uri: str, overwrite: bool, how: str = "write().overwrite().save(path)"):
+    """Stage a folder (or a file) that replaces ``uri`` only once it is complete.
 
-    Yields a hidden sibling folder to write into. When the block ends without an error the
-    existing ``uri`` (if any) is renamed aside, the staged folder is renamed to ``uri`` and
-    the old one deleted; on an error the staged folder is deleted. A crash at any moment
+    Yields a hidden sibling path to write into. When the block ends without an error the
+    existing ``uri`` (if any) is renamed aside, the staged path is renamed to ``uri`` and
+    the old one deleted; on an error the staged path is deleted. A crash at any moment
     leaves ``uri`` as it was, or complete, or missing, never half written.
 
     Raises
     ------
     StorageError
-        When ``uri`` exists and ``overwrite`` is False, or a rename fails.
+        When ``uri`` exists and ``overwrite`` is False (the message names ``how`` to
+        replace it), or a rename fails.
     """
     if exists(uri) and not overwrite:
-        raise StorageError(f"{uri} already exists; use write().overwrite().save(path) to "
-                           "replace it")
+        raise StorageError(f"{uri} already exists; use {how} to replace it")
     parent, name = _split(uri)
     token = uuid.uuid4().hex
     staged = join(parent, f".{name}.staged-{token}")

@@ -18,7 +18,7 @@ OTHER_VALUES = {
     "meanFile": "/nowhere/mean.binaryproto", "initialWeights": "/nowhere/w.caffemodel",
     "useGpu": "false", "allowTf32": True, "validationCol": "v", "validationInterval": 2,
     "handleInvalid": "skip", "checkpointDir": "/nowhere/checkpoints", "checkpointInterval": 3,
-    "baseLr": 0.5, "showProgress": False,
+    "baseLr": 0.5, "showProgress": False, "scoringBackend": "onnxruntime",
 }
 
 

@@ -13,7 +13,8 @@ import uuid
 import numpy as np
 
 from .. import storage
-from ..engine.worker import SolverState, named_weights
+from ..engine.state import SolverState
+from ..engine.worker import named_weights
 
 _FILES = ("weights.caffemodel", "solverstate.binaryproto", "checkpoint.json")
 MAX_CHECKPOINT_JSON_BYTES = 256 * 2 ** 20

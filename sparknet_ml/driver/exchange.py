@@ -28,7 +28,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from ..engine.worker import SolverState
+from ..engine.state import SolverState
 from ..tasks.averaging import HELLO_TIMEOUT
 from ..tasks.states import Inline, Served, Shipped, weights_message
 from ..tasks.wire import recv_message, send_message
@@ -106,7 +106,7 @@ def open_channel(spark, state: SolverState, workers: int, rounds_per_job: int):
     return InlineChannel()
 
 
-# Per Spark Connect session, the weights files already shipped to its executors.
+# Per Spark Connect session, the weights and model files already shipped to its executors.
 _SHIPPED: dict[str, set[str]] = {}
 
 
@@ -120,23 +120,41 @@ def share_weights(spark, weights: dict, key: str):
     -------
     Inline or Shipped
     """
+    return _share(spark, weights, sum(b.nbytes for bs in weights.values() for b in bs),
+                  f"sparknet-weights-{key}.bin", lambda: weights_message(weights))
+
+
+def share_model(spark, model: bytes, key: str):
+    """An exported ONNX model's bytes (named ``key``) as tasks reach them, by the routes of
+    :func:`share_weights`.
+
+    Returns
+    -------
+    Inline or Shipped
+    """
+    return _share(spark, model, len(model), f"sparknet-model-{key}.onnx", lambda: [model],
+                  raw=True)
+
+
+def _share(spark, value, size: int, name: str, pieces, raw: bool = False):
+    """``value`` inline while ``size`` bytes fit in a plan, else the file ``name`` of
+    ``pieces()`` shipped once per session."""
     import os
     import tempfile
     from . import session
     plan = session.plan_bytes(spark)
-    if plan is None or sum(b.nbytes for bs in weights.values() for b in bs) <= plan * PLAN_SHARE:
-        return Inline(weights)
-    name = f"sparknet-weights-{key}.bin"
+    if plan is None or size <= plan * PLAN_SHARE:
+        return Inline(value)
     shipped = _SHIPPED.setdefault(spark.session_id, set())
     if name not in shipped:
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, name)
             with open(path, "wb") as f:
-                for piece in weights_message(weights):
+                for piece in pieces():
                     f.write(piece)
             spark.addArtifacts(path, file=True)
         shipped.add(name)
-    return Shipped(name)
+    return Shipped(name, raw)
 
 
 class InlineChannel:

@@ -8,7 +8,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from ..engine.worker import RoundResult, SolverState, TrainSpec, average_results, divergence
+from ..engine.state import RoundResult, SolverState
+from ..engine.worker import TrainSpec, average_results, divergence
 from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, round_task,
                            validate_task)
 from ..tasks.states import MESSAGES_SCHEMA, read_messages

@@ -17,7 +17,9 @@ spec = json.load(open(sys.argv[1]))
 if spec["solver"] is None:
     with prototxt_file(spec["net"]) as path:
         net = caffe.Net(path, caffe.TRAIN if spec["train"] else caffe.TEST)
-    print(json.dumps({name: list(blob.data.shape) for name, blob in net.blobs.items()}))
+    print(json.dumps({"blobs": {name: list(b.data.shape) for name, b in net.blobs.items()},
+                      "params": {name: [list(b.data.shape) for b in bs]
+                                 for name, bs in net.params.items()}}))
 else:
     make_solver(spec["net"], spec["solver"], spec["batch"])
 """
@@ -76,6 +78,13 @@ def check_caffe_builds(net_text: str, solver_text: str, batch_size: int) -> None
 
 
 @functools.lru_cache(maxsize=8)
+def _deploy_shapes(net_text: str) -> dict:
+    done = _build(net_text, None, 0, False)
+    if done.returncode:
+        raise _failure(done, net_text, False)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def deploy_blob_shapes(net_text: str) -> dict[str, tuple[int, ...]]:
     """Build a deploy (TEST-phase) net in a child Python and return its blobs' shapes; once
     per net text in this process (a model scored again is not probed again).
@@ -85,8 +94,11 @@ def deploy_blob_shapes(net_text: str) -> dict[str, tuple[int, ...]]:
     ValueError
         With Caffe's message and the layer at fault, when Caffe cannot build it.
     """
-    done = _build(net_text, None, 0, False)
-    if done.returncode:
-        raise _failure(done, net_text, False)
-    shapes = json.loads(done.stdout.strip().splitlines()[-1])
-    return {name: tuple(shape) for name, shape in shapes.items()}
+    return {name: tuple(shape) for name, shape in _deploy_shapes(net_text)["blobs"].items()}
+
+
+def deploy_param_shapes(net_text: str) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of every learnable blob of the deploy net, by layer, as Caffe sets it up
+    (built as by :func:`deploy_blob_shapes`, which shares the child process)."""
+    return {name: [tuple(s) for s in shapes]
+            for name, shapes in _deploy_shapes(net_text)["params"].items()}

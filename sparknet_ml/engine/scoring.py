@@ -151,9 +151,3 @@ def forward(net, spec: ScoreSpec, features: np.ndarray) -> list[np.ndarray]:
             out[start:start + rows] = net.blobs[blob].data[:rows].reshape(rows, -1)
     return outputs
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, computed stably in float64 and returned as float64."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, pack_pixels,
                      packable, packed_shape, set_device)
+from .state import RoundResult, SolverState
 from .transform import Transform
 
 
@@ -75,25 +76,6 @@ class TrainSpec:
                           self.label_top, str(self.gpu), str(self.tf32),
                           str(self.resident), json.dumps(self.transform.describe())))
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass
-class SolverState:
-    """Learnable blobs (in ``net.params`` order) and the solver's history blobs."""
-
-    weights: list[np.ndarray]
-    history: list[np.ndarray]
-
-
-@dataclass
-class RoundResult:
-    """What one partition returns from a round."""
-
-    state: SolverState | None  # None when the partition had no data
-    samples: int
-    loss: float                # mean training loss over the round's iterations
-    partition: int = -1
-    seconds: float = 0.0       # the task's time for it (set by the caller that measures it)
 
 
 # The solvers of a Python worker process, by spec key, reused across rounds and tasks; least

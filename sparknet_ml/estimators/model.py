@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.util import MLReadable, MLWritable
 
+from ..engine.onnx_scoring import OnnxSpec
 from ..engine.scoring import ScoreSpec, Weights, weights_key
 from ..tasks.blocks import InputSpec
-from ..tasks.scoring import score_batches
+from ..tasks.scoring import OutputColumns, score_batches, score_batches_onnx
 from ..engine.transform import Transform
 from ..params import _ScoringSetters, _SparkNetParams
 from ..driver import columns, session
-from ..driver.exchange import share_weights
+from ..driver.exchange import share_model, share_weights
 
 
 class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWritable):
@@ -95,12 +97,33 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                          self.getAllowTf32(),
                          self.inputTransform)
 
+    def _onnx_spec(self) -> OnnxSpec:
+        """The onnxruntime scoring spec, after the checks :meth:`_score_spec` makes that
+        concern the model's columns (the GPU is chosen in the task, by its onnxruntime)."""
+        from .. import net as netlib
+        meta = self._meta
+        columns.check_input_memory(self.getBatchSize(), meta["input_shape"])
+        columns.check_outputs(self, netlib.parse_net(meta["deploy_text"]),
+                              meta["classification"])
+        return OnnxSpec(self.getBatchSize(), meta["data_top"], self.getUseGpu())
+
+    def _onnx_bytes(self, transform: bool = True) -> bytes:
+        """This model as ONNX: the output blob, then ``outputBlobs``; with ``transform``,
+        taking stored examples (the TEST-phase transform as nodes in front of the net)."""
+        from ..persistence.onnx_file import onnx_bytes
+        meta = self._meta
+        return onnx_bytes(meta["deploy_text"], self._weights,
+                          (meta["output_blob"], *self.getOutputBlobs()),
+                          self.inputTransform if transform else None, meta["input_shape"])
+
     def _transform(self, dataset):
         from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import types as T
         meta = self._meta
         columns.check_features(dataset.schema, self.getFeaturesCol())
-        spec = self._score_spec(session.Settings(dataset.sparkSession))
+        onnx = self.getScoringBackend() == "onnxruntime"
+        spec = (self._onnx_spec() if onnx
+                else self._score_spec(session.Settings(dataset.sparkSession)))
         classification = meta["classification"]
         outputs = [(self.getRawPredictionCol(), VectorUDT())]
         if classification:
@@ -116,19 +139,56 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                   for i, f in enumerate(dataset.schema.fields)]
         added = [T.StructField(f"o{j}", dtype) for j, (_, dtype) in enumerate(outputs)]
         names = tuple(f.name for f in added)
-        if not classification:  # score_batches takes (raw, probability, prediction, *blobs)
+        if not classification:  # OutputColumns names (raw, probability, prediction, *blobs)
             names = (names[0], "", *names[1:])
-        inputs = InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
-                           meta.get("resize", False))
-        key = weights_key(self._weights)
-        fn = functools.partial(score_batches, spec=spec, inputs=inputs, key=key,
-                               weights=share_weights(dataset.sparkSession, self._weights, key),
-                               classification=classification, names=names,
-                               features_at=dataset.columns.index(self.getFeaturesCol()),
-                               probabilities=meta.get("probabilities", False))
+        out = OutputColumns(InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
+                                      meta.get("resize", False)),
+                            dataset.columns.index(self.getFeaturesCol()), names,
+                            classification, meta.get("probabilities", False))
+        spark = dataset.sparkSession
+        if onnx:
+            model = self._onnx_bytes()
+            key = hashlib.sha256(model).hexdigest()
+            fn = functools.partial(score_batches_onnx, spec=spec, key=key,
+                                   model=share_model(spark, model, key), columns=out)
+        else:
+            key = weights_key(self._weights)
+            fn = functools.partial(score_batches, spec=spec, key=key,
+                                   weights=share_weights(spark, self._weights, key),
+                                   columns=out)
         positional = dataset.toDF(*(f.name for f in fields))
         return positional.mapInArrow(fn, T.StructType(fields + added)).toDF(
             *dataset.columns, *(name for name, _ in outputs))
+
+    def saveOnnx(self, path: str, overwrite: bool = False, includeTransform: bool = True) -> None:
+        """Write this model as an ONNX file (opset 21) that onnxruntime, OpenCV's DNN module or
+        any ONNX runtime loads, checked by ``onnx.checker`` and shape inference against
+        Caffe's shapes (needs ``pip install 'sparknet_ml[onnx]'``).
+
+        Its input, named as the net's data blob, takes float32 examples of ``N`` rows (any
+        batch); its outputs are the model's output blob (logits, or probabilities for a
+        ``MultinomialLogisticLoss`` net), then ``outputBlobs``, named as in Caffe.
+
+        Parameters
+        ----------
+        path : str
+            The file (any storage location: hdfs://, s3a://, local ...); written beside it and
+            renamed into place, so a failed save leaves no file.
+        overwrite : bool
+            Replace an existing file (default: refuse).
+        includeTransform : bool
+            With the TEST-phase data transform (center crop, mean, scale) as nodes in front of
+            the net, so the model takes the stored examples ``transform`` takes (C, H, W as
+            stored, values as in the features column); without it, the net's own input.
+
+        Raises
+        ------
+        NetSpecError
+            A layer or setting ONNX cannot express (naming the layer), before anything is
+            written.
+        """
+        from ..persistence.onnx_file import write_onnx
+        write_onnx(path, self._onnx_bytes(includeTransform), overwrite)
 
     def saveCaffeModel(self, directory: str) -> None:
         """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:

@@ -70,9 +70,6 @@ class _Graph:
         self._names.add(name)
         return name
 
-    def reserve(self, name: str) -> None:
-        self._names.add(name)
-
     def const(self, base: str, value, dtype=np.float32) -> str:
         name = self.unique(base)
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
@@ -80,6 +77,11 @@ class _Graph:
 
     def temp(self, layer: str, what: str) -> str:
         return self.unique(f"{layer}/{what}")
+
+    def input(self, blob: str) -> None:
+        """The graph input ``blob`` takes the blob's name (a later in-place write does not)."""
+        self._left[blob] -= 1
+        self._names.add(blob)
 
     def top(self, blob: str, layer: str) -> str:
         """The tensor name for this write of ``blob``: the blob's own on its last write."""
@@ -247,6 +249,11 @@ class _Converter:
         # pad the end so that ONNX's rounded-down size gives it.
         end = [max(0, (o - 1) * s + k - size - b)
                for o, s, k, size, b in zip(out[2:], stride, kernel, shape[2:], pad)]
+        if any(e >= k for e, k in zip(end, kernel)):
+            raise NetSpecError(f"layer {layer.name!r}: its last pooling window lies wholly "
+                               f"outside the {list(shape[2:])} input (kernel {kernel}, stride "
+                               f"{stride}, rounded up), where Caffe gives NaN or -FLT_MAX; "
+                               "no ONNX export")
         if p.pool == p.MAX:  # ONNX ignores padded positions, as Caffe's window clipping does
             return self._single(layer, "MaxPool", x, kernel_shape=kernel, pads=pad + end,
                                 strides=stride)
@@ -648,7 +655,7 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
             if tuple(expected) != tuple(shape[1:]):
                 raise NetSpecError(f"input {blob!r}: the transform gives {list(expected)} from "
                                    f"{list(stored_shape)}, the net takes {list(shape[1:])}")
-            g.reserve(blob)  # the graph input takes the stored examples under the blob's name
+            g.input(blob)  # the graph input takes the stored examples under the blob's name
             graph_inputs.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT,
                                                               [BATCH, *stored_shape]))
             top = g.top(blob, "transform")
@@ -656,10 +663,10 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
                    "transform")
             g.tensor[blob] = top
         else:
-            top = g.top(blob, "input")
-            graph_inputs.append(helper.make_tensor_value_info(top, TensorProto.FLOAT,
+            g.input(blob)
+            graph_inputs.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT,
                                                               [BATCH, *shape[1:]]))
-            g.tensor[blob] = top
+            g.tensor[blob] = blob
     for layer in net.layer:
         if layer.type == "Input":
             continue

@@ -24,6 +24,7 @@ DEFAULTS = {
     "meanFile": None, "initialWeights": None, "useGpu": "auto", "allowTf32": False,
     "validationCol": None, "validationInterval": 5, "handleInvalid": "error",
     "checkpointDir": None, "checkpointInterval": 10, "baseLr": None, "showProgress": True,
+    "scoringBackend": "caffe",
 }
 
 
@@ -160,6 +161,12 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
                          "show a progress bar of rounds (loss, samples/s, ETA) on the driver's "
                          "stderr when it is a terminal", typeConverter=TypeConverters.toBoolean)
 
+    scoringBackend = Param(Params._dummy(), "scoringBackend",
+                           "what transform scores with: 'caffe' (default) or 'onnxruntime' "
+                           "(the model exported to ONNX; executors then need onnxruntime, "
+                           "not pycaffe; CUDA where their onnxruntime has it and useGpu "
+                           "allows)", typeConverter=_choice("caffe", "onnxruntime"))
+
     def __init__(self, *args):
         super().__init__(*args)
         self._setDefault(**{name: value for name, value in DEFAULTS.items()
@@ -241,6 +248,10 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
         """Gets the value of showProgress."""
         return self.getOrDefault(self.showProgress)
 
+    def getScoringBackend(self) -> str:
+        """Gets the value of scoringBackend."""
+        return self.getOrDefault(self.scoringBackend)
+
 
 class _ScoringSetters:
     """Setters of the params that matter when scoring: shared by the estimator and the model."""
@@ -276,3 +287,7 @@ class _ScoringSetters:
     def setAllowTf32(self, value):
         """Sets allowTf32 (TensorFloat-32 math on a GPU; default False)."""
         return self._set(allowTf32=value)
+
+    def setScoringBackend(self, value):
+        """Sets scoringBackend ('caffe', 'onnxruntime')."""
+        return self._set(scoringBackend=value)

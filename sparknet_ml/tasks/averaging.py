@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.worker import RoundResult, SolverState
+from ..engine.state import RoundResult, SolverState
 from .wire import recv_message, send_message
 
 CONNECT_TIMEOUT = 300.0  # seconds a task waits for its peers (they start at once: a barrier)

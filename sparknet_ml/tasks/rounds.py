@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.worker import RoundResult, TrainSpec, divergence, train_round
+from ..engine.state import RoundResult
+from ..engine.worker import TrainSpec, divergence, train_round
 from .averaging import Averager
 from .blocks import handles_of, load_block
 from .environment import caffe_messages_to_spark, on_task_gpu

@@ -6,8 +6,9 @@
   in the Arrow rows the task yields (:func:`message_rows`).
 - :class:`Served`: the state is fetched from the driver's state server and sent back to it
   over authenticated TCP, so it never enters a JVM; the rows carry only the header.
-- :class:`Shipped`: weights in a file Spark ships to every executor (on Spark Connect,
-  ``SparkSession.addArtifacts(..., file=True)``), read with ``SparkFiles.get``.
+- :class:`Shipped`: weights, or an exported ONNX model, in a file Spark ships to every
+  executor (on Spark Connect, ``SparkSession.addArtifacts(..., file=True)``), read with
+  ``SparkFiles.get``.
 
 Rows hold :mod:`.wire` messages cut into pieces: ``name`` says whose message (a partition's
 round, the job's final state), ``piece`` orders them.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from ..engine.worker import SolverState
+from ..engine.state import SolverState
 from .averaging import CONNECT_TIMEOUT
 from .wire import decode, encode, recv_message, send_message
 
@@ -88,24 +89,29 @@ def weights_message(weights: dict) -> list[bytes]:
 
 @dataclass(frozen=True)
 class Shipped:
-    """Weights in the file ``name`` that Spark shipped to the executors."""
+    """Weights, or (``raw``) an exported model's bytes, in the file ``name`` that Spark
+    shipped to the executors."""
 
     name: str
+    raw: bool = False
 
     @property
-    def value(self) -> dict:
-        """The weights, ``{layer: [blobs]}``, read once per Python worker."""
-        weights = _FETCHED.get(self.name)
-        if weights is None:
+    def value(self):
+        """The weights, ``{layer: [blobs]}`` (or the file's bytes), read once per Python
+        worker."""
+        value = _FETCHED.get(self.name)
+        if value is None:
             from pyspark import SparkFiles
             with open(SparkFiles.get(self.name), "rb") as f:
-                header, arrays = decode(f.read())
-            weights, at = {}, 0
-            for name, count in header["layers"]:
-                weights[name], at = arrays[at:at + count], at + count
+                value = f.read()
+            if not self.raw:
+                header, arrays = decode(value)
+                value, at = {}, 0
+                for name, count in header["layers"]:
+                    value[name], at = arrays[at:at + count], at + count
             _FETCHED.clear()
-            _FETCHED[self.name] = weights
-        return weights
+            _FETCHED[self.name] = value
+        return value
 
 
 def message_rows(name: str, header: dict, state: SolverState | None):

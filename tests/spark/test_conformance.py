@@ -10,7 +10,7 @@ from sparknet_ml.params import DEFAULTS  # noqa: E402
 from .. import stage_checks  # noqa: E402
 
 SCORING_SETTERS = {"featuresCol", "predictionCol", "probabilityCol", "rawPredictionCol",
-                   "outputBlobs", "batchSize", "useGpu", "allowTf32"}
+                   "outputBlobs", "batchSize", "useGpu", "allowTf32", "scoringBackend"}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from sparknet_ml.tasks import averaging
 from sparknet_ml.tasks.averaging import Averager
 from sparknet_ml.tasks.wire import recv_message
 from sparknet_ml.driver.rounds import job_end
-from sparknet_ml.engine.worker import RoundResult, SolverState, average_results
+from sparknet_ml.engine.state import RoundResult, SolverState
+from sparknet_ml.engine.worker import average_results
 
 SECRET = "0123456789abcdef"
 LIKE = SolverState([np.zeros((4, 3), np.float32), np.zeros(3, np.float32)],

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sparknet_ml.driver.checkpoint import load_checkpoint, save_checkpoint
-from sparknet_ml.engine.worker import SolverState
+from sparknet_ml.engine.state import SolverState
 
 LAYOUT = [("ip", 2)]
 STATE = SolverState([np.ones((3, 4), np.float32), np.zeros(3, np.float32)],

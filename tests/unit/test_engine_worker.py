@@ -6,9 +6,9 @@ caffe = pytest.importorskip("caffe")
 
 from sparknet_ml.engine.solver import make_solver  # noqa: E402
 from sparknet_ml.engine.transform import Transform  # noqa: E402
-from sparknet_ml.engine.worker import (RoundResult, SolverState, TrainSpec,  # noqa: E402
-                                       average_results, batch_indices, get_state, set_state,
-                                       train_round)
+from sparknet_ml.engine.state import RoundResult, SolverState  # noqa: E402
+from sparknet_ml.engine.worker import (TrainSpec, average_results, batch_indices,  # noqa: E402
+                                       get_state, set_state, train_round)
 
 TINY_NET = """
 name: "tiny"

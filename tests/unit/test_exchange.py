@@ -7,7 +7,7 @@ import pytest
 
 from sparknet_ml.tasks.wire import recv_message, send_message
 from sparknet_ml.driver.exchange import SocketChannel, plan_route
-from sparknet_ml.engine.worker import SolverState
+from sparknet_ml.engine.state import SolverState
 
 MIB = 2 ** 20
 

@@ -1,0 +1,179 @@
+"""ONNX scoring: rows/s of ``SparkNetModel.transform`` with ``scoringBackend='onnxruntime'``
+against the default Caffe backend, in one run: the same model, the same cached DataFrame,
+passes of each interleaved (medians), written to Spark's noop sink, on local[1] and local[2]
+(one OpenBLAS thread / one onnxruntime thread per task). It reports which backend to pick; it
+has no goal.
+
+LeNet and cifar10_quick (batch 64 and 256) on Fashion-MNIST pixels (binary uint8; cifar10_quick:
+padded to 32x32, 3 channels), CaffeNet (batch 32) on the same pictures upscaled to 256x256 RGB,
+center-cropped to 227 with a mean image (the stock TEST transform). ``--engine``: no Spark, the
+task functions' engines on in-memory batches (Caffe's forward against onnxruntime's), for
+machines without Java such as the GPU machine (``--gpu``: Caffe on GPU 0, onnxruntime with its
+CUDA provider when it has one, else its CPU provider on every core).
+
+    python benchmarks/onnx_scoring.py [--quick] [--engine [--gpu]] [--out FILE]
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from _machine import interleaved, write
+from _spark import table
+
+NETS = {"lenet": ("lenet_train_test", "lenet_solver", (1, 28, 28), (64, 256)),
+        "cifar10_quick": ("cifar10_quick_train", "cifar10_quick_solver", (3, 32, 32), (64, 256)),
+        "caffenet": ("bvlc_reference_caffenet_train_val", "bvlc_reference_caffenet_solver",
+                     (3, 256, 256), (32,))}
+
+
+def pixels(net: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 pictures shaped for ``net`` and their labels."""
+    from sparknet_ml.data import fashion_mnist
+    from sparknet_ml.data.images import resize_bilinear
+    images, labels = fashion_mnist.load("train")
+    x = images[:rows, None]
+    if net == "cifar10_quick":
+        x = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
+    if net == "caffenet":
+        x = np.stack([np.repeat(resize_bilinear(i[:, :, None], 256, 256).transpose(2, 0, 1), 3,
+                                axis=0) for i in images[:rows]])
+    return np.ascontiguousarray(x), labels[:rows]
+
+
+def model_for(spark, net: str, batch: int, x, y, folder: str):
+    """A model with real (1 round) weights; scoring speed does not depend on their values."""
+    from sparknet_ml import SparkNetEstimator, zoo
+    from sparknet_ml.persistence.caffemodel import mean_blob_bytes
+    name, solver, shape, _ = NETS[net]
+    mean = None
+    if net == "caffenet":
+        mean = os.path.join(folder, "mean.binaryproto")
+        with open(mean, "wb") as f:
+            f.write(mean_blob_bytes(np.full(shape, 117.0, np.float32)))
+    est = SparkNetEstimator(netPrototxt=zoo.prototxt(name), solverPrototxt=zoo.prototxt(solver),
+                            inputShape=list(shape), batchSize=batch, syncInterval=1,
+                            maxIter=1, numWorkers=1, seed=0, meanFile=mean, showProgress=False)
+    return est.fit(frame(spark, x[:batch * 2], y[:batch * 2], 1))
+
+
+def frame(spark, x, y, partitions: int):
+    import pyarrow as pa
+    width = int(np.prod(x.shape[1:]))
+    features = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(x),
+                                                    [None, pa.py_buffer(x.tobytes())])
+    df = spark.createDataFrame(pa.table({"features": features.cast(pa.binary()),
+                                         "label": pa.array(y.astype(np.float64))}))
+    df = df.repartition(partitions).cache()
+    df.count()
+    return df
+
+
+def noop_pass(df):
+    return lambda: df.write.format("noop").mode("overwrite").save()
+
+
+def spark_rows(rows_by_net: dict, repeat: int) -> list[dict]:
+    from _spark import session
+    results = []
+    for cores in (1, 2):
+        spark = session(f"local[{cores}]", 1)
+        for net, rows in rows_by_net.items():
+            x, y = pixels(net, rows)
+            df = frame(spark, x, y, cores)
+            for batch in NETS[net][3]:
+                with tempfile.TemporaryDirectory() as folder:
+                    caffe_model = model_for(spark, net, batch, x, y, folder)
+                onnx_model = caffe_model.copy().setScoringBackend("onnxruntime")
+                caffe_s, onnx_s = interleaved([noop_pass(caffe_model.transform(df)),
+                                               noop_pass(onnx_model.transform(df))], repeat)
+                row = {"where": f"local[{cores}]", "net": net, "batch": batch, "rows": rows,
+                       "caffe_rows_s": round(rows / caffe_s, 1),
+                       "onnxruntime_rows_s": round(rows / onnx_s, 1),
+                       "onnx_vs_caffe": round(caffe_s / onnx_s, 3)}
+                print(row, flush=True)
+                results.append(row)
+            df.unpersist()
+        spark.stop()
+    return results
+
+
+def engine_rows(rows_by_net: dict, repeat: int, gpu: bool) -> list[dict]:
+    """Caffe's and onnxruntime's forward passes over in-memory batches, as the tasks run them
+    (no Spark: the GPU machine has no Java)."""
+    import onnxruntime as ort
+    from sparknet_ml import net as netlib
+    from sparknet_ml import zoo
+    from sparknet_ml.engine import onnx_scoring, scoring
+    from sparknet_ml.engine.probe import deploy_param_shapes
+    from sparknet_ml.engine.transform import Transform
+    from sparknet_ml.persistence.onnx_file import onnx_bytes
+    results = []
+    cuda = gpu and onnx_scoring.CUDA in ort.get_available_providers()
+    for net, rows in rows_by_net.items():
+        name, _, shape, batches = NETS[net]
+        x, _ = pixels(net, rows)
+        transform = (Transform(crop=(227, 227), mean_image=np.full(shape, 117.0, np.float32))
+                     if net == "caffenet" else Transform(scale=1 / 256))
+        for batch in batches:
+            deploy = netlib.deploy_net(zoo.prototxt(name), transform.output_shape(shape), batch)
+            text = netlib.net_to_text(deploy.net)
+            rng = np.random.default_rng(0)
+            weights = {layer: [rng.standard_normal(s).astype(np.float32) * 0.01 for s in shapes]
+                       for layer, shapes in deploy_param_shapes(text).items()}
+            spec = scoring.ScoreSpec(text, batch, "data", (deploy.output_blob,),
+                                     0 if gpu else None, False, transform)
+            key = scoring.weights_key(weights)
+            caffe_net = scoring.cached_net(spec, key, weights, True)
+            model = onnx_bytes(text, weights, [deploy.output_blob], transform, shape)
+            threads = 1 if not gpu else os.cpu_count()
+            onnx_spec = onnx_scoring.OnnxSpec(batch, "data", "true" if cuda else "false",
+                                              0, threads)
+            session = onnx_scoring.cached_session(onnx_spec, key, model, gpu_visible=gpu)
+            caffe_s, onnx_s = interleaved(
+                [lambda: scoring.forward(caffe_net, spec, x),
+                 lambda: onnx_scoring.forward(session, onnx_spec, x)], repeat)
+            row = {"where": ("GPU: Caffe cuDNN" if gpu else "CPU, 1 thread each")
+                   + (", onnxruntime CUDA" if cuda else f", onnxruntime CPU {threads} threads"
+                      if gpu else ""),
+                   "net": net, "batch": batch, "rows": rows,
+                   "caffe_rows_s": round(rows / caffe_s, 1),
+                   "onnxruntime_rows_s": round(rows / onnx_s, 1),
+                   "onnx_vs_caffe": round(caffe_s / onnx_s, 3)}
+            print(row, flush=True)
+            results.append(row)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
+    parser.add_argument("--engine", action="store_true", help="no Spark: the engines alone")
+    parser.add_argument("--gpu", action="store_true", help="with --engine: on GPU 0")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(
+        __file__)), "results", "onnx-scoring.json"))
+    args = parser.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before caffe loads
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    repeat = 2 if args.quick else 5
+    scale = 10 if args.gpu else 1
+    rows_by_net = {"lenet": (4000 if args.quick else 20000) * scale,
+                   "cifar10_quick": (1000 if args.quick else 5000) * scale,
+                   "caffenet": (64 if args.quick else 256) * scale}
+    results = (engine_rows(rows_by_net, repeat, args.gpu) if args.engine
+               else spark_rows(rows_by_net, repeat))
+    print(table(results, ["where", "net", "batch", "rows", "caffe_rows_s",
+                          "onnxruntime_rows_s", "onnx_vs_caffe"]))
+    write({"benchmark": "onnx_scoring", "goal": None,
+           "parameters": {"repeats": repeat, "timing": "medians of interleaved passes",
+                          "rows": rows_by_net, "mode": "engine" if args.engine else "spark",
+                          "sink": None if args.engine else "noop",
+                          "features": "binary uint8 pixels",
+                          "onnx_vs_caffe": "onnxruntime rows/s / Caffe rows/s"},
+           "rows": results}, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

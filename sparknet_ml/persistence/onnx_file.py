@@ -1,0 +1,94 @@
+"""A deploy net and its weights as an ONNX file: Caffe's shapes, the conversion, the write.
+
+Caffe builds the net once in a child process (:mod:`sparknet_ml.engine.probe`) for every
+blob's and weight's shape; :func:`sparknet_ml.net.onnx_export.to_onnx` converts;
+:mod:`sparknet_ml.storage` writes (any location, staged so that a failed save leaves nothing
+that loads).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import storage
+
+PROBE_BATCH = 2
+"""The batch the net is set up with for its shapes (the exported batch axis is free)."""
+
+
+def conform_weights(weights: dict, shapes: dict[str, list[tuple[int, ...]]]) -> dict:
+    """``weights`` in the shapes Caffe gives the net's learnable blobs (legacy 4-D blobs of an
+    old caffemodel, such as ``(1, 1, 4096, 9216)`` for an InnerProduct, are reshaped as
+    Caffe's loader accepts them).
+
+    Raises
+    ------
+    ValueError
+        Naming the layer: weights missing, another number of blobs, or a blob of another shape.
+    """
+    conformed = {}
+    for layer, wanted in shapes.items():
+        blobs = weights.get(layer)
+        if blobs is None:
+            raise ValueError(f"no weights for layer {layer!r}")
+        if len(blobs) != len(wanted):
+            raise ValueError(f"layer {layer!r} has {len(wanted)} blobs, the weights give "
+                             f"{len(blobs)}")
+        conformed[layer] = []
+        for i, (blob, shape) in enumerate(zip(blobs, wanted)):
+            blob = np.asarray(blob, np.float32)
+            stripped = tuple(blob.shape[len(blob.shape) - len(shape):])
+            if blob.shape != shape and not (blob.ndim == 4 and stripped == shape
+                                            and blob.size == int(np.prod(shape))):
+                raise ValueError(f"layer {layer!r}: blob {i} of the weights has shape "
+                                 f"{list(blob.shape)}, the net's is {list(shape)}")
+            conformed[layer].append(blob.reshape(shape))
+    return conformed
+
+
+def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
+               stored_shape=None) -> bytes:
+    """The deploy net ``deploy_text`` with ``weights`` as a serialized ONNX model.
+
+    Parameters
+    ----------
+    deploy_text : str
+        A deploy net's prototxt (``Input`` layers, no data or loss layers).
+    weights : dict
+        ``{layer: [blobs]}`` (from training, or a caffemodel).
+    outputs, transform, stored_shape
+        As for :func:`sparknet_ml.net.onnx_export.to_onnx`.
+
+    Raises
+    ------
+    ValueError
+        Caffe cannot build the net (its message and the layer), the weights do not fit it, a
+        layer or setting has no ONNX export (:class:`~sparknet_ml.net.NetSpecError`, naming
+        the layer), or the model is over protobuf's 2 GiB.
+    """
+    from .. import net as netlib
+    from ..engine.probe import deploy_blob_shapes, deploy_param_shapes
+    from ..engine.solver import net_with_batch
+    from ..net.onnx_export import to_onnx
+    net = netlib.parse_net(deploy_text)
+    netlib.check_layers(net)  # before Caffe builds anything: an untrusted file
+    probed = netlib.net_to_text(net_with_batch(netlib.net_to_text(net), PROBE_BATCH))
+    model = to_onnx(netlib.parse_net(probed),
+                    conform_weights(weights, deploy_param_shapes(probed)),
+                    deploy_blob_shapes(probed), outputs, transform, stored_shape)
+    if model.ByteSize() >= 2 ** 31:
+        raise ValueError(f"the ONNX model is {model.ByteSize()} bytes, over protobuf's 2 GiB "
+                         "for one file")
+    return model.SerializeToString()
+
+
+def write_onnx(path: str, data: bytes, overwrite: bool = False) -> None:
+    """Write the model ``data`` to ``path`` (any storage location): staged beside it and
+    renamed into place, so that a failed write leaves no file there.
+
+    Raises
+    ------
+    StorageError
+        When ``path`` exists and ``overwrite`` is False, or the write fails.
+    """
+    with storage.replacing(path, overwrite, how="overwrite=True") as staged:
+        storage.write_bytes(staged, data)
