@@ -107,9 +107,9 @@ def engine_rows(rows_by_net: dict, repeat: int, gpu: bool) -> list[dict]:
     from sparknet_ml import net as netlib
     from sparknet_ml import zoo
     from sparknet_ml.engine import onnx_scoring, scoring
-    from sparknet_ml.engine.probe import deploy_param_shapes
+    from sparknet_ml.engine.probe import deploy_blob_shapes, deploy_param_shapes
     from sparknet_ml.engine.transform import Transform
-    from sparknet_ml.persistence.onnx_file import onnx_bytes
+    from sparknet_ml.net.onnx_export import to_onnx
     results = []
     cuda = gpu and onnx_scoring.CUDA in ort.get_available_providers()
     for net, rows in rows_by_net.items():
@@ -127,7 +127,8 @@ def engine_rows(rows_by_net: dict, repeat: int, gpu: bool) -> list[dict]:
                                      0 if gpu else None, False, transform)
             key = scoring.weights_key(weights)
             caffe_net = scoring.cached_net(spec, key, weights, True)
-            model = onnx_bytes(text, weights, [deploy.output_blob], transform, shape)
+            model = to_onnx(deploy.net, weights, deploy_blob_shapes(text), [deploy.output_blob],
+                            transform, shape).SerializeToString()
             threads = 1 if not gpu else os.cpu_count()
             onnx_spec = onnx_scoring.OnnxSpec(batch, "data", "true" if cuda else "false",
                                               0, threads)
@@ -135,9 +136,10 @@ def engine_rows(rows_by_net: dict, repeat: int, gpu: bool) -> list[dict]:
             caffe_s, onnx_s = interleaved(
                 [lambda: scoring.forward(caffe_net, spec, x),
                  lambda: onnx_scoring.forward(session, onnx_spec, x)], repeat)
+            ran_on = session.get_providers()[0]  # onnxruntime falls back to the CPU silently
             row = {"where": ("GPU: Caffe cuDNN" if gpu else "CPU, 1 thread each")
-                   + (", onnxruntime CUDA" if cuda else f", onnxruntime CPU {threads} threads"
-                      if gpu else ""),
+                   + (f", onnxruntime {ran_on}" + ("" if ran_on == onnx_scoring.CUDA
+                                                   else f" {threads} threads") if gpu else ""),
                    "net": net, "batch": batch, "rows": rows,
                    "caffe_rows_s": round(rows / caffe_s, 1),
                    "onnxruntime_rows_s": round(rows / onnx_s, 1),

@@ -29,6 +29,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         self._weights: Weights = {}
         self._meta: dict = {}
         self._mean_image: np.ndarray | None = None
+        self._onnx: list = []  # [(outputs, with transform), ONNX bytes] of the last export
 
     @classmethod
     def _create(cls, weights: Weights, mean_image: np.ndarray | None = None,
@@ -112,9 +113,12 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         taking stored examples (the TEST-phase transform as nodes in front of the net)."""
         from ..persistence.onnx_file import onnx_bytes
         meta = self._meta
-        return onnx_bytes(meta["deploy_text"], self._weights,
-                          (meta["output_blob"], *self.getOutputBlobs()),
-                          self.inputTransform if transform else None, meta["input_shape"])
+        outputs = (meta["output_blob"], *self.getOutputBlobs())
+        if self._onnx[:1] != [(outputs, transform)]:  # the last export, kept for the next call
+            self._onnx = [(outputs, transform), onnx_bytes(
+                meta["deploy_text"], self._weights, outputs,
+                self.inputTransform if transform else None, meta["input_shape"])]
+        return self._onnx[1]
 
     def _transform(self, dataset):
         from pyspark.ml.linalg import VectorUDT

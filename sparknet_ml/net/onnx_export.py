@@ -28,6 +28,11 @@ from .prototxt import NetSpecError
 OPSET = 21
 """The ONNX opset written (onnxruntime 1.20 and later run it)."""
 
+IR_VERSION = 10
+"""The ONNX file format version written: opset 21's (ONNX 1.16). The ``onnx`` package's own
+default follows its release (IR 14 in onnx 1.23), which older runtimes refuse to load
+(onnxruntime 1.31 reads IR 13 at most)."""
+
 BATCH = "N"
 """The symbolic batch dimension of every input and output."""
 
@@ -106,9 +111,10 @@ def _broadcast_shape(shape: Sequence[int], axis: int, ndim: int) -> tuple[int, .
 
 
 class _Converter:
+    """Caffe layers to ONNX nodes, one method per layer type (``_<Type>``)."""
+
     def __init__(self, net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarray]],
                  shapes: Mapping[str, Sequence[int]]):
-        self.net = net
         self.weights = weights
         self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
         writes = Counter(t for layer in net.layer for t in layer.top)
@@ -121,14 +127,12 @@ class _Converter:
             raise NetSpecError(f"layer {layer.name!r}: no shape for blob {blob!r}")
         return self.shapes[blob]
 
-    def blobs(self, layer, count: int | Sequence[int]) -> list[np.ndarray]:
-        """The layer's learnable blobs, checked against the counts Caffe's layer needs."""
+    def blobs(self, layer, count: int) -> list[np.ndarray]:
+        """The layer's learnable blobs, checked against the count Caffe's layer needs."""
         found = [np.asarray(b, np.float32) for b in self.weights.get(layer.name, [])]
-        counts = [count] if isinstance(count, int) else list(count)
-        if len(found) not in counts:
-            raise NetSpecError(f"layer {layer.name!r} ({layer.type}) needs "
-                               f"{' or '.join(map(str, counts))} weight blobs, the weights "
-                               f"give {len(found)}")
+        if len(found) != count:
+            raise NetSpecError(f"layer {layer.name!r} ({layer.type}) needs {count} weight "
+                               f"blobs, the weights give {len(found)}")
         return found
 
     def axis(self, axis: int, ndim: int, layer) -> int:
@@ -682,7 +686,7 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
     graph = helper.make_graph(g.nodes, name or net.name or "caffe_net", graph_inputs,
                               graph_outputs, g.initializers, value_info=value_info)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="sparknet_ml")
+                              producer_name="sparknet_ml", ir_version=IR_VERSION)
     return _checked(model)
 
 

@@ -1,6 +1,7 @@
 """The public API through a Spark Connect session gives what a classic session gives, bit for
-bit: fit, transform, evaluation, save/load, Pipeline, CrossValidator (parallelism 2),
-validation, checkpoints and resume, barrier jobs, and the same errors for bad input.
+bit: fit, transform (by Caffe and by onnxruntime), evaluation, save/load, Pipeline,
+CrossValidator (parallelism 2), validation, checkpoints and resume, barrier jobs, and the same
+errors for bad input.
 
 The classic baselines are computed before the module's Connect session opens (pyspark switches
 a process to its Connect paths while a Connect session is open)."""
@@ -58,6 +59,7 @@ def classic(spark):
     model = lenet().fit(df)
     validated = lenet(validationCol="held_out", validationInterval=2).fit(df)
     return {"model": model, "outputs": outputs(model, df),
+            "onnx_outputs": outputs(model.copy().setScoringBackend("onnxruntime"), df),
             "validation": [h["validation_accuracy"] for h in validated.history.to_dict("records")],
             "cv": cross_validator(1).fit(df).avgMetrics}
 
@@ -158,6 +160,22 @@ def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatc
                                             weights_key(model.weights)), Shipped)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)  # shipped once, used again
+
+
+def test_onnxruntime_scoring_gives_the_classic_outputs_inline_and_shipped(classic, df, model,
+                                                                          monkeypatch):
+    import hashlib
+    from sparknet_ml.driver import exchange
+    from sparknet_ml.tasks.states import Shipped
+    onnx = model.copy().setScoringBackend("onnxruntime")
+    raw, prediction, _ = outputs(onnx, df)
+    np.testing.assert_array_equal(raw, classic["onnx_outputs"][0])
+    np.testing.assert_array_equal(prediction, classic["onnx_outputs"][1])
+    monkeypatch.setattr(exchange, "PLAN_SHARE", 1e-6)  # the model takes the file route
+    data = onnx._onnx_bytes()
+    assert isinstance(exchange.share_model(df.sparkSession, data,
+                                           hashlib.sha256(data).hexdigest()), Shipped)
+    np.testing.assert_array_equal(outputs(onnx, df)[0], raw)
 
 
 @pytest.mark.parametrize("rounds_per_job", [1, 3])

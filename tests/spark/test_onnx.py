@@ -13,8 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from pyspark.ml.functions import vector_to_array  # noqa: E402
 
-from sparknet_ml import SparkNetEstimator, SparkNetModel, cli  # noqa: E402
-from sparknet_ml.data import fashion_mnist  # noqa: E402
+from sparknet_ml import SparkNetEstimator, cli  # noqa: E402
 from sparknet_ml.net import NetSpecError  # noqa: E402
 from sparknet_ml.storage import StorageError  # noqa: E402
 

@@ -113,6 +113,23 @@ def test_save_refuses_an_existing_path_and_overwrite_replaces_it(spark, sftp, df
     assert hidden_leftovers(sftp.local()) == []
 
 
+def test_onnx_export_saves_there_and_refuses_an_existing_file(spark, sftp, df, model):
+    ort = pytest.importorskip("onnxruntime")
+    path = sftp.url("tiny.onnx")
+    model.saveOnnx(path)
+    with pytest.raises(storage.StorageError, match="tiny.onnx already exists; use overwrite"):
+        model.saveOnnx(path)
+    model.saveOnnx(path, overwrite=True)
+    session = ort.InferenceSession(storage.read_bytes(path, 2 ** 20, "test"))
+    x = np.random.default_rng(1).random((5, 1, 4, 4), np.float32)
+    rows = spark.createDataFrame([(r.reshape(-1).tolist(),) for r in x.astype(float)],
+                                 "features array<double>")
+    raw = np.array([r[0].toArray() for r in model.transform(rows).select("rawPrediction")
+                    .collect()])
+    np.testing.assert_allclose(session.run(None, {"data": x})[0], raw, rtol=1e-5, atol=1e-5)
+    assert hidden_leftovers(sftp.local()) == []
+
+
 def test_a_save_that_fails_midway_leaves_the_previous_model(spark, sftp, df, model,
                                                             monkeypatch):
     path = sftp.url("kept")
