@@ -56,6 +56,12 @@ def _ints(repeated, h: int, w: int, default: int, spatial: int, what: str,
     return values
 
 
+def _pooled(size: int, kernel: int, pad: int, stride: int) -> int:
+    """Caffe's rounded-up pooled size, less a last window that would start in the padding."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    return out - 1 if pad and (out - 1) * stride >= size + pad else out
+
+
 class _Graph:
     """The ONNX graph under construction: nodes, initializers and the Caffe blob -> tensor map."""
 
@@ -180,35 +186,51 @@ class _Converter:
             x = out
         self.g.tensor[layer.top[0]] = x
 
-    def _conv(self, layer, x, transposed: bool) -> None:
+    def _geometry(self, layer) -> dict:
+        """Caffe's convolution_param window as Conv attributes (axis 1 of N,C,spatial...)."""
         p = layer.convolution_param
         ndim = len(self.shape(layer.bottom[0], layer))
         if p.axis != 1 or ndim < 3:
             raise NetSpecError(f"layer {layer.name!r}: convolution over axis {p.axis} of a "
                                f"{ndim}-axis blob has no ONNX export (axis 1 of N,C,spatial...)")
+        spatial = ndim - 2
+        pad = _ints(p.pad, p.pad_h, p.pad_w, 0, spatial, "pad", layer.name)
+        return {"kernel_shape": _ints(p.kernel_size, p.kernel_h, p.kernel_w, 0, spatial,
+                                      "kernel", layer.name),
+                "pads": pad + pad,
+                "strides": _ints(p.stride, p.stride_h if p.HasField("stride_h") else 0,
+                                 p.stride_w if p.HasField("stride_w") else 0, 1, spatial,
+                                 "stride", layer.name),
+                "dilations": _ints(p.dilation, 0, 0, 1, spatial, "dilation", layer.name)}
+
+    def _conv(self, layer, x, transposed: bool) -> None:
+        p = layer.convolution_param
+        geometry = self._geometry(layer)
         if p.width_group != 1 or p.height_group != 1:
             raise NetSpecError(f"layer {layer.name!r}: width_group/height_group have no ONNX "
                                "export")
-        spatial = ndim - 2
-        kernel = _ints(p.kernel_size, p.kernel_h, p.kernel_w, 0, spatial, "kernel", layer.name)
-        pad = _ints(p.pad, p.pad_h, p.pad_w, 0, spatial, "pad", layer.name)
-        stride = _ints(p.stride, p.stride_h if p.HasField("stride_h") else 0,
-                       p.stride_w if p.HasField("stride_w") else 0, 1, spatial, "stride",
-                       layer.name)
-        dilation = _ints(p.dilation, 0, 0, 1, spatial, "dilation", layer.name)
         blobs = self.blobs(layer, 2 if p.bias_term else 1)
         inputs = [x[0], self.g.const(f"{layer.name}/weight", blobs[0])]
         if p.bias_term:
             inputs.append(self.g.const(f"{layer.name}/bias", blobs[1].reshape(-1)))
-        self._single(layer, "ConvTranspose" if transposed else "Conv", inputs,
-                     kernel_shape=kernel, pads=pad + pad, strides=stride, dilations=dilation,
-                     group=p.group)
+        self._single(layer, "ConvTranspose" if transposed else "Conv", inputs, group=p.group,
+                     **geometry)
 
     def _Convolution(self, layer, x):
         self._conv(layer, x, False)
 
     def _Deconvolution(self, layer, x):
         self._conv(layer, x, True)
+
+    def _Im2col(self, layer, x):
+        # Caffe: channel c * prod(kernel) + k holds offset k of each window of channel c, a
+        # depthwise convolution by one-hot kernels
+        geometry = self._geometry(layer)
+        channels = self.shape(layer.bottom[0], layer)[1]
+        kernel = geometry["kernel_shape"]
+        one_hot = np.tile(np.eye(math.prod(kernel), dtype=np.float32), (channels, 1))
+        self._single(layer, "Conv", [x[0], self.g.const(f"{layer.name}/one_hot", one_hot.reshape(
+            -1, 1, *kernel))], group=channels, **geometry)
 
     def _InnerProduct(self, layer, x):
         p = layer.inner_product_param
@@ -231,10 +253,23 @@ class _Converter:
         self._single(layer, "Add", [product, self.g.const(f"{layer.name}/bias",
                                                           blobs[1].reshape(-1))])
 
+    def _Embed(self, layer, x):
+        # Caffe: row int(x) of the (input_dim, num_output) weight, for every element of x
+        p = layer.embed_param
+        blobs = self.blobs(layer, 2 if p.bias_term else 1)
+        name = layer.name
+        index = self.g.temp(name, "index")
+        self.g.node("Cast", x, [index], f"{name}/index", to=TensorProto.INT64)
+        weight = self.g.const(f"{name}/weight", blobs[0])
+        if not p.bias_term:
+            return self._single(layer, "Gather", [weight, index], axis=0)
+        rows = self.g.temp(name, "rows")
+        self.g.node("Gather", [weight, index], [rows], f"{name}/rows", axis=0)
+        self._single(layer, "Add", [rows, self.g.const(f"{name}/bias", blobs[1].reshape(-1))])
+
     def _Pooling(self, layer, x):
         p = layer.pooling_param
         shape = self.shape(layer.bottom[0], layer)
-        out = self.shape(layer.top[0], layer)
         if len(shape) != 4:
             raise NetSpecError(f"layer {layer.name!r}: pooling of a {len(shape)}-axis blob "
                                "(Caffe pools N,C,H,W)")
@@ -249,40 +284,76 @@ class _Converter:
         pad = _ints([p.pad] if p.pad else [], p.pad_h, p.pad_w, 0, 2, "pad", layer.name)
         stride = _ints([p.stride] if p.HasField("stride") else [], p.stride_h, p.stride_w, 1,
                        2, "stride", layer.name)
-        # Caffe's output size (rounded up, less a window starting in the padding) is out[2:]:
+        top = self.g.top(layer.top[0], layer.name)
+        self._pool(layer, layer.name, x[0], top, p.pool == p.MAX, kernel, pad, stride,
+                   shape[2:], self.shape(layer.top[0], layer)[2:])
+        self.g.tensor[layer.top[0]] = top
+
+    def _pool(self, layer, name: str, x: str, top: str, is_max: bool, kernel, pad, stride,
+              size, out) -> None:
+        """Caffe's MAX or AVE pooling of ``x`` (spatial ``size``) to ``top`` (spatial ``out``,
+        Caffe's), the nodes named ``name``."""
+        # Caffe's output size (rounded up, less a window starting in the padding) is out:
         # pad the end so that ONNX's rounded-down size gives it.
-        end = [max(0, (o - 1) * s + k - size - b)
-               for o, s, k, size, b in zip(out[2:], stride, kernel, shape[2:], pad)]
+        end = [max(0, (o - 1) * s + k - n - b)
+               for o, s, k, n, b in zip(out, stride, kernel, size, pad)]
         if any(e >= k for e, k in zip(end, kernel)):
             raise NetSpecError(f"layer {layer.name!r}: its last pooling window lies wholly "
-                               f"outside the {list(shape[2:])} input (kernel {kernel}, stride "
+                               f"outside the {list(size)} input (kernel {kernel}, stride "
                                f"{stride}, rounded up), where Caffe gives NaN or -FLT_MAX; "
                                "no ONNX export")
-        if p.pool == p.MAX:  # ONNX ignores padded positions, as Caffe's window clipping does
-            return self._single(layer, "MaxPool", x, kernel_shape=kernel, pads=pad + end,
-                                strides=stride)
+        if is_max:  # ONNX ignores padded positions, as Caffe's window clipping does
+            return self.g.node("MaxPool", [x], [top], name, kernel_shape=kernel,
+                               pads=pad + end, strides=stride)
         # AVE: Caffe divides each window's sum by its size clipped to the padded extent
         # (H + pad), not beyond; zero-pad explicitly, average whole windows, rescale.
-        divisor = np.ones(out[2:], np.float32)
-        for axis, (o, s, k, size, b) in enumerate(zip(out[2:], stride, kernel, shape[2:], pad)):
+        divisor = np.ones(out, np.float32)
+        for axis, (o, s, k, n, b) in enumerate(zip(out, stride, kernel, size, pad)):
             start = np.arange(o) * s - b
-            extent = np.minimum(start + k, size + b) - start
+            extent = np.minimum(start + k, n + b) - start
             divisor *= extent.reshape((-1, 1) if axis == 0 else (1, -1)).astype(np.float32)
-        padded = x[0]
+        padded = x
         if any(pad) or any(end):
-            padded = self.g.temp(layer.name, "pad")
-            self.g.node("Pad", [x[0], self.g.const(f"{layer.name}/pads",
-                                                    [0, 0, *pad, 0, 0, *end], np.int64)],
-                        [padded], f"{layer.name}/pad")
+            padded = self.g.temp(name, "pad")
+            self.g.node("Pad", [x, self.g.const(f"{name}/pads", [0, 0, *pad, 0, 0, *end],
+                                                np.int64)], [padded], f"{name}/pad")
         window = float(kernel[0] * kernel[1])
         if np.all(divisor == window):
-            return self._single(layer, "AveragePool", [padded], kernel_shape=kernel,
-                                strides=stride)
-        mean = self.g.temp(layer.name, "mean")
-        self.g.node("AveragePool", [padded], [mean], f"{layer.name}/mean", kernel_shape=kernel,
+            return self.g.node("AveragePool", [padded], [top], name, kernel_shape=kernel,
+                               strides=stride)
+        mean = self.g.temp(name, "mean")
+        self.g.node("AveragePool", [padded], [mean], f"{name}/mean", kernel_shape=kernel,
                     strides=stride)
-        self._single(layer, "Mul", [mean, self.g.const(f"{layer.name}/rescale",
-                                                       window / divisor)])
+        self.g.node("Mul", [mean, self.g.const(f"{name}/rescale", window / divisor)], [top],
+                    name)
+
+    def _SPP(self, layer, x):
+        p = layer.spp_param
+        shape = self.shape(layer.bottom[0], layer)
+        if p.pool == p.STOCHASTIC:
+            raise NetSpecError(f"layer {layer.name!r}: STOCHASTIC pooling has no ONNX export "
+                               "(MAX and AVE do)")
+        top = self.g.top(layer.top[0], layer.name)
+        single = p.pyramid_height == 1  # Caffe's top is then the one N,C,1,1 pooling itself
+        levels = []
+        for i in range(p.pyramid_height):
+            # Caffe's level i: 2^i bins, each a kernel of ceil(size / 2^i) with that stride,
+            # half the excess (rounded up) as pad, rounded-up pooling; flattened, concatenated.
+            bins = 2 ** i
+            kernel = [-(-n // bins) for n in shape[2:]]
+            pad = [(k * bins - n + 1) // 2 for k, n in zip(kernel, shape[2:])]
+            out = [_pooled(n, k, b, k) for n, k, b in zip(shape[2:], kernel, pad)]
+            name = layer.name if single else f"{layer.name}/level{i}"
+            pooled = top if single else self.g.temp(name, "pool")
+            self._pool(layer, name, x[0], pooled, p.pool == p.MAX, kernel, pad, kernel,
+                       shape[2:], out)
+            if not single:
+                levels.append(self.g.temp(name, "flat"))
+                self.reshape(pooled, [shape[0], shape[1] * math.prod(out)], levels[-1], layer,
+                             f"level{i}/flatten")
+        if levels:
+            self.g.node("Concat", levels, [top], layer.name, axis=1)
+        self.g.tensor[layer.top[0]] = top
 
     def _LRN(self, layer, x):
         p = layer.lrn_param
@@ -310,6 +381,87 @@ class _Converter:
         self.g.node("Pow", [shifted, self.g.const(f"{name}/beta", -p.beta)], [power],
                     f"{name}/beta")
         self._single(layer, "Mul", [x[0], power])
+
+    def _PixelShuffle(self, layer, x):
+        r = layer.pixelshuffle_param.upscale_factor
+        shape = self.shape(layer.bottom[0], layer)
+        if len(shape) != 4 or shape[1] % (r * r):
+            raise NetSpecError(f"layer {layer.name!r}: PixelShuffle of a {list(shape)} blob by "
+                               f"{r} has no ONNX export (N,C,H,W with C a multiple of {r * r})")
+        # Caffe: out[c, h * r + i, w * r + j] = in[c * r^2 + i * r + j, h, w], DepthToSpace's CRD
+        self._single(layer, "DepthToSpace", x, blocksize=r, mode="CRD")
+
+    def _Upsample(self, layer, x):
+        p = layer.upsample_param  # Caffe: out[..., h, w] = in[..., h // scale, w // scale]
+        ndim = len(self.shape(layer.bottom[0], layer))
+        if p.dims_num != ndim or ndim not in (3, 4) or p.scale < 1:
+            raise NetSpecError(f"layer {layer.name!r}: Upsample by {p.scale} with dims_num "
+                               f"{p.dims_num} of a {ndim}-axis blob has no ONNX export (dims_num "
+                               "the blob's 3 or 4 axes, scale >= 1)")
+        axes = list(range(2, ndim))
+        self._single(layer, "Resize", [x[0], "", self.g.const(f"{layer.name}/scales",
+                                                              [p.scale] * len(axes))],
+                     axes=axes, mode="nearest", coordinate_transformation_mode="asymmetric",
+                     nearest_mode="floor")
+
+    def _BilinearInterpolate(self, layer, x):
+        # Caffe: bilinear at corner-aligned (or pixel-centre) coordinates clamped to the input
+        p = layer.bilinear_interpolate_param
+        shape = self.shape(layer.bottom[0], layer)
+        out = self.shape(layer.top[0], layer)
+        sized = p.HasField("dst_h") or p.HasField("dst_w")
+        if sized == p.HasField("scale_factor"):
+            raise NetSpecError(f"layer {layer.name!r}: BilinearInterpolate needs dst_h/dst_w or "
+                               "scale_factor, not both nor neither (Caffe leaves the size unset)")
+        if len(shape) != 4 or min(shape[2:]) < 2 or (p.align_corners and min(out[2:]) < 2):
+            raise NetSpecError(f"layer {layer.name!r}: BilinearInterpolate of {list(shape)} to "
+                               f"{list(out)} has no ONNX export (N,C,H,W of at least 2x2, and "
+                               "2x2 out with align_corners, where Caffe reads outside the input "
+                               "or divides by zero)")
+        self._single(layer, "Resize", [x[0], "", "", self.g.const(f"{layer.name}/sizes",
+                                                                  out[2:], np.int64)],
+                     axes=[2, 3], mode="linear", coordinate_transformation_mode=(
+                         "align_corners" if p.align_corners else "half_pixel"))
+
+    def _Resize(self, layer, x):
+        # Caffe: bilinear at out_index * in / out, a neighbour past the last row or column 0:
+        # zero-pad one row and column, resize by out / in (not clamped there), cut to out.
+        shape = self.shape(layer.bottom[0], layer)
+        out = self.shape(layer.top[0], layer)
+        if len(shape) != 4:
+            raise NetSpecError(f"layer {layer.name!r}: Resize of a {len(shape)}-axis blob has "
+                               "no ONNX export (N,C,H,W)")
+        name = layer.name
+        padded, resized = self.g.temp(name, "pad"), self.g.temp(name, "resize")
+        self.g.node("Pad", [x[0], self.g.const(f"{name}/pads", [0, 0, 0, 0, 0, 0, 1, 1],
+                                               np.int64)], [padded], f"{name}/pad")
+        self.g.node("Resize", [padded, "", self.g.const(f"{name}/scales", [
+            o / n for o, n in zip(out[2:], shape[2:])])], [resized], f"{name}/resize",
+            axes=[2, 3], mode="linear", coordinate_transformation_mode="asymmetric")
+        self._single(layer, "Slice", [resized, self.g.const(f"{name}/starts", [0, 0], np.int64),
+                                      self.g.const(f"{name}/ends", out[2:], np.int64),
+                                      self.g.const(f"{name}/axes", [2, 3], np.int64)])
+
+    def _Pad(self, layer, x):
+        p = layer.pad_param
+        shape = self.shape(layer.bottom[0], layer)
+        pads = [p.pad_u, p.pad_l, p.pad_d, p.pad_r]  # H, W begins, then ends
+        cropped = all(v < 0 for v in pads)  # Caffe crops when all four are negative
+        if len(shape) != 4 or (not cropped and min(pads) < 0):
+            raise NetSpecError(f"layer {layer.name!r}: Pad of a {len(shape)}-axis blob by "
+                               f"{pads} (up, left, down, right) has no ONNX export (N,C,H,W, "
+                               "the pads all >= 0 or all < 0)")
+        if p.pad_type == p.REFLECT and not cropped and (
+                max(p.pad_u, p.pad_d) >= shape[2] or max(p.pad_l, p.pad_r) >= shape[3]):
+            raise NetSpecError(f"layer {layer.name!r}: REFLECT pads {pads} reach past the "
+                               f"{list(shape[2:])} input, where Caffe reads unset values")
+        mode = "constant" if cropped else {p.CONSTANT: "constant", p.REPLICATE: "edge",
+                                           p.REFLECT: "reflect"}[p.pad_type]
+        inputs = [x[0], self.g.const(f"{layer.name}/pads", [0, 0, *pads[:2], 0, 0, *pads[2:]],
+                                     np.int64)]
+        if mode == "constant":
+            inputs.append(self.g.const(f"{layer.name}/value", p.pad_value))
+        self._single(layer, "Pad", inputs, mode=mode)
 
     def _ReLU(self, layer, x):
         slope = layer.relu_param.negative_slope
@@ -392,6 +544,13 @@ class _Converter:
         self.g.node("Log", [plus], [log], f"{name}/log")
         self._single(layer, "Add", [relu, log])
 
+    def _HardSigmoid(self, layer, x):  # Caffe: max(0, min(1, alpha * x + beta))
+        p = layer.hardsigmoid_param
+        self._single(layer, "HardSigmoid", x, alpha=p.alpha, beta=p.beta)
+
+    def _HardSwish(self, layer, x):  # Caffe: x * max(0, min(1, x / 6 + 0.5))
+        self._single(layer, "HardSwish", x)
+
     def _Softmax(self, layer, x):
         ndim = len(self.shape(layer.bottom[0], layer))
         self._single(layer, "Softmax", x, axis=self.axis(layer.softmax_param.axis, ndim, layer))
@@ -412,6 +571,51 @@ class _Converter:
             self.g.const(f"{name}/beta", np.zeros(channels)),
             self.g.const(f"{name}/mean", mean.reshape(-1) * scale),
             self.g.const(f"{name}/var", var.reshape(-1) * scale)], epsilon=p.eps)
+
+    def _MVN(self, layer, x):
+        # Caffe: (x - mean) / (sqrt(mean((x - mean)^2)) + eps), means over H,W (C,H,W across
+        # channels), of its N,C,H,W view of the blob
+        p = layer.mvn_param
+        name = layer.name
+        view = self.shape(layer.top[0], layer)
+        source = x[0]
+        if self.shape(layer.bottom[0], layer) != view:
+            source = self.g.temp(name, "view")
+            self.reshape(x[0], view, source, layer, "view")
+        axes = self.g.const(f"{name}/axes", [1, 2, 3] if p.across_channels else [2, 3], np.int64)
+        mean = self.g.temp(name, "mean")
+        self.g.node("ReduceMean", [source, axes], [mean], f"{name}/mean")
+        if not p.normalize_variance:
+            return self._single(layer, "Sub", [source, mean])
+        centered, square, variance, std, shifted = (
+            self.g.temp(name, w) for w in ("centered", "square", "variance", "std", "eps"))
+        self.g.node("Sub", [source, mean], [centered], f"{name}/centered")
+        self.g.node("Mul", [centered, centered], [square], f"{name}/square")
+        self.g.node("ReduceMean", [square, axes], [variance], f"{name}/variance")
+        self.g.node("Sqrt", [variance], [std], f"{name}/std")
+        self.g.node("Add", [std, self.g.const(f"{name}/eps_c", p.eps)], [shifted], f"{name}/eps")
+        self._single(layer, "Div", [centered, shifted])
+
+    def _Normalize(self, layer, x):
+        # Caffe (SSD): x / sqrt(sum of x^2 over C,H,W (over C without across_spatial) + eps)
+        # * scale (one value, or one per channel)
+        p = layer.norm_param
+        (scale,) = self.blobs(layer, 1)
+        ndim = len(self.shape(layer.bottom[0], layer))
+        name = layer.name
+        axes = list(range(1, ndim)) if p.across_spatial else [1]
+        square, total, shifted, norm, normed = (
+            self.g.temp(name, w) for w in ("square", "sum", "eps", "norm", "normed"))
+        self.g.node("Mul", [x[0], x[0]], [square], f"{name}/square")
+        self.g.node("ReduceSum", [square, self.g.const(f"{name}/axes", axes, np.int64)],
+                    [total], f"{name}/sum")
+        self.g.node("Add", [total, self.g.const(f"{name}/eps_c", p.eps)], [shifted],
+                    f"{name}/eps")
+        self.g.node("Sqrt", [shifted], [norm], f"{name}/norm")
+        self.g.node("Div", [x[0], norm], [normed], f"{name}/normed")
+        factor = scale.reshape(()) if p.channel_shared else scale.reshape(
+            _broadcast_shape(scale.shape, 1, ndim))
+        self._single(layer, "Mul", [normed, self.g.const(f"{name}/scale", factor)])
 
     def _affine(self, layer, x, op: str, param, learned: np.ndarray | None, bias=None):
         """Scale (``Mul``) or Bias (``Add``) of bottom 0 by a learned blob or bottom 1, over
@@ -517,6 +721,7 @@ class _Converter:
 
     _Flatten = _reshaped
     _Reshape = _reshaped
+    _Unsqueeze = _reshaped  # Caffe sets its top shape once: only the net's batch size is Caffe's
 
     def _Crop(self, layer, x):
         p = layer.crop_param
@@ -534,6 +739,90 @@ class _Converter:
         self._single(layer, "Slice", [x[0], self.g.const(f"{name}/starts", offsets, np.int64),
                                       self.g.const(f"{name}/ends", ends, np.int64),
                                       self.g.const(f"{name}/axes", axes, np.int64)])
+
+    def _Permute(self, layer, x):
+        ndim = len(self.shape(layer.bottom[0], layer))
+        order = list(layer.permute_param.order)
+        order += [a for a in range(ndim) if a not in order]  # Caffe appends the axes unnamed
+        if order[0] != 0:
+            raise NetSpecError(f"layer {layer.name!r}: Permute order {order} moves the batch "
+                               "axis; an exported net keeps its first axis as the batch")
+        self._single(layer, "Transpose", x, perm=order)
+
+    def _Tile(self, layer, x):  # Caffe: the axis..end block repeated tiles times, numpy's tile
+        p = layer.tile_param
+        ndim = len(self.shape(layer.bottom[0], layer))
+        self.keep_batch(layer, layer.bottom[0], layer.top[0])
+        repeats = [1] * ndim
+        repeats[self.axis(p.axis, ndim, layer)] = p.tiles
+        self._single(layer, "Tile", [x[0], self.g.const(f"{layer.name}/repeats", repeats,
+                                                        np.int64)])
+
+    def _Reduction(self, layer, x):
+        # Caffe: coeff * (sum, sum of |x|, sum of x^2, or sum / count) over axes axis..end
+        p = layer.reduction_param
+        shape = self.shape(layer.bottom[0], layer)
+        axis = self.axis(p.axis, len(shape), layer)
+        if axis == 0:
+            raise NetSpecError(f"layer {layer.name!r}: Reduction over axis 0 (Caffe's default) "
+                               "folds the batch; an exported net keeps its first axis as the "
+                               "batch (set axis: 1 or later)")
+        op = {p.SUM: "ReduceSum", p.ASUM: "ReduceL1", p.SUMSQ: "ReduceSumSquare",
+              p.MEAN: "ReduceSum"}[p.operation]
+        coeff = np.float32(p.coeff)
+        if p.operation == p.MEAN:
+            coeff /= np.float32(math.prod(shape[axis:]))
+        name = layer.name
+        axes = self.g.const(f"{name}/axes", list(range(axis, len(shape))), np.int64)
+        if coeff == 1:
+            return self._single(layer, op, [x[0], axes], keepdims=0)
+        total = self.g.temp(name, "sum")
+        self.g.node(op, [x[0], axes], [total], f"{name}/sum", keepdims=0)
+        self._single(layer, "Mul", [total, self.g.const(f"{name}/coeff", coeff)])
+
+    def _ArgMax(self, layer, x):
+        # Caffe: the top_k largest along axis (without one: of all but the batch axis, shaped
+        # N, 1 or 2, top_k), ties to the higher index; indices as floats, then (or instead,
+        # with an axis) the values with out_max_val
+        p = layer.argmax_param
+        shape = self.shape(layer.bottom[0], layer)
+        name = layer.name
+        has_axis = p.HasField("axis")
+        source = x[0]
+        if has_axis:
+            axis = self.axis(p.axis, len(shape), layer)
+            if axis == 0:
+                raise NetSpecError(f"layer {name!r}: ArgMax over axis 0 compares across the "
+                                   "batch; an exported net keeps its first axis as the batch")
+            dim = shape[axis]
+        else:
+            axis, dim, source = 1, math.prod(shape[1:]), self.g.temp(name, "flat")
+            self.reshape(x[0], [shape[0], dim], source, layer, "flatten")
+        top = self.g.top(layer.top[0], name)
+        # TopK ties to the lower index: take the top_k of the reversed axis.
+        flipped, values, flipped_index = (
+            self.g.temp(name, w) for w in ("flip", "values", "flipped_index"))
+        self.g.node("Slice", [source, self.g.const(f"{name}/starts", [-1], np.int64),
+                              self.g.const(f"{name}/ends", [np.iinfo(np.int64).min], np.int64),
+                              self.g.const(f"{name}/axes", [axis], np.int64),
+                              self.g.const(f"{name}/steps", [-1], np.int64)],
+                    [flipped], f"{name}/flip")
+        only_values = has_axis and p.out_max_val
+        self.g.node("TopK", [flipped, self.g.const(f"{name}/k", [p.top_k], np.int64)],
+                    [top if only_values else values, flipped_index], f"{name}/topk", axis=axis)
+        if not only_values:
+            position = self.g.temp(name, "position")
+            self.g.node("Sub", [self.g.const(f"{name}/last", dim - 1, np.int64), flipped_index],
+                        [position], f"{name}/position")
+            index = top if has_axis else self.g.temp(name, "index")
+            self.g.node("Cast", [position], [index], f"{name}/index", to=TensorProto.FLOAT)
+        if not has_axis:
+            joined = index
+            if p.out_max_val:
+                joined = self.g.temp(name, "joined")
+                self.g.node("Concat", [index, values], [joined], f"{name}/joined", axis=1)
+            self.reshape(joined, self.shape(layer.top[0], layer), top, layer, "reshape")
+        self.g.tensor[layer.top[0]] = top
 
 
 EXPORTED = frozenset(name[1:] for name in vars(_Converter) if name[1:2].isupper())

@@ -2,9 +2,11 @@
 pycaffe's CPU forward to within ``1e-4 * max(1, max|caffe|)``: one small Input -> layer(s) net
 per case with seeded random weights and inputs, over the settings where the two formats
 differ (grouped, dilated and rectangular convolutions, pooling's rounded-up last window and
-its divisor, LRN's two regions, BatchNorm's scale factor, in-place layers, the data
-transform, ...). Each model passes ``onnx.checker`` and runs at batch sizes other than the
-one Caffe's net was built with (the batch axis stays free). Settings with no ONNX form raise
+its divisor, LRN's two regions, BatchNorm's scale factor, SPP's per-level windows, ArgMax's
+tie order, where MVN and Normalize add eps, Resize's zero past the edge, in-place layers, the
+data transform, ...). Each model passes ``onnx.checker`` and runs at batch sizes other than the
+one Caffe's net was built with (the batch axis stays free; not for Unsqueeze, whose top shape
+Caffe fixes at setup). Settings with no ONNX form raise
 NetSpecError naming the layer."""
 import os
 
@@ -66,6 +68,16 @@ def wide(rng, shape):
 
 def times(k):
     return lambda rng, shape: normal(rng, shape) * np.float32(k)
+
+
+def indices(k):
+    """Whole numbers in [0, k) as floats (Embed's input)."""
+    return lambda rng, shape: rng.integers(0, k, shape).astype(np.float32)
+
+
+def ties(rng, shape):
+    """Whole numbers in [-2, 2]: many equal values (ArgMax's tie order)."""
+    return rng.integers(-2, 3, shape).astype(np.float32)
 
 
 def pixels(rng, shape):
@@ -183,6 +195,11 @@ CASES = [
                      "transpose: true }"), {}, id="ip-axis-last-transpose"),
     pytest.param(one("InnerProduct", "inner_product_param { num_output: 4 }",
                      inp("data", 2, 9)), {}, id="ip-2d"),
+    # Embed
+    pytest.param(one("Embed", "embed_param { input_dim: 7 num_output: 4 }", inp("data", 2, 5)),
+                 {"feed": indices(7)}, id="embed"),
+    pytest.param(one("Embed", "embed_param { input_dim: 5 num_output: 3 bias_term: false }",
+                     inp("data", 2, 3, 4)), {"feed": indices(5)}, id="embed-3d-nobias"),
     # Pooling (Caffe rounds up by default; the last window may overflow)
     *[pytest.param(one("Pooling", POOL % f"pool: {pool} kernel_size: {k} stride: 2",
                        inp("data", 2, 3, size, size)), {},
@@ -210,6 +227,46 @@ CASES = [
                  id="ave-stride1-pad1"),
     *[pytest.param(one("Pooling", POOL % f"pool: {pool} global_pooling: true"), {},
                    id=f"{pool.lower()}-global") for pool in ("MAX", "AVE")],
+    # Im2col
+    pytest.param(one("Im2col", CONV % "kernel_size: 3"), {}, id="im2col"),
+    pytest.param(one("Im2col", CONV % "kernel_h: 3 kernel_w: 2 pad_h: 1 stride_h: 2 stride_w: 1 "
+                     "dilation: 2"), {}, id="im2col-hw-pad-stride-dilation"),
+    pytest.param(one("Im2col", CONV % "kernel_size: 2 stride: 2", inp("data", 2, 3, 7)), {},
+                 id="im2col-1d"),
+    # SPP: Caffe's per-level kernel, stride and pad, each level flattened
+    *[pytest.param(one("SPP", f"spp_param {{ pyramid_height: 3 pool: {pool} }}",
+                       inp("data", 2, 3, size, size + 1)), {},
+                   id=f"spp-{pool.lower()}3-{size}x{size + 1}")
+      for pool in ("MAX", "AVE") for size in (6, 7)],
+    pytest.param(one("SPP", "spp_param { pyramid_height: 2 pool: AVE }",
+                     inp("data", 2, 3, 5, 5)), {}, id="spp-ave2-5x5"),
+    pytest.param(one("SPP", "spp_param { pyramid_height: 1 }"), {}, id="spp-one-level"),
+    # PixelShuffle, Upsample, BilinearInterpolate, Resize, Pad
+    pytest.param(one("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }",
+                     inp("data", 2, 8, 3, 4)), {}, id="pixelshuffle2"),
+    pytest.param(one("PixelShuffle", "pixelshuffle_param { upscale_factor: 3 }",
+                     inp("data", 2, 18, 2, 3)), {}, id="pixelshuffle3"),
+    pytest.param(one("Upsample", "upsample_param { scale: 2 }"), {}, id="upsample2"),
+    pytest.param(one("Upsample", "upsample_param { scale: 3 dims_num: 3 }",
+                     inp("data", 2, 3, 5)), {}, id="upsample3-ncw"),
+    *[pytest.param(one("BilinearInterpolate", f"bilinear_interpolate_param {{ {size} "
+                       f"align_corners: {aligned} }}"), {}, id=f"bilinear-{name}-{aligned}")
+      for aligned in ("true", "false")
+      for name, size in (("up", "dst_h: 9 dst_w: 11"), ("down", "dst_h: 4 dst_w: 5"),
+                         ("dst-h", "dst_h: 10"), ("scale", "scale_factor: 1.5"))],
+    pytest.param(one("Resize", "resize_param { height: 9 width: 11 }"), {}, id="resize-up"),
+    pytest.param(one("Resize", "resize_param { height: 4 width: 5 }"), {}, id="resize-down"),
+    pytest.param(one("Resize", "resize_param { height: 12 width: 14 }"), {}, id="resize-2x"),
+    pytest.param(one("Resize", "resize_param { is_pyramid_test: true out_height_scale: 1.5 "
+                     "out_width_scale: 0.6 }"), {}, id="resize-scales"),
+    pytest.param(one("Pad", "pad_param { pad_u: 1 pad_d: 2 pad_l: 3 pad_r: 0 pad_value: 1.5 }"),
+                 {}, id="pad-constant"),
+    pytest.param(one("Pad", "pad_param { pad_type: REPLICATE pad_u: 2 pad_d: 1 pad_l: 1 "
+                     "pad_r: 3 }"), {}, id="pad-replicate"),
+    pytest.param(one("Pad", "pad_param { pad_type: REFLECT pad_u: 2 pad_d: 5 pad_l: 6 "
+                     "pad_r: 1 }"), {}, id="pad-reflect"),
+    pytest.param(one("Pad", "pad_param { pad_type: REFLECT pad_u: -1 pad_d: -2 pad_l: -3 "
+                     "pad_r: -1 }"), {}, id="pad-all-negative-crops"),
     # LRN
     pytest.param(one("LRN", "lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 k: 2 }",
                      inp("data", 2, 7, 4, 5)), {"feed": times(3)}, id="lrn-across"),
@@ -253,6 +310,10 @@ CASES = [
                  id="log-base10-scale-shift"),
     pytest.param(one("BNLL"), {"feed": wide}, id="bnll"),
     pytest.param(one("Threshold", "threshold_param { threshold: 0.3 }"), {}, id="threshold"),
+    pytest.param(one("HardSigmoid"), {"feed": times(4)}, id="hardsigmoid"),
+    pytest.param(one("HardSigmoid", "hardsigmoid_param { alpha: 0.5 beta: 0.2 }"),
+                 {"feed": times(3)}, id="hardsigmoid-alpha-beta"),
+    pytest.param(one("HardSwish"), {"feed": times(5)}, id="hardswish"),
     # Softmax
     pytest.param(one("Softmax"), {"feed": times(3)}, id="softmax-axis1"),
     pytest.param(one("Softmax", "softmax_param { axis: 2 }"), {"feed": times(3)},
@@ -285,6 +346,19 @@ CASES = [
     pytest.param(DATA + inp("factor", 2, 3)
                  + lay("out", "Scale", ["data", "factor"], "out", "scale_param { axis: 0 }"),
                  {}, id="scale-bottom-input-axis0"),
+    # MVN, Normalize
+    pytest.param(one("MVN"), {"feed": times(3)}, id="mvn"),
+    pytest.param(one("MVN", "mvn_param { across_channels: true eps: 0.5 }"), {"feed": times(3)},
+                 id="mvn-across-eps"),
+    pytest.param(one("MVN", "mvn_param { normalize_variance: false }"), {}, id="mvn-mean-only"),
+    pytest.param(one("MVN", "mvn_param { across_channels: true }", inp("data", 2, 9)), {},
+                 id="mvn-2d-across"),
+    pytest.param(one("MVN", "", inp("data", 2, 3, 8)), {}, id="mvn-3d"),
+    pytest.param(one("Normalize"), {}, id="normalize"),
+    pytest.param(one("Normalize", "norm_param { across_spatial: false channel_shared: false "
+                     "eps: 0.5 }"), {"feed": times(0.5)}, id="normalize-per-position-channel"),
+    pytest.param(one("Normalize", "norm_param { channel_shared: false }", inp("data", 2, 5)),
+                 {}, id="normalize-2d-channel"),
     # Eltwise
     pytest.param(DATA + inp("b", 2, 3, 6, 7) + lay(
         "out", "Eltwise", ["data", "b"], "out", "eltwise_param { operation: SUM coeff: 1 "
@@ -344,6 +418,38 @@ CASES = [
         {}, id="crop-axis1-one-offset"),
     pytest.param(inp("data", 2, 3, 8, 9) + inp("ref", 2, 3, 5, 4)
                  + lay("out", "Crop", ["data", "ref"], "out"), {}, id="crop-default"),
+    pytest.param(one("Unsqueeze", "unsqueeze_param { dim: 2 }", inp("data", 2, 3, 4)),
+                 {"batches": ()}, id="unsqueeze-own-batch"),
+    pytest.param(one("Unsqueeze", "unsqueeze_param { dim: -1 }", inp("data", 2, 3, 4)),
+                 {"batches": ()}, id="unsqueeze-last-own-batch"),
+    pytest.param(one("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }"), {},
+                 id="permute-nhwc"),
+    pytest.param(one("Permute", "permute_param { order: 0 order: 3 }"), {},
+                 id="permute-rest-appended"),
+    pytest.param(one("Permute", "permute_param { order: 0 order: 1 }"), {},
+                 id="permute-identity"),
+    pytest.param(one("Tile", "tile_param { tiles: 3 }"), {}, id="tile"),
+    pytest.param(one("Tile", "tile_param { axis: -1 tiles: 2 }"), {}, id="tile-axis-last"),
+    pytest.param(one("Tile", "tile_param { axis: 2 tiles: 2 }", inp("data", 2, 3, 4)), {},
+                 id="tile-axis2-3d"),
+    *[pytest.param(one("Reduction", f"reduction_param {{ operation: {op} axis: {axis} "
+                       f"{coeff} }}"), {}, id=f"reduction-{op.lower()}-axis{axis}")
+      for op, axis, coeff in (("SUM", 1, ""), ("ASUM", 2, "coeff: 0.5"),
+                              ("SUMSQ", -1, "coeff: -2"), ("MEAN", 1, ""),
+                              ("MEAN", 2, "coeff: 3"))],
+    # ArgMax: ties go to the higher index
+    pytest.param(one("ArgMax", "argmax_param { axis: 1 }"), {}, id="argmax-axis1"),
+    pytest.param(one("ArgMax", "argmax_param { axis: 2 top_k: 4 }"), {"feed": ties},
+                 id="argmax-axis2-top4-ties"),
+    pytest.param(one("ArgMax", "argmax_param { axis: -1 top_k: 3 out_max_val: true }"),
+                 {"feed": ties}, id="argmax-axis-last-values"),
+    pytest.param(one("ArgMax"), {}, id="argmax-flat"),
+    pytest.param(one("ArgMax", "argmax_param { top_k: 5 }"), {"feed": ties},
+                 id="argmax-flat-top5-ties"),
+    pytest.param(one("ArgMax", "argmax_param { top_k: 3 out_max_val: true }",
+                     inp("data", 2, 9)), {"feed": ties}, id="argmax-flat-2d-values"),
+    pytest.param(one("ArgMax", "argmax_param { top_k: 2 out_max_val: true }"),
+                 {"feed": ties}, id="argmax-flat-4d-values"),
     pytest.param(DATA + inp("aux", 2, 4) + lay("silence", "Silence", "aux", [])
                  + lay("out", "TanH", "data", "out"), {}, id="silence"),
     # In-place layers: every blob's last value is the one output
@@ -458,13 +564,13 @@ def export(text, weights=None, outputs=None):
                    outputs=outputs)
 
 
-@pytest.mark.parametrize("kind, param", [
-    ("SPP", "spp_param { pyramid_height: 2 }"),
-    ("ArgMax", "argmax_param { top_k: 1 axis: 1 }"),
+@pytest.mark.parametrize("kind, text", [
+    ("LSTM", inp("x", 2, 3, 4) + inp("cont", 2, 3)
+     + lay("out", "LSTM", ["x", "cont"], "out", "recurrent_param { num_output: 5 }")),
+    ("Filter", DATA + inp("keep", 2, 1) + lay("out", "Filter", ["data", "keep"], "out")),
 ])
-def test_allowed_type_without_export_raises(kind, param):
+def test_allowed_type_without_export_raises(kind, text):
     assert kind in ALLOWED_LAYER_TYPES and kind not in EXPORTED
-    text = one(kind, param)
     with pytest.raises(NetSpecError, match=f"'out'.*{kind}"):
         export(text)
 
@@ -481,10 +587,42 @@ def test_allowed_type_without_export_raises(kind, param):
                  id="slice-batch-axis"),
     pytest.param(one("Reshape", "reshape_param { shape { dim: -1 dim: 21 } }"), "'out'.*batch",
                  id="reshape-folds-batch"),
+    pytest.param(one("Unsqueeze", "unsqueeze_param { dim: 0 }"), "'out'.*batch",
+                 id="unsqueeze-before-batch"),
+    pytest.param(one("Permute", "permute_param { order: 1 order: 0 }"), "'out'.*batch",
+                 id="permute-moves-batch"),
+    pytest.param(one("Tile", "tile_param { axis: 0 tiles: 2 }"), "'out'.*batch",
+                 id="tile-batch"),
+    pytest.param(one("Reduction"), "'out'.*axis 0", id="reduction-default-axis0"),
+    pytest.param(one("ArgMax", "argmax_param { axis: 0 }"), "'out'.*axis 0",
+                 id="argmax-batch-axis"),
+    pytest.param(one("SPP", "spp_param { pyramid_height: 2 pool: STOCHASTIC }",
+                     inp("data", 2, 3, 8, 8)), "'out'.*STOCHASTIC", id="spp-stochastic"),
+    pytest.param(one("PixelShuffle", "pixelshuffle_param { upscale_factor: 2 }",
+                     inp("data", 2, 6, 3, 4)), "'out'.*multiple of 4",
+                 id="pixelshuffle-channels"),
+    pytest.param(one("Upsample", "upsample_param { scale: 2 dims_num: 3 }"),
+                 "'out'.*dims_num", id="upsample-dims-num"),
+    pytest.param(one("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 1 dst_w: 3 }"),
+                 "'out'.*align_corners", id="bilinear-aligned-to-one-row"),
+    pytest.param(one("Pad", "pad_param { pad_u: 1 pad_d: -1 }"), "'out'.*all >= 0",
+                 id="pad-mixed-signs"),
+    pytest.param(one("Pad", "pad_param { pad_type: REFLECT pad_l: 7 }"), "'out'.*REFLECT",
+                 id="pad-reflect-too-far"),
 ])
 def test_setting_without_export_raises(text, match):
     with pytest.raises(NetSpecError, match=match):
         export(text)
+
+
+@pytest.mark.parametrize("param", ["", "bilinear_interpolate_param { dst_h: 4 scale_factor: 2 }"],
+                         ids=["neither", "both"])
+def test_bilinear_interpolate_without_one_size_raises(param):
+    # Caffe leaves its output size unset (and may abort): the shapes given, no pycaffe net
+    text = one("BilinearInterpolate", param)
+    with pytest.raises(NetSpecError, match="'out'.*not both nor neither"):
+        to_onnx(text_format.Parse(text, caffe_pb2.NetParameter()), {},
+                {"data": (2, 3, 6, 7), "out": (2, 3, 4, 14)})
 
 
 @pytest.mark.parametrize("blobs", [0, 1, 3], ids=["none", "no-bias", "extra"])
