@@ -147,6 +147,15 @@ class _Converter:
                                f"{ndim} axes")
         return axis % ndim
 
+    def past_batch(self, axis: int, ndim: int, layer) -> int:
+        """``axis`` of an ``ndim`` blob, refused when it is 0: the batch, which an exported
+        net keeps free."""
+        axis = self.axis(axis, ndim, layer)
+        if axis == 0:
+            raise NetSpecError(f"layer {layer.name!r} ({layer.type}) works over axis 0, the "
+                               "batch; an exported net keeps its first axis as the batch")
+        return axis
+
     def reshape(self, x: str, target: Sequence[int], out: str, layer, what: str) -> None:
         """Reshape to Caffe's ``target``, its first axis the (free) batch."""
         self.g.node("Reshape", [x, self.g.const(f"{layer.name}/{what}_shape",
@@ -235,10 +244,7 @@ class _Converter:
     def _InnerProduct(self, layer, x):
         p = layer.inner_product_param
         shape = self.shape(layer.bottom[0], layer)
-        axis = self.axis(p.axis, len(shape), layer)
-        if axis == 0:
-            raise NetSpecError(f"layer {layer.name!r}: InnerProduct over axis 0 folds the "
-                               "batch; an exported net keeps its first axis as the batch")
+        axis = self.past_batch(p.axis, len(shape), layer)
         blobs = self.blobs(layer, 2 if p.bias_term else 1)
         weight = blobs[0].reshape(blobs[0].shape[-2:]) if blobs[0].ndim > 2 else blobs[0]
         matrix = weight if p.transpose else weight.T  # (K, num_output)
@@ -691,10 +697,8 @@ class _Converter:
     def _Slice(self, layer, x):
         p = layer.slice_param
         shape = self.shape(layer.bottom[0], layer)
-        axis = self.axis(p.slice_dim if p.HasField("slice_dim") else p.axis, len(shape), layer)
-        if axis == 0:
-            raise NetSpecError(f"layer {layer.name!r}: slicing the batch axis has no ONNX "
-                               "export")
+        axis = self.past_batch(p.slice_dim if p.HasField("slice_dim") else p.axis, len(shape),
+                               layer)
         sizes = [self.shape(t, layer)[axis] for t in layer.top]
         tops = [self.g.top(t, layer.name) for t in layer.top]
         self.g.node("Split", [x[0], self.g.const(f"{layer.name}/split", sizes, np.int64)], tops,
@@ -727,10 +731,7 @@ class _Converter:
         p = layer.crop_param
         shape = self.shape(layer.bottom[0], layer)
         reference = self.shape(layer.bottom[1], layer)
-        axis = self.axis(p.axis, len(shape), layer)
-        if axis == 0:
-            raise NetSpecError(f"layer {layer.name!r}: cropping the batch axis has no ONNX "
-                               "export")
+        axis = self.past_batch(p.axis, len(shape), layer)
         axes = list(range(axis, len(shape)))
         offsets = list(p.offset) or [0]
         offsets = offsets * len(axes) if len(offsets) == 1 else offsets
@@ -762,11 +763,7 @@ class _Converter:
         # Caffe: coeff * (sum, sum of |x|, sum of x^2, or sum / count) over axes axis..end
         p = layer.reduction_param
         shape = self.shape(layer.bottom[0], layer)
-        axis = self.axis(p.axis, len(shape), layer)
-        if axis == 0:
-            raise NetSpecError(f"layer {layer.name!r}: Reduction over axis 0 (Caffe's default) "
-                               "folds the batch; an exported net keeps its first axis as the "
-                               "batch (set axis: 1 or later)")
+        axis = self.past_batch(p.axis, len(shape), layer)  # Caffe's default, 0, is refused
         op = {p.SUM: "ReduceSum", p.ASUM: "ReduceL1", p.SUMSQ: "ReduceSumSquare",
               p.MEAN: "ReduceSum"}[p.operation]
         coeff = np.float32(p.coeff)
@@ -790,10 +787,7 @@ class _Converter:
         has_axis = p.HasField("axis")
         source = x[0]
         if has_axis:
-            axis = self.axis(p.axis, len(shape), layer)
-            if axis == 0:
-                raise NetSpecError(f"layer {name!r}: ArgMax over axis 0 compares across the "
-                                   "batch; an exported net keeps its first axis as the batch")
+            axis = self.past_batch(p.axis, len(shape), layer)
             dim = shape[axis]
         else:
             axis, dim, source = 1, math.prod(shape[1:]), self.g.temp(name, "flat")
