@@ -165,9 +165,9 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
             *dataset.columns, *(name for name, _ in outputs))
 
     def saveOnnx(self, path: str, overwrite: bool = False, includeTransform: bool = True) -> None:
-        """Write this model as an ONNX file (opset 21) that onnxruntime, OpenCV's DNN module or
-        any ONNX runtime loads, checked by ``onnx.checker`` and shape inference against
-        Caffe's shapes (needs ``pip install 'sparknet_ml[onnx]'``).
+        """Write this model as an ONNX file (opset 21, IR version 10) for onnxruntime or another
+        ONNX runtime, checked by ``onnx.checker`` and by shape inference against Caffe's
+        shapes (needs ``pip install 'sparknet_ml[onnx]'``).
 
         Its input, named as the net's data blob, takes float32 examples of ``N`` rows (any
         batch); its outputs are the model's output blob (logits, or probabilities for a
