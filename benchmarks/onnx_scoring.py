@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 
+import transform as transform_bench  # the transform benchmark: its data and noop passes
 from _machine import interleaved, write
 from _spark import table
 
@@ -30,17 +31,16 @@ NETS = {"lenet": ("lenet_train_test", "lenet_solver", (1, 28, 28), (64, 256)),
 
 
 def pixels(net: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 pictures shaped for ``net`` and their labels."""
+    """uint8 pictures shaped for ``net`` and their labels (LeNet's and cifar10_quick's as the
+    transform benchmark makes them)."""
+    if net != "caffenet":
+        return transform_bench.pixels(net, rows)
     from sparknet_ml.data import fashion_mnist
     from sparknet_ml.data.images import resize_bilinear
     images, labels = fashion_mnist.load("train")
-    x = images[:rows, None]
-    if net == "cifar10_quick":
-        x = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
-    if net == "caffenet":
-        x = np.stack([np.repeat(resize_bilinear(i[:, :, None], 256, 256).transpose(2, 0, 1), 3,
-                                axis=0) for i in images[:rows]])
-    return np.ascontiguousarray(x), labels[:rows]
+    x = np.stack([np.repeat(resize_bilinear(i[:, :, None], 256, 256).transpose(2, 0, 1), 3,
+                            axis=0) for i in images[:rows]])
+    return x, labels[:rows]
 
 
 def model_for(spark, net: str, batch: int, x, y, folder: str):
@@ -56,23 +56,7 @@ def model_for(spark, net: str, batch: int, x, y, folder: str):
     est = SparkNetEstimator(netPrototxt=zoo.prototxt(name), solverPrototxt=zoo.prototxt(solver),
                             inputShape=list(shape), batchSize=batch, syncInterval=1,
                             maxIter=1, numWorkers=1, seed=0, meanFile=mean, showProgress=False)
-    return est.fit(frame(spark, x[:batch * 2], y[:batch * 2], 1))
-
-
-def frame(spark, x, y, partitions: int):
-    import pyarrow as pa
-    width = int(np.prod(x.shape[1:]))
-    features = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(x),
-                                                    [None, pa.py_buffer(x.tobytes())])
-    df = spark.createDataFrame(pa.table({"features": features.cast(pa.binary()),
-                                         "label": pa.array(y.astype(np.float64))}))
-    df = df.repartition(partitions).cache()
-    df.count()
-    return df
-
-
-def noop_pass(df):
-    return lambda: df.write.format("noop").mode("overwrite").save()
+    return est.fit(transform_bench.frame(spark, x[:batch * 2], y[:batch * 2], 1))
 
 
 def spark_rows(rows_by_net: dict, repeat: int) -> list[dict]:
@@ -82,13 +66,14 @@ def spark_rows(rows_by_net: dict, repeat: int) -> list[dict]:
         spark = session(f"local[{cores}]", 1)
         for net, rows in rows_by_net.items():
             x, y = pixels(net, rows)
-            df = frame(spark, x, y, cores)
+            df = transform_bench.frame(spark, x, y, cores)
             for batch in NETS[net][3]:
                 with tempfile.TemporaryDirectory() as folder:
                     caffe_model = model_for(spark, net, batch, x, y, folder)
                 onnx_model = caffe_model.copy().setScoringBackend("onnxruntime")
-                caffe_s, onnx_s = interleaved([noop_pass(caffe_model.transform(df)),
-                                               noop_pass(onnx_model.transform(df))], repeat)
+                caffe_s, onnx_s = interleaved(
+                    [transform_bench.noop_pass(model.transform(df))
+                     for model in (caffe_model, onnx_model)], repeat)
                 row = {"where": f"local[{cores}]", "net": net, "batch": batch, "rows": rows,
                        "caffe_rows_s": round(rows / caffe_s, 1),
                        "onnxruntime_rows_s": round(rows / onnx_s, 1),

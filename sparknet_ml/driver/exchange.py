@@ -1,7 +1,7 @@
 """How states and weights travel between the driver and the tasks.
 
-A round's states take one of two routes, one interface (``share`` a start state, ``take`` back what a task returned,
-``release``):
+A round's states take one of two routes, one interface (``share`` a start state, ``take``
+back what a task returned, ``release``):
 
 - :class:`InlineChannel`: the start state inside the task function (which Spark ships; on a
   classic session pyspark broadcasts a function over 1 MiB), the tasks' states back in their

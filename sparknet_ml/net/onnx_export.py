@@ -86,6 +86,11 @@ class _Graph:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
 
+    def slice_inputs(self, base: str, starts, ends, axes) -> list[str]:
+        """The constant starts, ends and axes inputs of a ``Slice`` node."""
+        return [self.const(f"{base}/{what}", values, np.int64)
+                for what, values in (("starts", starts), ("ends", ends), ("axes", axes))]
+
     def temp(self, layer: str, what: str) -> str:
         return self.unique(f"{layer}/{what}")
 
@@ -444,9 +449,8 @@ class _Converter:
         self.g.node("Resize", [padded, "", self.g.const(f"{name}/scales", [
             o / n for o, n in zip(out[2:], shape[2:])])], [resized], f"{name}/resize",
             axes=[2, 3], mode="linear", coordinate_transformation_mode="asymmetric")
-        self._single(layer, "Slice", [resized, self.g.const(f"{name}/starts", [0, 0], np.int64),
-                                      self.g.const(f"{name}/ends", out[2:], np.int64),
-                                      self.g.const(f"{name}/axes", [2, 3], np.int64)])
+        self._single(layer, "Slice",
+                     [resized, *self.g.slice_inputs(name, [0, 0], out[2:], [2, 3])])
 
     def _Pad(self, layer, x):
         p = layer.pad_param
@@ -736,10 +740,8 @@ class _Converter:
         offsets = list(p.offset) or [0]
         offsets = offsets * len(axes) if len(offsets) == 1 else offsets
         ends = [o + reference[a] for o, a in zip(offsets, axes)]
-        name = layer.name
-        self._single(layer, "Slice", [x[0], self.g.const(f"{name}/starts", offsets, np.int64),
-                                      self.g.const(f"{name}/ends", ends, np.int64),
-                                      self.g.const(f"{name}/axes", axes, np.int64)])
+        self._single(layer, "Slice",
+                     [x[0], *self.g.slice_inputs(layer.name, offsets, ends, axes)])
 
     def _Permute(self, layer, x):
         ndim = len(self.shape(layer.bottom[0], layer))
@@ -845,17 +847,14 @@ def _transform_nodes(g: _Graph, data: str, stored: Sequence[int], transform) -> 
     """Caffe's TEST-phase DataTransformer as nodes on the stored examples ``data``
     (N, *stored): center crop, mean image or values, scale. Returns the transformed tensor."""
     x = data
-    height, width = stored[-2:]
     window = (slice(None), slice(None), slice(None))
     if transform.crop is not None:
         h, w = transform.center(stored)
         ch, cw = transform.crop
         window = (slice(None), slice(h, h + ch), slice(w, w + cw))
         cropped = g.unique("transform/crop")
-        g.node("Slice", [x, g.const("transform/starts", [h, w], np.int64),
-                         g.const("transform/ends", [h + ch, w + cw], np.int64),
-                         g.const("transform/axes", [2, 3], np.int64)], [cropped],
-               "transform/crop")
+        g.node("Slice", [x, *g.slice_inputs("transform", [h, w], [h + ch, w + cw], [2, 3])],
+               [cropped], "transform/crop")
         x = cropped
     mean = None
     if transform.mean_image is not None:
@@ -983,5 +982,6 @@ def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
                                           data_prop=True)
     except onnx.shape_inference.InferenceError as err:
         first = str(err).split("Inference error(s): ")[-1].splitlines()[0]
-        raise AssertionError(f"the exported graph's shapes disagree with Caffe's: {first}") from None
+        raise AssertionError(f"the exported graph's shapes disagree with Caffe's: "
+                             f"{first}") from None
     return model

@@ -69,11 +69,10 @@ def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
     from ..engine.probe import deploy_blob_shapes, deploy_param_shapes
     from ..engine.solver import net_with_batch
     from ..net.onnx_export import to_onnx
-    net = netlib.parse_net(deploy_text)
-    netlib.check_layers(net)  # before Caffe builds anything: an untrusted file
-    probed = netlib.net_to_text(net_with_batch(netlib.net_to_text(net), PROBE_BATCH))
-    model = to_onnx(netlib.parse_net(probed),
-                    conform_weights(weights, deploy_param_shapes(probed)),
+    netlib.check_layers(netlib.parse_net(deploy_text))  # before Caffe builds an untrusted net
+    net = net_with_batch(deploy_text, PROBE_BATCH)
+    probed = netlib.net_to_text(net)
+    model = to_onnx(net, conform_weights(weights, deploy_param_shapes(probed)),
                     deploy_blob_shapes(probed), outputs, transform, stored_shape)
     if model.ByteSize() >= 2 ** 31:
         raise ValueError(f"the ONNX model is {model.ByteSize()} bytes, over protobuf's 2 GiB "
