@@ -2,8 +2,10 @@
 has no Java): what Spark tasks run, fed the way Spark feeds them.
 
 1. train: ``train_round`` (batch gather from a memory-mapped uint8 block opened by
-   ``load_block``, input transform, state load and read-out) vs raw ``solver.step`` with the
-   batch already in the blobs; ``engine_vs_raw``. On a GPU the engine runs as the estimator
+   ``load_block``, input transform) as a barrier job of one task runs it, the state kept in
+   the solver between rounds, vs raw ``solver.step`` with the batch already in the blobs;
+   ``engine_vs_raw``; ``round_trip_vs_raw``: the same round with the state loaded from and
+   read out to host arrays (a job per round, or a task that averages with others). On a GPU the engine runs as the estimator
    runs it there, with the block resident in the net (``TrainSpec.resident``), and
    ``host_fed_vs_raw`` gives the batch-by-batch feed for contrast and
    ``resident_step_vs_raw`` the resident net's bare ``solver.step`` (its feed without the
@@ -90,7 +92,8 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
                    enumerate(halves)]
         average_results(results)
     calls = [lambda: solver.step(tau),
-             lambda: train_round(spec, block_x, block_y, state, 0, tau, 0, 0), two_workers]
+             lambda: train_round(spec, block_x, block_y, None, 0, tau, 0, 0, keep=True),
+             two_workers, lambda: train_round(spec, block_x, block_y, state, 0, tau, 0, 0)]
     if spec.resident:  # the host-fed path, and the resident solver's bare step(tau)
         calls += [lambda: train_round(host_fed, block_x, block_y, state, 0, tau, 0, 0),
                   lambda: cached_solver(spec).step(tau)]
@@ -99,11 +102,12 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
         2 * batch * tau / seconds[2]
     row = {"raw_img_s": round(raw, 1), "engine_img_s": round(engine, 1),
            "engine_vs_raw": round(engine / raw, 3), "resident": spec.resident,
+           "round_trip_vs_raw": round(seconds[0] / seconds[3], 3),
            "two_workers_img_s": round(simulated, 1),
            "two_workers_vs_raw": round(simulated / raw, 3)}
     if spec.resident:
-        row["host_fed_vs_raw"] = round(seconds[0] / seconds[3], 3)
-        row["resident_step_vs_raw"] = round(seconds[0] / seconds[4], 3)
+        row["host_fed_vs_raw"] = round(seconds[0] / seconds[4], 3)
+        row["resident_step_vs_raw"] = round(seconds[0] / seconds[5], 3)
     return row
 
 
@@ -111,7 +115,8 @@ def bench_score(net, batch, gpu, rows, repeat):
     import caffe
     import pyarrow as pa
     from sparknet_ml.data.arrow import features_to_array, vectors_to_arrow
-    from sparknet_ml.engine.scoring import ScoreSpec, forward, load_weights, softmax
+    from sparknet_ml.engine.scoring import ScoreSpec, forward, load_weights
+    from sparknet_ml.tasks.scoring import softmax
     from sparknet_ml.engine.solver import make_solver
     from sparknet_ml.engine.transform import Transform
     from sparknet_ml.net import deploy_net, net_to_text, parse_net

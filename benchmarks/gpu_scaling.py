@@ -1,10 +1,11 @@
 """Many GPUs: E(N) of SparkNet rounds with the in-job averaging, without Spark (the GPU machines
-have no Java): N processes with one GPU each run what a barrier task runs, ``train_round`` on
-their block and ``Averager.average`` with the others over loopback TCP (reduce-scatter +
-all-gather), with the stock CaffeNet / GoogLeNet files and their TRAIN transforms (random crop,
+have no Java): N processes with one GPU each run what a barrier task runs, ``train_job`` on
+their block, averaging with the others over loopback TCP (reduce-scatter + all-gather; with
+one process the state stays in the solver between rounds), with the stock CaffeNet / GoogLeNet files and their TRAIN transforms (random crop,
 mirror, mean) on random 3x256x256 uint8 blocks.
 
-E(N) = samples/s over all N processes / (N x raw ``solver.step`` samples/s of one process on
+E(N) = samples/s over all N processes (a timed job of ``--rounds`` rounds, its start and end
+included) / (N x raw ``solver.step`` samples/s of one process on
 one GPU, measured first in its own process). Per configuration: the round's split (compute,
 averaging, the rest), the state's size, and the bytes a task sends per round with this
 averaging (2 (N-1)/N x state) and with the star through partition 0 it replaced ((N-1) x
@@ -63,37 +64,41 @@ def raw_rate(net: str, batch: int, tau: int, gpu, repeat: int = 3) -> float:
 
 
 def task(rank: int, world: int, args, ports, addresses, results) -> None:
-    """One barrier task: its block, then rounds of train_round + average."""
+    """One barrier task: its block, then ``train_job`` (the barrier task's rounds: a job of
+    one warm-up round, then a timed job of ``rounds`` rounds)."""
     if not args["cpu"]:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(rank)
     _imports()
     import caffe
     from imagenet_engine import plan
-    from sparknet_ml.tasks.averaging import Averager
     from sparknet_ml.engine.solver import make_solver
-    from sparknet_ml.engine.worker import get_state, train_round
+    from sparknet_ml.engine.state import flatten
+    from sparknet_ml.engine.worker import get_state
+    from sparknet_ml.tasks.averaging import Averager
+    from sparknet_ml.tasks.rounds import train_job
+    from sparknet_ml.tasks.states import Job
     gpu = None if args["cpu"] else 0
     spec, _, _ = plan(args["net"], args["batch"], gpu)
     x, y = block(args["batch"] * 8, rank)
     caffe.set_mode_cpu()
     caffe.set_random_seed(0)
-    state = get_state(make_solver(spec.net_text, spec.solver_text, args["batch"]))
+    start = get_state(make_solver(spec.net_text, spec.solver_text, args["batch"]))
+    weights = sum(a.size for a in start.weights)
     listener = socket.create_server(("127.0.0.1", 0), backlog=world)
     ports.put((rank, listener.getsockname()[1]))
-    rounds = []
-    with Averager.connect(rank, listener, addresses.get(), "benchmark-secret") as averager:
-        for r in range(args["rounds"] + 1):  # round 0 warms up (solver built, block loaded)
-            started = time.perf_counter()
-            result = train_round(spec, x, y, state, r, args["tau"], 0, rank)
-            trained = time.perf_counter()
-            averaged = averager.average(result, state)
-            state = averaged.state
-            if r:
-                rounds.append((time.perf_counter() - started, trained - started,
-                               averaged.average_seconds))
+    with Averager.connect(rank, listener, addresses.get(), "benchmark-key") as averager:
+        _, state = train_job(spec, x, y, rank, Job("warm-up", 0, 1, weights, flatten(start)),
+                             args["tau"], 0, averager)  # the solver built, the block loaded
+        started = time.perf_counter()
+        rounds, _ = train_job(spec, x, y, rank,
+                              Job("timed", 1, 1 + args["rounds"], weights, state),
+                              args["tau"], 0, averager)
+        job_seconds = time.perf_counter() - started
     if rank == 0:
-        results.put({"rounds": rounds,
-                     "state_bytes": sum(a.nbytes for a in state.weights + state.history)})
+        mine = [next(r.seconds for r in job.results if r.partition == rank) for job in rounds]
+        results.put({"rounds": [(job.seconds, compute, job.average_seconds)
+                                for job, compute in zip(rounds, mine)],
+                     "job_seconds": job_seconds, "state_bytes": state.nbytes})
 
 
 def run(net: str, world: int, tau: int, args) -> dict:
@@ -139,7 +144,8 @@ def main() -> int:
                 report = run(net, world, tau, args)
                 times = np.array(report["rounds"])
                 round_s, compute_s, average_s = (float(np.median(times[:, i])) for i in range(3))
-                rate = world * args.batch * tau * len(times) / float(times[:, 0].sum())
+                # the whole job: its rounds and the state's entry and exit
+                rate = world * args.batch * tau * len(times) / report["job_seconds"]
                 state_mib = report["state_bytes"] / 2 ** 20
                 rows.append({
                     "net": net, "tau": tau, "N": world, "raw_img_s": round(raw, 1),

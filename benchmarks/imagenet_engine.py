@@ -5,8 +5,11 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
    transform (random crop 227 / 224, random mirror, CaffeNet's mean image or GoogLeNet's mean
    values; on a GPU the block stays in the net and the SparkNetTransform layer transforms on
    the device) vs raw ``solver.step`` with a batch already transformed in the input blob;
-   ``engine_vs_raw`` (goal >= 0.95), at tau 10 and 50. Its split: ``engine_step_vs_raw``
-   (the engine's solver stepping tau times: draws, SparkNetTransform, block gather) and the
+   ``engine_vs_raw`` (goal >= 0.95): the round as a barrier job of one task runs it, the
+   state kept in the solver from round to round (``keep=True``); ``round_trip_vs_raw``: the
+   round with the state loaded from and read out to host arrays (a job per round, or a task
+   averaging with others); at tau 10 and 50. Its split: ``engine_step_vs_raw`` (the
+   engine's solver stepping tau times: draws, SparkNetTransform, block gather) and the
    round's state load and read-out (``state_in_s``, ``state_out_s``: weights and history
    between host arrays and the net).
 2. score: an Arrow RecordBatch of binary uint8 examples -> ``features_to_array`` (uint8) ->
@@ -58,13 +61,16 @@ def bench_train(spec, x, y, tau, repeat):
     state = get_state(solver)
     train_round(spec, x, y, state, 0, tau, 0, 0)  # builds the engine's solver
     engine_solver = cached_solver(spec, spec.resident and packable(spec.transform, x))
-    raw, engine, step, state_in, state_out = interleaved(
-        [lambda: solver.step(tau), lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
+    raw, engine, trip, step, state_in, state_out = interleaved(
+        [lambda: solver.step(tau),
+         lambda: train_round(spec, x, y, None, 0, tau, 0, 0, keep=True),
+         lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
          lambda: engine_solver.step(tau), lambda: set_state(engine_solver, state),
          lambda: get_state(engine_solver)], repeat)
     return {"tau": tau, "raw_img_s": round(spec.batch_size * tau / raw, 1),
             "engine_img_s": round(spec.batch_size * tau / engine, 1),
             "engine_vs_raw": round(raw / engine, 3), "resident": spec.resident,
+            "round_trip_vs_raw": round(raw / trip, 3),
             "engine_step_vs_raw": round(raw / step, 3),
             "state_in_s": round(state_in, 4), "state_out_s": round(state_out, 4),
             "state_mib": round(sum(a.nbytes for a in state.weights + state.history) / 2**20)}
@@ -74,7 +80,8 @@ def bench_score(deploy, test, x, batch, gpu, repeat):
     import caffe
     import pyarrow as pa
     from sparknet_ml.data.arrow import features_to_array, vectors_to_arrow
-    from sparknet_ml.engine.scoring import ScoreSpec, cached_net, forward, softmax
+    from sparknet_ml.engine.scoring import ScoreSpec, cached_net, forward
+    from sparknet_ml.tasks.scoring import softmax
     from sparknet_ml.net import net_to_text
     spec = ScoreSpec(net_to_text(deploy.net), batch, "data", (deploy.output_blob,), gpu,
                      transform=test)

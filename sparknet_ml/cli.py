@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 
 from . import storage
-from .apps import add_conf_argument, add_session_arguments, spark_session
+from .apps import add_conf_argument, add_session_arguments, rounds_per_job, spark_session
 from .build import command as build_command
 
 FASHION_MNIST = ("fashion-mnist", "fashion-mnist-test")
@@ -256,9 +256,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--workers", type=int, help="numWorkers (default: the data's partitions)")
     fit.add_argument("--sync-interval", type=int, default=50, help="tau (default 50)")
     fit.add_argument("--rounds", type=int, default=40, help="maxIter (default 40)")
-    fit.add_argument("--rounds-per-job", type=int, default=1,
-                     help="roundsPerJob (default 1; more: one barrier-stage Spark job per "
-                          "that many rounds, averaged inside the job)")
+    fit.add_argument("--rounds-per-job", type=rounds_per_job, default="auto",
+                     help="roundsPerJob: auto (default: barrier-stage jobs of many rounds, "
+                          "averaged inside the job, when the cluster has a task slot per "
+                          "worker), 1 (a job per round) or k (k rounds per job)")
     fit.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--plot", help="write a PNG of loss and validation accuracy here")

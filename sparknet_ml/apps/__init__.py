@@ -57,6 +57,16 @@ def add_conf_argument(parser) -> None:
                              "to reach a file system)")
 
 
+def rounds_per_job(text: str):
+    """``--rounds-per-job``'s value: ``auto`` or a positive integer (roundsPerJob)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
 def add_training_arguments(parser, *, tau: int, rounds: int, out: str) -> None:
     """The options every app takes: master or remote, conf, workers, tau, rounds, batch, seed,
     out."""

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from sparknet_ml import storage
-from sparknet_ml.apps import add_training_arguments, log_rounds, spark_session
+from sparknet_ml.apps import add_training_arguments, log_rounds, rounds_per_job, spark_session
 from sparknet_ml.data.images import resize_bilinear
 
 NETS = {"caffenet": "bvlc_reference_caffenet", "googlenet": "bvlc_googlenet"}
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="folder of one sub-folder per class")
     add_training_arguments(parser, tau=10, rounds=20, out="runs/imagenet")
     parser.set_defaults(batch=32)
-    parser.add_argument("--rounds-per-job", type=int, default=1)
+    parser.add_argument("--rounds-per-job", type=rounds_per_job, default="auto")
     add_arguments(parser)
     args = parser.parse_args(argv)
     log_rounds()

@@ -15,6 +15,80 @@ from ..tasks.blocks import InputSpec
 
 
 @dataclass(frozen=True)
+class FitPlan:
+    """How a fit's rounds run, decided once on the driver (:func:`plan_fit`).
+
+    Attributes
+    ----------
+    rounds, tau, seed, workers : int
+        maxIter, syncInterval, the seed as Caffe takes it, and the tasks per round.
+    rounds_per_job : int or None
+        Rounds per Spark job; None: barrier jobs sized by the rounds' time
+        (:func:`sparknet_ml.driver.rounds.next_stop`).
+    checkpoint_every, validate_every : int or None
+        Where the driver needs the state (a job ends there); None when not needed.
+    """
+
+    rounds: int
+    tau: int
+    seed: int
+    workers: int
+    rounds_per_job: int | None
+    checkpoint_every: int | None = None
+    validate_every: int | None = None
+
+    @property
+    def barrier(self) -> bool:
+        """Whether rounds run in barrier jobs, averaged by their tasks."""
+        return self.rounds_per_job != 1
+
+    def holds(self) -> tuple[int, ...]:
+        """The intervals on whose multiples a job ends."""
+        return tuple(k for k in (self.checkpoint_every, self.validate_every) if k)
+
+
+def plan_fit(stage, spark, workers: int, validating: bool) -> FitPlan:
+    """The :class:`FitPlan` of ``stage``'s params on this session: ``roundsPerJob='auto'``
+    takes barrier jobs when the cluster has a task slot for every worker, else one job per
+    round (logged with the reason).
+
+    Raises
+    ------
+    ValueError
+        When an explicit ``roundsPerJob`` > 1 needs more task slots than the cluster has
+        (Spark itself would retry for up to 10 minutes).
+    """
+    import logging
+    from . import session
+    from .rounds import check_slots
+    asked = stage.getRoundsPerJob()
+    per_job = None if asked == "auto" else asked
+    if per_job != 1:
+        dynamic = (session.setting(spark, "spark.dynamicAllocation.enabled", "false")
+                   .strip().lower() == "true")
+        slots = None if dynamic else check_slots(spark, workers)
+        short = (f"the cluster has {slots} task slots for {workers} workers"
+                 if slots is not None and slots < workers else
+                 "dynamic allocation is on (spark.dynamicAllocation.enabled)" if dynamic else
+                 "the session cannot tell its task slots" if slots is None else None)
+        if per_job is not None and slots is not None and slots < workers:
+            raise ValueError(
+                f"roundsPerJob={per_job} runs each job as a barrier stage that needs all "
+                f"{workers} workers' tasks at once, but {short}: lower numWorkers or set "
+                "roundsPerJob='auto' or 1")
+        elif short and per_job is None:
+            logging.getLogger("sparknet_ml").info(
+                "roundsPerJob='auto': one Spark job per round, averaged on the driver, "
+                "because %s", short)
+            per_job = 1
+    return FitPlan(rounds=stage.getMaxIter(), tau=stage.getSyncInterval(),
+                   seed=stage.getSeed() % 2 ** 63, workers=workers, rounds_per_job=per_job,
+                   checkpoint_every=(stage.getCheckpointInterval() if stage.getCheckpointDir()
+                                     else None),
+                   validate_every=stage.getValidationInterval() if validating else None)
+
+
+@dataclass(frozen=True)
 class NetPlan:
     """The nets and input handling derived, on the driver, from a stage's params."""
 

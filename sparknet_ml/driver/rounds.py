@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -12,9 +11,10 @@ from ..engine.state import RoundResult, SolverState
 from ..engine.worker import TrainSpec, average_results, divergence
 from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, round_task,
                            validate_task)
-from ..tasks.states import MESSAGES_SCHEMA, read_messages
+from ..tasks.states import RESULTS_SCHEMA, read_summaries
 from . import session
-from .exchange import InlineChannel, share_weights
+from .exchange import StateServer, share_weights
+from .planning import FitPlan
 
 log = logging.getLogger("sparknet_ml")
 
@@ -51,7 +51,24 @@ class RoundStats:
     average_seconds: float | None = None    # driver: averaging the partitions' states
 
 
-def run_driver_round(handles, r: int, channel, start, **task_args):
+AUTO_JOB_SECONDS = 10.0
+"""With ``roundsPerJob='auto'``, a barrier job runs about this many seconds of rounds (as the
+previous job's rounds took), so its progress lines, MLflow steps and the state on the driver
+come at least this often; the first job runs one round."""
+
+
+def next_stop(plan: FitPlan, start: int, round_seconds: float | None) -> int:
+    """The round count after the job that begins after ``start`` rounds: ``plan``'s rounds
+    per job, or with automatic sizing as many as fill :data:`AUTO_JOB_SECONDS` at
+    ``round_seconds`` a round (one when not known yet); never past a checkpoint or
+    validation round (:func:`job_end`)."""
+    per_job = plan.rounds_per_job
+    if per_job is None:
+        per_job = 1 if not round_seconds else max(1, int(AUTO_JOB_SECONDS / round_seconds))
+    return job_end(start, plan.rounds, per_job, plan.holds())
+
+
+def run_driver_round(job_df, server: StateServer, state: SolverState, r: int):
     """Round ``r`` as one Spark job, averaged on the driver.
 
     Returns
@@ -59,21 +76,22 @@ def run_driver_round(handles, r: int, channel, start, **task_args):
     state : SolverState
     rounds : list of one JobRound
     """
-    messages = read_messages(handles.mapInArrow(functools.partial(
-        round_task, start=start, round_index=r, **task_args), MESSAGES_SCHEMA).toArrow())
+    job = server.start_job(state, r, r + 1)
+    summaries = read_summaries(job_df.toArrow())
     results = []
-    for name, (header, returned) in sorted(messages.items(), key=lambda m: int(m[0])):
-        state = channel.take(start, name, returned)
-        if state is None and header["samples"]:
-            raise RuntimeError(f"the state of partition {name} did not reach the driver")
-        results.append(RoundResult(state, **header))
+    for partition, summary in sorted(summaries.items()):
+        returned = server.take(job, str(partition))
+        if summary.pop("job") != job.id or returned is None and summary["samples"]:
+            raise RuntimeError(f"the state of partition {partition} did not reach the driver")
+        results.append(RoundResult(returned, **summary))
     averaging = time.perf_counter()
     state, samples, loss = average_results(results)
     summaries = [RoundResult(None, r.samples, r.loss, r.partition, r.seconds) for r in results]
     return state, [JobRound(summaries, samples, loss, 0.0, time.perf_counter() - averaging)]
 
 
-def run_barrier_job(spark, handles, first: int, stop: int, channel, start, **task_args):
+def run_barrier_job(spark, job_df, server: StateServer, state: SolverState, first: int,
+                    stop: int):
     """Rounds ``first`` to ``stop - 1`` as one barrier-stage job; a failed job is run again
     from the same state, as often as Spark would retry a task (``spark.task.maxFailures``,
     or F in ``local[N,F]``): Spark itself does not retry a failed barrier result stage.
@@ -85,14 +103,13 @@ def run_barrier_job(spark, handles, first: int, stop: int, channel, start, **tas
     """
     attempts, attempt = session.max_task_failures(spark), 0
     while True:
+        job = server.start_job(state, first, stop)  # a new job: a failed one's tasks are over
         try:
-            messages = read_messages(handles.mapInArrow(functools.partial(
-                barrier_rounds_task, start=start, first=first, stop=stop,
-                secret=secrets.token_hex(16), **task_args), MESSAGES_SCHEMA,
-                barrier=True).toArrow())
-            header, returned = messages["final"]
-            return (channel.take(start, "final", returned),
-                    [JobRound.from_json(job) for job in header["rounds"]])
+            summary = read_summaries(job_df.toArrow())[0]
+            final = server.take(job, "final")
+            if summary["job"] != job.id or final is None:
+                raise RuntimeError("the job's final state did not reach the driver")
+            return final, [JobRound.from_json(job_round) for job_round in summary["rounds"]]
         except Exception as err:  # a failed Spark job: Py4JJavaError, PythonException...
             attempt += 1
             if attempt == attempts:
@@ -102,19 +119,17 @@ def run_barrier_job(spark, handles, first: int, stop: int, channel, start, **tas
                         first, str(err).splitlines()[0])
 
 
-def check_slots(spark, workers: int, rounds_per_job: int) -> None:
-    """Fail clearly when a barrier stage of ``workers`` tasks cannot start (Spark itself would
-    retry for up to 10 minutes). On a cluster, executors still registering get Spark's
-    ``spark.scheduler.maxRegisteredResourcesWaitingTime`` (default 30 s). Where the session
-    cannot tell its slots (Spark Connect with dynamic allocation), Spark's own check applies."""
+def check_slots(spark, workers: int) -> int | None:
+    """The cluster's task slots once it has one for each of ``workers`` tasks, waiting for
+    executors still registering (``spark.scheduler.maxRegisteredResourcesWaitingTime``,
+    default 30 s, on a cluster); fewer when the wait ran out, None when the session cannot
+    tell (Spark Connect with dynamic allocation)."""
     deadline = time.monotonic() + session.registration_wait(spark)
     while (slots := session.task_slots(spark)) is not None and slots < workers:
         if time.monotonic() >= deadline:
-            raise ValueError(
-                f"roundsPerJob={rounds_per_job} runs each job as a barrier stage that needs "
-                f"all {workers} workers' tasks at once, but the cluster has {slots} task "
-                "slots: lower numWorkers or set roundsPerJob=1")
+            return slots
         time.sleep(0.5)
+    return slots
 
 
 def job_end(start: int, rounds: int, rounds_per_job: int, hold_every: tuple[int, ...]) -> int:
@@ -127,15 +142,14 @@ def job_end(start: int, rounds: int, rounds_per_job: int, hold_every: tuple[int,
     return end
 
 
-def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, rounds: int, tau: int,
-               seed: int, validate=None, validate_every: int = 1, start: int = 0,
-               history=None, callbacks=(), rounds_per_job: int = 1,
-               hold_every: tuple[int, ...] = (), channel=None
-               ) -> tuple[SolverState, list[RoundStats]]:
-    """Run SparkNet rounds over the cached blocks: each round a Spark job that the driver
-    averages, or, with ``rounds_per_job`` > 1, several rounds per barrier-stage job whose tasks
-    average among themselves (:func:`~sparknet_ml.tasks.rounds.barrier_rounds_task`; same
-    result, bit for bit).
+def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPlan,
+               server: StateServer, validate=None, start: int = 0, history=None,
+               callbacks=()) -> tuple[SolverState, list[RoundStats]]:
+    """Run SparkNet rounds over the cached blocks as ``plan`` says: each round a Spark job
+    that the driver averages, or several rounds per barrier-stage job whose tasks average
+    among themselves (:func:`~sparknet_ml.tasks.rounds.barrier_rounds_task`; same result,
+    bit for bit). The job's DataFrame and task function are built once; each job's tasks
+    get their rounds and start state from ``server``.
 
     Parameters
     ----------
@@ -146,45 +160,40 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, rounds: int,
     spec : TrainSpec
     state : SolverState
         Weights and history to start from.
-    rounds, tau, seed : int
+    plan : FitPlan
+    server : StateServer
+        The fit's state server (:mod:`.exchange`).
     validate : callable, optional
         Maps a state to its validation accuracy, top-1 and top-5 (or None); called every
-        ``validate_every`` rounds and after the last one.
+        ``plan.validate_every`` rounds and after the last one.
     start, history :
         Rounds already done (resuming from a checkpoint) and their statistics.
     callbacks : sequence of callables
         Each called as ``callback(rounds_done, state, history)`` after every round
         (checkpoints, progress bar, MLflow); ``state`` is None for a round inside a job.
-    rounds_per_job : int
-        Rounds per Spark job.
-    hold_every : tuple of int
-        Intervals on whose multiples a job ends, so the callbacks get the state there.
-    channel : InlineChannel or SocketChannel, optional
-        How states travel (:mod:`.exchange`); inside Spark's jobs by default.
     """
-    channel = channel or InlineChannel()
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
-    holds = (*hold_every, *((validate_every,) if validate is not None else ()))
-    r = start
-    while r < rounds:
-        stop = job_end(r, rounds, rounds_per_job, holds)
+    task = functools.partial(barrier_rounds_task if plan.barrier else round_task, spec=spec,
+                             served=server.served, tau=plan.tau, seed=plan.seed)
+    job_df = handles.mapInArrow(task, RESULTS_SCHEMA, barrier=plan.barrier)
+    r, round_seconds = start, None
+    while r < plan.rounds:
+        stop = next_stop(plan, r, round_seconds)
         started = time.perf_counter()
-        shared = channel.share(state)
-        sharing = time.perf_counter() - started
-        task_args = dict(spec=spec, start=shared, tau=tau, seed=seed, channel=channel)
         try:
             with session.job_description(
-                    spark, f"SparkNet rounds {r + 1}-{stop}/{rounds} (tau={tau})"
-                    if stop - r > 1 else f"SparkNet round {r + 1}/{rounds} (tau={tau})"):
-                state, done = (run_barrier_job(spark, handles, r, stop, **task_args)
-                               if rounds_per_job > 1 else
-                               run_driver_round(handles, r, **task_args))
+                    spark, f"SparkNet rounds {r + 1}-{stop}/{plan.rounds} (tau={plan.tau})"
+                    if stop - r > 1 else f"SparkNet round {r + 1}/{plan.rounds} "
+                                         f"(tau={plan.tau})"):
+                state, done = (run_barrier_job(spark, job_df, server, state, r, stop)
+                               if plan.barrier else run_driver_round(job_df, server, state, r))
         finally:
-            channel.release(shared)
+            server.end_job()
         # The job's time beyond its rounds inside the tasks (sharing the state, scheduling,
         # result transfer; all of it for a one-round job) counts in its first round.
         overhead = time.perf_counter() - started - sum(job.seconds for job in done)
+        round_seconds = max(sum(job.seconds for job in done) / len(done), 1e-3)
         wall = started - began
         for k, job in enumerate(done):
             number = r + k + 1
@@ -196,14 +205,14 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, rounds: int,
             wall += seconds
             stats = RoundStats(number, job.loss, job.samples, seconds, job.samples / seconds,
                                compute_seconds=max(x.seconds for x in job.results),
-                               broadcast_seconds=sharing if k == 0 else 0.0,
+                               broadcast_seconds=server.sharing_seconds if k == 0 else 0.0,
                                average_seconds=job.average_seconds)
-            if last and validate is not None and (number % validate_every == 0
-                                                  or number == rounds):
+            if last and validate is not None and (number % plan.validate_every == 0
+                                                  or number == plan.rounds):
                 stats.validation_accuracy, stats.validation_top5_accuracy = validate(state)
             stats.wall_seconds = (time.perf_counter() - began) if last else wall
             history.append(stats)
-            log.info("round %d/%d  loss %.4f  %.0f samples/s  %.2f s%s", number, rounds,
+            log.info("round %d/%d  loss %.4f  %.0f samples/s  %.2f s%s", number, plan.rounds,
                      job.loss, stats.samples_per_second, seconds,
                      "" if stats.validation_accuracy is None
                      else f"  validation accuracy {stats.validation_accuracy:.4f}"

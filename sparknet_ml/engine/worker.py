@@ -24,7 +24,7 @@ import numpy as np
 
 from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, pack_pixels,
                      packable, packed_shape, set_device)
-from .state import RoundResult, SolverState
+from .state import RoundResult, SolverState, flatten, unflatten, weighted_mean
 from .transform import Transform
 
 
@@ -134,9 +134,13 @@ def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
     return weights
 
 
-def set_state(solver, state: SolverState) -> None:
-    """Load ``state`` into the solver's learnable blobs and history."""
+def set_state(solver, state: SolverState | np.ndarray) -> None:
+    """Load ``state`` (or its vector, :func:`~sparknet_ml.engine.state.flatten`) into the
+    solver's learnable blobs and history."""
     blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
+    if isinstance(state, np.ndarray):
+        state = unflatten(state, SolverState([b.data for b in blobs],
+                                             [b.data for b in solver.history]))
     if len(blobs) != len(state.weights) or len(solver.history) != len(state.history):
         raise ValueError(f"state has {len(state.weights)} weights and {len(state.history)} "
                          f"history blobs; the net has {len(blobs)} and {len(solver.history)}")
@@ -212,8 +216,22 @@ def batch_indices(n: int, batch_size: int, first_iter: int, iters: int, seed: in
     return rows.reshape(iters, batch_size)
 
 
-def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state: SolverState,
-                round_index: int, tau: int, seed: int, partition: int) -> RoundResult:
+def _round_solver(spec: TrainSpec, features: np.ndarray):
+    """The cached solver that rounds on ``features`` run, whether the block stays in its net,
+    and whether as packed uint8 pixels."""
+    resident = feeds_resident(spec, features)
+    packed = resident and spec.transform.random and packable(spec.transform, features)
+    return cached_solver(spec, packed), resident, packed
+
+
+def held_state(spec: TrainSpec, features: np.ndarray) -> SolverState:
+    """The state the solver of rounds on ``features`` holds (after ``keep=True`` rounds)."""
+    return get_state(_round_solver(spec, features)[0])
+
+
+def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
+                state: SolverState | None, round_index: int, tau: int, seed: int,
+                partition: int, keep: bool = False) -> RoundResult:
     """Run ``tau`` solver iterations from ``state`` on one partition's block.
 
     Parameters
@@ -224,19 +242,23 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
         The partition's stored examples (``spec.transform`` is applied per batch; its crops
         and flips come from a generator seeded with (seed, partition, round)).
     labels : ndarray, float32, shape (n,)
-    state : SolverState
-        Weights and history broadcast for this round.
+    state : SolverState, ndarray or None
+        Weights and history broadcast for this round (or their vector,
+        :func:`~sparknet_ml.engine.state.flatten`); None: those the solver holds already
+        (the previous round's, kept with ``keep``).
     round_index, tau, seed, partition : int
         The round r (global iterations r*tau .. r*tau+tau-1), and what fixes the data order.
+    keep : bool
+        Leave the resulting state in the solver (on a GPU, on the device) rather than copy
+        it out: the result's state is None, :func:`held_state` reads it.
     """
     n = len(features)
     if n == 0:
         return RoundResult(None, 0, 0.0, partition)
     import caffe
-    resident = feeds_resident(spec, features)
-    packed = resident and spec.transform.random and packable(spec.transform, features)
-    solver = cached_solver(spec, packed)
-    set_state(solver, state)
+    solver, resident, packed = _round_solver(spec, features)
+    if state is not None:
+        set_state(solver, state)
     solver.iter = round_index * tau
     caffe.set_random_seed(int.from_bytes(hashlib.sha256(
         f"{seed}/{partition}/{round_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF)
@@ -267,7 +289,8 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, state
                 label.data[...] = labels[rows]
         solver.step(1)
         losses[k] = sum(weight * float(blob.data.sum()) for blob, weight in weighted)
-    return RoundResult(get_state(solver), tau * spec.batch_size, float(losses.mean()), partition)
+    return RoundResult(None if keep else get_state(solver), tau * spec.batch_size,
+                       float(losses.mean()), partition)
 
 
 def loss_blobs(net) -> list[tuple[object, float]]:
@@ -279,7 +302,9 @@ def loss_blobs(net) -> list[tuple[object, float]]:
 
 
 def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float]:
-    """Average the partitions' states weighted by samples seen (empty partitions skipped).
+    """Average the partitions' states weighted by samples seen (empty partitions skipped):
+    :func:`~sparknet_ml.engine.state.weighted_mean` of the flattened states, the function
+    the in-job mesh applies to their chunks.
 
     Returns
     -------
@@ -289,22 +314,11 @@ def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float
     loss : float
         Sample-weighted mean training loss.
     """
-    seen = [r for r in results if r.samples > 0]
-    if not seen:
-        raise ValueError("no partition saw any data this round")
+    seen = sorted((r for r in results if r.samples > 0), key=lambda r: r.partition)
+    flat = weighted_mean([(r.samples, flatten(r.state)) for r in seen])
     total = sum(r.samples for r in seen)
-    weights = [r.samples / total for r in seen]
-
-    def mean(arrays):
-        out = np.zeros_like(arrays[0], dtype=np.float64)
-        for w, a in zip(weights, arrays):
-            out += w * a
-        return out.astype(np.float32)
-
-    state = SolverState(
-        [mean([r.state.weights[i] for r in seen]) for i in range(len(seen[0].state.weights))],
-        [mean([r.state.history[i] for r in seen]) for i in range(len(seen[0].state.history))])
-    return state, total, float(sum(w * r.loss for w, r in zip(weights, seen)))
+    loss = float(sum(r.samples / total * r.loss for r in seen))
+    return unflatten(flat, seen[0].state), total, loss
 
 
 def divergence(round_number: int, results: list[RoundResult], state: SolverState) -> str | None:

@@ -18,7 +18,7 @@ from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasMaxIter,
 # unset (seed: pyspark's default, a hash of the class name).
 DEFAULTS = {
     "netPrototxt": None, "solverPrototxt": None, "featuresCol": "features", "labelCol": "label",
-    "inputShape": None, "batchSize": 64, "syncInterval": 50, "maxIter": 40, "roundsPerJob": 1,
+    "inputShape": None, "batchSize": 64, "syncInterval": 50, "maxIter": 40, "roundsPerJob": "auto",
     "numWorkers": None, "seed": None, "predictionCol": "prediction",
     "probabilityCol": "probability", "rawPredictionCol": "rawPrediction", "outputBlobs": [],
     "meanFile": None, "initialWeights": None, "useGpu": "auto", "allowTf32": False,
@@ -68,6 +68,15 @@ def _positive_int(value) -> int:
     return value
 
 
+def _auto_or_positive_int(value):
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(value)
+    except TypeError:
+        raise TypeError(f"must be 'auto' or a positive integer, got {value!r}") from None
+
+
 def _optional(converter):
     return lambda value: None if value is None else converter(value)
 
@@ -111,10 +120,14 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
                          "tau: local SGD iterations per worker between weight averages",
                          typeConverter=_positive_int)
     roundsPerJob = Param(Params._dummy(), "roundsPerJob",
-                         "averaging rounds per Spark job: 1 = one job per round, averaged on "
-                         "the driver; more = one barrier-stage job whose tasks average among "
-                         "themselves over sockets (needs a task slot per worker; a failure "
-                         "retries the job's rounds)", typeConverter=_positive_int)
+                         "averaging rounds per Spark job: 'auto' (default) = barrier-stage "
+                         "jobs whose tasks average among themselves, each ending at the next "
+                         "checkpoint or validation round or after about 10 s of rounds, when "
+                         "the cluster has a task slot for every worker, else one job per "
+                         "round (logged with the reason); 1 = one job per round, averaged on "
+                         "the driver; k > 1 = barrier jobs of k rounds (needs a task slot per "
+                         "worker); same weights bit for bit in every case; a failed barrier "
+                         "job reruns its rounds", typeConverter=_auto_or_positive_int)
     numWorkers = Param(Params._dummy(), "numWorkers",
                        "partitions trained in parallel (default: the DataFrame's partitions)",
                        typeConverter=_optional(_positive_int))
@@ -192,7 +205,7 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
         """Gets the value of syncInterval."""
         return self.getOrDefault(self.syncInterval)
 
-    def getRoundsPerJob(self) -> int:
+    def getRoundsPerJob(self) -> int | str:
         """Gets the value of roundsPerJob."""
         return self.getOrDefault(self.roundsPerJob)
 

@@ -3,41 +3,41 @@ themselves over a full mesh of sockets, with a reduce-scatter and an all-gather.
 
 Each task owns one contiguous chunk of the flattened state (weights, then history). It sends
 chunk k of its state to task k and receives every task's copy of its own chunk, averages that
-chunk exactly as the driver does (:func:`~sparknet_ml.engine.worker.average_results`:
-float64 sums weighted by samples, in partition order, element by element), then sends its
-averaged chunk to every task. Each task sends and receives about 2 x (N-1)/N x the state's
-bytes per round, whatever the number of tasks N (a star through one task moved (N-1) x the
-state into and out of that task), and the result is bit-identical to the driver's average.
+chunk with :func:`~sparknet_ml.engine.state.weighted_mean` (the function the driver applies to
+whole states: float64 sums weighted by samples, in partition order, element by element), then
+sends its averaged chunk to every task. Each task sends and receives about 2 x (N-1)/N x the
+state's bytes per round, whatever the number of tasks N, and the result is bit-identical to
+the driver's average.
 
 No Spark imports: a Spark task builds an :class:`Averager` from addresses it exchanged with
 ``BarrierTaskContext.allGather``; unit tests build them over loopback sockets in threads.
-
-Messages in :mod:`.wire`'s format (no pickle). A peer's first message carries the job's
-secret, checked with :func:`hmac.compare_digest` before anything else is read.
+Connections are :mod:`.transport`'s: authenticated with the job's key, deadlines per hello
+and per message, and no array larger than a chunk accepted.
 """
 from __future__ import annotations
 
 import dataclasses
-import hmac
+import queue
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.state import RoundResult, SolverState
-from .wire import recv_message, send_message
+from ..engine.state import RoundResult, weighted_mean
+from .transport import CONNECT_TIMEOUT, admit, connect, receive, send
 
-CONNECT_TIMEOUT = 300.0  # seconds a task waits for its peers (they start at once: a barrier)
-HELLO_TIMEOUT = 10.0     # seconds a new connection has to present the job's secret
+MAX_PENDING = 64  # connections a task authenticates at once; more strangers are closed
 
 
 @dataclass
 class AveragedRound:
     """One round as every task of the job sees it after averaging."""
 
-    state: SolverState
+    state: np.ndarray | None    # the averaged state vector; None where the task's result
+                                # carried none (a job of one task whose solver holds it)
     results: list[RoundResult]  # every partition's samples, loss and seconds (no state)
     samples: int
     loss: float
@@ -47,6 +47,60 @@ class AveragedRound:
 def _summary(header: dict) -> RoundResult:
     return RoundResult(None, header["samples"], header["loss"], header["partition"],
                        header["seconds"])
+
+
+def _accept_peers(rank: int, world: int, listener: socket.socket, key: str,
+                  deadline: float) -> dict[int, socket.socket]:
+    """Every higher rank's authenticated connection on ``listener``. Each connection is
+    authenticated in a thread of its own, so a stranger that talks slowly delays no peer;
+    at most :data:`MAX_PENDING` at once."""
+    admitted: queue.Queue = queue.Queue()
+    pending = threading.BoundedSemaphore(MAX_PENDING)
+
+    def authenticate(sock):
+        try:
+            other = admit(sock, key).get("rank")
+            if isinstance(other, int) and rank < other < world:
+                admitted.put((other, sock))
+                return
+            sock.close()
+        except Exception:  # noqa: BLE001 - whatever a stranger sends: not a peer
+            sock.close()
+        finally:
+            pending.release()
+
+    def accept_all():
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # the listener closed: every peer arrived, or the deadline passed
+                return
+            if pending.acquire(blocking=False):
+                threading.Thread(target=authenticate, args=(sock,), daemon=True).start()
+            else:
+                sock.close()
+
+    listener.settimeout(None)
+    threading.Thread(target=accept_all, daemon=True, name="sparknet-mesh-accept").start()
+    peers: dict[int, socket.socket] = {}
+    try:
+        while len(peers) < world - 1 - rank:
+            try:
+                other, sock = admitted.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                raise TimeoutError(f"{rank + 1 + len(peers)} of this SparkNet job's {world} "
+                                   "tasks connected in time") from None
+            if other in peers:
+                sock.close()
+            else:
+                peers[other] = sock
+    except BaseException:
+        for sock in peers.values():
+            sock.close()
+        raise
+    finally:
+        listener.close()
+    return peers
 
 
 class Averager:
@@ -67,62 +121,48 @@ class Averager:
 
     @classmethod
     def connect(cls, rank: int, listener: socket.socket, addresses: list[tuple[str, int]],
-                secret: str, timeout: float = CONNECT_TIMEOUT) -> "Averager":
-        """Join the mesh: connect to every lower rank at ``addresses`` (presenting the job's
-        secret and this rank), then accept every higher rank on ``listener``; a connection
-        that does not open with the job's secret is closed and does not count."""
+                key: str, timeout: float = CONNECT_TIMEOUT) -> "Averager":
+        """Join the mesh: connect to every lower rank at ``addresses``, then accept every
+        higher rank on ``listener`` (which is closed after); a connection that does not
+        authenticate with the job's ``key`` is closed and does not count."""
         world, peers = len(addresses), {}
-        for other in range(rank):
-            sock = socket.create_connection(addresses[other], timeout=timeout)
-            send_message(sock, {"secret": secret, "rank": rank})
-            peers[other] = sock
         deadline = time.monotonic() + timeout
-        while len(peers) < world - 1:
-            listener.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                sock, _ = listener.accept()
-            except TimeoutError:
-                raise TimeoutError(f"{len(peers) + 1} of this SparkNet job's {world} tasks "
-                                   f"connected within {timeout:.0f} s") from None
-            sock.settimeout(HELLO_TIMEOUT)
-            try:
-                hello, _ = recv_message(sock, arrays_allowed=False)
-                other = hello.get("rank")
-                accepted = (hmac.compare_digest(str(hello.get("secret")), secret)
-                            and isinstance(other, int) and rank < other < world
-                            and other not in peers)
-            except Exception:  # noqa: BLE001 - whatever a stranger sends: not a peer
-                accepted = False
-            if not accepted:
+        try:
+            for other in range(rank):
+                peers[other] = connect(addresses[other], key, {"rank": rank},
+                                       max(deadline - time.monotonic(), 0.001))
+            peers.update(_accept_peers(rank, world, listener, key, deadline))
+        except BaseException:
+            listener.close()
+            for sock in peers.values():
                 sock.close()
-                continue
-            peers[other] = sock
-        listener.close()
-        for sock in peers.values():
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raise
         return cls(rank, world, peers)
 
-    def _exchange(self, messages: dict[int, tuple[dict, list]]) -> dict[int, tuple]:
+    def _exchange(self, messages: dict[int, tuple[dict, list]],
+                  limit: int) -> dict[int, tuple]:
         """Send each peer its message (in background threads) while receiving one message
-        from every peer; returns what arrived, by rank."""
-        sent = [self._senders.submit(send_message, self._peers[other], *message)
+        (of at most ``limit`` bytes of arrays) from every peer; returns what arrived, by
+        rank."""
+        sent = [self._senders.submit(send, self._peers[other], *message)
                 for other, message in messages.items()]
         try:
-            return {other: recv_message(sock) for other, sock in self._peers.items()}
+            return {other: receive(sock, limit, wait=None) for other, sock in self._peers.items()}
         finally:
             for future in sent:
                 future.result()
 
-    def average(self, result: RoundResult, like: SolverState) -> AveragedRound:
+    def average(self, result: RoundResult, size: int) -> AveragedRound:
         """This task's round in, every task's average out.
 
         Parameters
         ----------
         result : RoundResult
-            This task's round (its state is None when its partition is empty).
-        like : SolverState
-            The state the round started from: the averaged state's shapes.
+            This task's round, its state a vector (:func:`~sparknet_ml.engine.state.flatten`)
+            or None when its partition is empty (in a job of one task, also when the state
+            stayed in the task's solver).
+        size : int
+            Values in a state vector.
 
         Raises
         ------
@@ -134,38 +174,30 @@ class Averager:
                 raise ValueError("no partition saw any data this round")
             return AveragedRound(result.state, [dataclasses.replace(result, state=None)],
                                  result.samples, result.loss, 0.0)
-        arrays = [*like.weights, *like.history]
-        sizes = [a.size for a in arrays]
-        bounds = [sum(sizes) * k // self.world for k in range(self.world + 1)]
-        flat = None if result.state is None else np.concatenate(
-            [np.ravel(a) for a in (*result.state.weights, *result.state.history)])
+        bounds = [size * k // self.world for k in range(self.world + 1)]
+        limit = 4 * max(b - a for a, b in zip(bounds, bounds[1:]))
+        flat = result.state
         header = {"partition": result.partition, "samples": result.samples,
                   "loss": result.loss, "seconds": result.seconds}
 
         def chunk(vector, k):
             return [] if vector is None else [vector[bounds[k]:bounds[k + 1]]]
-        arrived = self._exchange({other: (header, chunk(flat, other)) for other in self._peers})
+        arrived = self._exchange({other: (header, chunk(flat, other)) for other in self._peers},
+                                 limit)
         parts = {self.rank: (header, chunk(flat, self.rank)), **arrived}
         started = time.perf_counter()
         order = sorted(parts, key=lambda other: parts[other][0]["partition"])
-        seen = [other for other in order if parts[other][0]["samples"] > 0]
-        if not seen:
-            raise ValueError("no partition saw any data this round")
-        total = sum(parts[other][0]["samples"] for other in seen)
-        weights = [parts[other][0]["samples"] / total for other in seen]
-        mine = np.zeros(bounds[self.rank + 1] - bounds[self.rank], np.float64)
-        for w, other in zip(weights, seen):
-            mine += w * parts[other][1][0]
-        mine = mine.astype(np.float32)
-        gathered = self._exchange({other: ({}, [mine]) for other in self._peers})
+        mine = weighted_mean([(parts[other][0]["samples"],
+                               parts[other][1][0] if parts[other][1] else None)
+                              for other in order])
+        gathered = self._exchange({other: ({}, [mine]) for other in self._peers}, limit)
         chunks = {self.rank: mine, **{other: got[1][0] for other, got in gathered.items()}}
-        flat = np.concatenate([chunks[k] for k in range(self.world)])
-        averaged = [piece.reshape(a.shape) for piece, a in
-                    zip(np.split(flat, np.cumsum(sizes)[:-1]), arrays)]
-        state = SolverState(averaged[:len(like.weights)], averaged[len(like.weights):])
-        loss = float(sum(w * parts[other][0]["loss"] for w, other in zip(weights, seen)))
-        return AveragedRound(state, [_summary(parts[other][0]) for other in order], total,
-                             loss, time.perf_counter() - started)
+        seen = [parts[other][0] for other in order if parts[other][0]["samples"] > 0]
+        total = sum(h["samples"] for h in seen)
+        loss = float(sum(h["samples"] / total * h["loss"] for h in seen))
+        return AveragedRound(np.concatenate([chunks[k] for k in range(self.world)]),
+                             [_summary(parts[other][0]) for other in order], total, loss,
+                             time.perf_counter() - started)
 
     def close(self) -> None:
         """Close this task's connections."""

@@ -1,10 +1,12 @@
 """The tasks of SparkNet's rounds and validation: ``mapInArrow`` functions over the cached
 block handles (:mod:`.blocks`), one handle per partition.
 
-A round's task trains its partition's block for τ iterations from the start state and yields
-its result as :mod:`.states` message rows; a barrier job's tasks run several rounds, averaging
-among themselves after each (:mod:`.averaging`), and partition 0 yields the final state with
-every round's statistics.
+A fit builds each round function once: a task asks the driver's state server
+(:class:`~.states.Served`) which rounds its job runs and from which state. A round's task
+trains its partition's block for τ iterations and sends its state back to the server; a
+barrier job's tasks run several rounds, averaging among themselves after each
+(:mod:`.averaging`), and partition 0 sends the final state. The rows they yield carry only
+JSON summaries (:data:`~.states.RESULTS_SCHEMA`).
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.state import RoundResult
-from ..engine.worker import TrainSpec, divergence, train_round
+from ..engine.state import RoundResult, SolverState, flatten
+from ..engine.worker import TrainSpec, divergence, held_state, train_round
 from .averaging import Averager
 from .blocks import handles_of, load_block
 from .environment import caffe_messages_to_spark, on_task_gpu
-from .states import message_rows
+from .states import Job, Served, summary_rows
+from .transport import derive_key
 
 VALIDATION_SCHEMA = "top1 long, top5 long, rows long"
 
@@ -38,7 +41,7 @@ class JobRound:
     def to_json(self) -> dict:
         """The round as JSON values (its results without states)."""
         return {**dataclasses.asdict(dataclasses.replace(self, results=[])),
-                "results": [_summary(r) for r in self.results]}
+                "results": [summary(r) for r in self.results]}
 
     @classmethod
     def from_json(cls, value: dict) -> "JobRound":
@@ -46,62 +49,91 @@ class JobRound:
         return cls(**{**value, "results": [RoundResult(None, **r) for r in value["results"]]})
 
 
-def _summary(result: RoundResult) -> dict:
+def summary(result: RoundResult) -> dict:
+    """A round's result without its state, as JSON values."""
     return {"samples": result.samples, "loss": result.loss, "partition": result.partition,
             "seconds": result.seconds}
 
 
-def round_task(batches, spec: TrainSpec, start, round_index: int, tau: int, seed: int):
-    """One round on the partition whose handle ``batches`` hold; ``start`` gives the start
-    state and takes the resulting one (:mod:`.states`)."""
+def round_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
+    """One round on the partition whose handle ``batches`` hold, from the state the driver
+    serves; the resulting state goes back to the driver, the row carries its summary."""
     spec = on_task_gpu(spec)
     with caffe_messages_to_spark():
+        job = served.job()
         for handle in handles_of(batches):
             started = time.perf_counter()
-            result = train_round(spec, *load_block(handle), start.value, round_index, tau,
-                                 seed, handle.partition)
+            features, labels = load_block(handle)
+            result = train_round(spec, features, labels, job.state, job.first, tau, seed,
+                                 handle.partition)
             result = dataclasses.replace(result, seconds=time.perf_counter() - started)
-            name = str(handle.partition)
-            yield message_rows(name, _summary(result), start.send(name, result.state))
+            if result.state is not None:
+                served.send(job, str(handle.partition), flatten(result.state))
+            yield summary_rows(handle.partition, {"job": job.id, **summary(result)})
+def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partition: int,
+              job: Job, tau: int, seed: int, averager: Averager):
+    """The rounds of ``job`` on one partition's block, averaged with the job's other tasks
+    after each; stops early, on every task alike, after a round that diverged.
+
+    In a job of one task the average is the task's own state: it stays in the solver (on a
+    GPU, on the device) from round to round, and leaves it once, at the end.
+
+    Returns
+    -------
+    rounds : list of JobRound
+    state : ndarray
+        The final state vector (:func:`~sparknet_ml.engine.state.flatten`).
+    """
+    held = averager.world == 1
+    state, rounds = job.state, []  # a state vector; None while the solver holds it
+    for r in range(job.first, job.stop):
+        started = time.perf_counter()
+        result = train_round(spec, features, labels, state, r, tau, seed, partition, keep=held)
+        result = dataclasses.replace(
+            result, state=None if result.state is None else flatten(result.state),
+            seconds=time.perf_counter() - started)
+        averaged = averager.average(result, job.state.size)
+        state = averaged.state
+        rounds.append(JobRound(averaged.results, averaged.samples, averaged.loss,
+                               time.perf_counter() - started, averaged.average_seconds))
+        if (divergence(r + 1, averaged.results, SolverState([], [])) or state is not None
+                and not np.isfinite(state[:job.weights]).all()):
+            break
+    return rounds, flatten(held_state(spec, features)) if held else state
 
 
-def barrier_rounds_task(batches, spec: TrainSpec, start, first: int, stop: int, tau: int,
-                        seed: int, secret: str):
-    """Rounds ``first`` to ``stop - 1`` in one task of a barrier stage, averaging with the
-    other tasks after each; partition 0 yields the final state and the rounds' statistics as
-    the message ``"final"``. Stops early, on every task alike, after a round that diverged."""
+def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
+    """The rounds of the driver's current job (:func:`train_job`) in one task of a barrier
+    stage; partition 0 sends the final state to the driver and yields every round's
+    statistics."""
     from pyspark import BarrierTaskContext
     context = BarrierTaskContext.get()
     spec = on_task_gpu(spec)
     (handle,) = handles_of(batches)
-    with caffe_messages_to_spark(), connect_averager(context, secret) as averager:
-        features, labels = load_block(handle)
-        state, rounds = start.value, []
-        for r in range(first, stop):
-            started = time.perf_counter()
-            result = train_round(spec, features, labels, state, r, tau, seed, handle.partition)
-            result = dataclasses.replace(result, seconds=time.perf_counter() - started)
-            averaged = averager.average(result, state)
-            state = averaged.state
-            rounds.append(JobRound(averaged.results, averaged.samples, averaged.loss,
-                                   time.perf_counter() - started, averaged.average_seconds))
-            if divergence(r + 1, averaged.results, state):
-                break
+    job = served.job()
+    with caffe_messages_to_spark(), connect_averager(context, derive_key(served.key, job.id)
+                                                     ) as averager:
+        rounds, state = train_job(spec, *load_block(handle), handle.partition, job, tau, seed,
+                                  averager)
     if handle.partition == 0:
-        yield message_rows("final", {"rounds": [job.to_json() for job in rounds]},
-                           start.send("final", state))
+        served.send(job, "final", state)
+        yield summary_rows(0, {"job": job.id, "rounds": [job_round.to_json()
+                                                         for job_round in rounds]})
 
 
-def connect_averager(context, secret: str) -> Averager:
+def connect_averager(context, key: str) -> Averager:
     """The :class:`Averager` of this barrier task: every task listens on its executor's
-    host, the addresses go round through ``allGather``, and the tasks connect as a mesh."""
+    host, the addresses go round through ``allGather``, and the tasks connect as a mesh
+    authenticated with the job's ``key``."""
     tasks = context.getTaskInfos()
     rank = context.partitionId()
+    if len(tasks) == 1:
+        return Averager(0, 1, {})
     host = tasks[rank].address.rsplit(":", 1)[0]
     listener = socket.create_server((host, 0), backlog=len(tasks))
     addresses = [address.rsplit(":", 1) for address in
                  context.allGather(f"{host}:{listener.getsockname()[1]}")]
-    return Averager.connect(rank, listener, [(h, int(p)) for h, p in addresses], secret)
+    return Averager.connect(rank, listener, [(h, int(p)) for h, p in addresses], key)
 
 
 def validate_task(batches, spec, key: str, weights):

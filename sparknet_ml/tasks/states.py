@@ -1,88 +1,90 @@
 """How a task gets its start state or weights and hands states back (the task side of
 :mod:`sparknet_ml.driver.exchange`).
 
-- :class:`Inline`: the value travels inside the task function's arguments (Spark ships the
-  function; classic pyspark broadcasts a function over 1 MiB by itself) and states come back
-  in the Arrow rows the task yields (:func:`message_rows`).
-- :class:`Served`: the state is fetched from the driver's state server and sent back to it
-  over authenticated TCP, so it never enters a JVM; the rows carry only the header.
+- :class:`Served`: the driver's state server. A task asks it for the current job (its first
+  and last round and the start state, fetched once per Python worker and job) and sends its
+  state back to it, over :mod:`.transport`'s authenticated TCP: states never enter a JVM, and
+  the task function is the same for every job of a fit. The rows a task yields carry only
+  JSON summaries (:data:`RESULTS_SCHEMA`).
+- :class:`Inline`: weights to score or validate with, inside the task function itself.
 - :class:`Shipped`: weights, or an exported ONNX model, in a file Spark ships to every
   executor (on Spark Connect, ``SparkSession.addArtifacts(..., file=True)``), read with
   ``SparkFiles.get``.
-
-Rows hold :mod:`.wire` messages cut into pieces: ``name`` says whose message (a partition's
-round, the job's final state), ``piece`` orders them.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
-from ..engine.state import SolverState
-from .averaging import CONNECT_TIMEOUT
-from .wire import decode, encode, recv_message, send_message
+import numpy as np
 
-MESSAGES_SCHEMA = "name string, piece long, data binary"
+from .transport import connect, decode, encode, receive, send
 
-
-@dataclass(frozen=True)
-class Inline:
-    """A start state (or weights) carried by the task function itself; states go back in the
-    rows."""
-
-    value: object
-
-    def send(self, name: str, state: SolverState | None) -> SolverState | None:
-        """Return ``state`` for the task's rows (``name`` is not needed here)."""
-        return state
-
+RESULTS_SCHEMA = "partition long, summary string"
 
 # The start state or weights a Python worker fetched last: its tasks of one job share them.
 _FETCHED: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
+class Job:
+    """One Spark job of a fit, as its tasks see it: rounds ``first`` to ``stop - 1`` from
+    ``state`` (a single vector, :func:`~sparknet_ml.engine.state.flatten`'s layout, whose
+    first ``weights`` values are the learnable blobs, the rest the solver's history)."""
+
+    id: str
+    first: int
+    stop: int
+    weights: int
+    state: np.ndarray
+
+
+@dataclass(frozen=True)
 class Served:
-    """Where to fetch the start state and send states back: the driver's state server."""
+    """The driver's state server of one fit: its address, key and the fit's state size
+    (float32 values: no message from the server may be larger)."""
 
     host: str
     port: int
-    secret: str
     key: str
+    size: int
 
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
+    def _connect(self):
+        return connect((self.host, self.port), self.key, {"role": "task"})
 
-    @property
-    def value(self) -> SolverState:
-        """The start state, fetched from the driver once per Python worker and job."""
-        state = _FETCHED.get(self.key)
-        if state is None:
-            with self._connect() as sock:
-                send_message(sock, {"secret": self.secret, "get": self.key})
-                header, arrays = recv_message(sock)
-            if "error" in header:
-                raise RuntimeError(f"the driver's state server: {header['error']}")
-            state = SolverState(arrays[:header["weights"]], arrays[header["weights"]:])
-            _FETCHED.clear()
-            _FETCHED[self.key] = state
-        return state
+    def job(self) -> Job:
+        """The job this task belongs to, its start state fetched once per Python worker."""
+        held = _FETCHED.get(self.key)
+        with self._connect() as sock:
+            send(sock, {"get": held.id if isinstance(held, Job) else None})
+            header, arrays = receive(sock, limit=4 * self.size)
+        if "error" in header:
+            raise RuntimeError(f"the driver's state server: {header['error']}")
+        if not arrays:  # the state this worker holds already
+            return held
+        job = Job(header["job"], header["first"], header["stop"], header["weights"], arrays[0])
+        _FETCHED.clear()
+        _FETCHED[self.key] = job
+        return job
 
-    def send(self, name: str, state: SolverState | None) -> None:
-        """Send ``state`` to the driver as ``name``; the task's rows carry None."""
-        if state is not None:
-            with self._connect() as sock:
-                send_message(sock, {"secret": self.secret, "put": f"{self.key}/{name}",
-                                    "weights": len(state.weights)})
-                send_message(sock, {}, [*state.weights, *state.history])
-                recv_message(sock)  # the driver's receipt: the state is stored
-        return None
+    def send(self, job: Job, name: str, flat: np.ndarray) -> None:
+        """Send the state vector ``flat`` to the driver as ``name`` of ``job``."""
+        with self._connect() as sock:
+            send(sock, {"put": name, "job": job.id})
+            send(sock, {}, [flat])
+            header, _ = receive(sock)  # the driver's receipt: the state is stored
+        if "error" in header:
+            raise RuntimeError(f"the driver's state server: {header['error']}")
 
 
-def weights_message(weights: dict) -> list[bytes]:
-    """``{layer: [blobs]}`` as the pieces of one :mod:`.wire` message."""
+@dataclass(frozen=True)
+class Inline:
+    """Weights carried by the task function itself."""
+
+    value: object
+
+
+def weights_message(weights: dict) -> bytes:
+    """``{layer: [blobs]}`` as one :mod:`.transport` message (a shipped file's bytes)."""
     return encode({"layers": [[name, len(blobs)] for name, blobs in weights.items()]},
                   [blob for blobs in weights.values() for blob in blobs])
 
@@ -114,26 +116,17 @@ class Shipped:
         return value
 
 
-def message_rows(name: str, header: dict, state: SolverState | None):
-    """An Arrow batch of :data:`MESSAGES_SCHEMA` holding ``header`` and ``state`` (if any)."""
+def summary_rows(partition: int, summary: dict):
+    """An Arrow batch of :data:`RESULTS_SCHEMA` holding one task's JSON ``summary``."""
+    import json
     import pyarrow as pa
-    arrays = [] if state is None else [*state.weights, *state.history]
-    pieces = encode({**header, "weights": None if state is None else len(state.weights)},
-                    arrays)
-    return pa.RecordBatch.from_pydict({"name": [name] * len(pieces),
-                                       "piece": list(range(len(pieces))), "data": pieces})
+    return pa.RecordBatch.from_pydict({"partition": [partition],
+                                       "summary": [json.dumps(summary)]})
 
 
-def read_messages(table) -> dict[str, tuple[dict, SolverState | None]]:
-    """The messages in ``table`` (an Arrow table of :data:`MESSAGES_SCHEMA` rows, in any
-    order), by name: each its header and state (None when it carried none)."""
-    pieces: dict[str, dict[int, bytes]] = {}
-    for name, piece, data in zip(*(table.column(c).to_pylist()
-                                   for c in ("name", "piece", "data"))):
-        pieces.setdefault(name, {})[piece] = data
-    messages = {}
-    for name, parts in pieces.items():
-        header, arrays = decode(b"".join(parts[k] for k in range(len(parts))))
-        n = header.pop("weights")
-        messages[name] = (header, None if n is None else SolverState(arrays[:n], arrays[n:]))
-    return messages
+def read_summaries(table) -> dict[int, dict]:
+    """The summaries in ``table`` (an Arrow table of :data:`RESULTS_SCHEMA` rows), by
+    partition."""
+    import json
+    return {partition: json.loads(text) for partition, text in
+            zip(table.column("partition").to_pylist(), table.column("summary").to_pylist())}

@@ -53,12 +53,13 @@ def install(faults: dict) -> None:
     """Wrap the rounds' ``train_round`` so that it injects ``faults``."""
     train_round = rounds.train_round
 
-    def faulty(spec, features, labels, state, round_index, tau, seed, partition):
+    def faulty(spec, features, labels, state, round_index, tau, seed, partition, **options):
         number = round_index + 1
         if partition == 0 and number in faults["rounds"] and first_time(faults["marks"],
                                                                           number):
             fail(faults, number)
-        return train_round(spec, features, labels, state, round_index, tau, seed, partition)
+        return train_round(spec, features, labels, state, round_index, tau, seed, partition,
+                           **options)
     rounds.train_round = faulty
 
 

@@ -25,6 +25,7 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 from pyspark.sql import SparkSession  # noqa: E402
 
 from sparknet_ml import SparkNetEstimator, zoo  # noqa: E402
+from sparknet_ml.apps import rounds_per_job  # noqa: E402
 from sparknet_ml.apps.fashion_mnist import fashion_mnist_df  # noqa: E402
 
 ROUNDS = 6
@@ -53,7 +54,7 @@ def main():
     parser.add_argument("--conf", action="append", default=[])
     parser.add_argument("--checkpoint")
     parser.add_argument("--kill-executor-after", type=int)
-    parser.add_argument("--rounds-per-job", type=int, default=1)
+    parser.add_argument("--rounds-per-job", type=rounds_per_job, default="auto")
     parser.add_argument("--fail-rounds", type=lambda text: [int(r) for r in text.split(",")])
     parser.add_argument("--fail-mode", choices=["raise", "exit", "abort", "slow"],
                         default="raise")

@@ -178,14 +178,7 @@ def test_onnxruntime_scoring_gives_the_classic_outputs_inline_and_shipped(classi
     np.testing.assert_array_equal(outputs(onnx, df)[0], raw)
 
 
-@pytest.mark.parametrize("rounds_per_job", [1, 3])
-def test_states_over_the_share_travel_over_the_clients_state_server(df, model, monkeypatch,
-                                                                    caplog, rounds_per_job):
-    # the test installs the choice of route (no switch in the production path)
-    import logging
-    from sparknet_ml.driver import exchange
-    monkeypatch.setattr(exchange, "plan_route", lambda *args: exchange.Route(True, "by the test"))
-    with caplog.at_level(logging.INFO, logger="sparknet_ml"):
-        served = lenet(roundsPerJob=rounds_per_job).fit(df)
-    assert "by the test" in caplog.text
-    same_weights(served, model)
+@pytest.mark.parametrize("rounds_per_job", [1, "auto"])
+def test_states_travel_over_the_clients_state_server_to_the_classic_weights(df, model,
+                                                                           rounds_per_job):
+    same_weights(lenet(roundsPerJob=rounds_per_job).fit(df), model)

@@ -199,14 +199,31 @@ def test_bad_columns_fail_before_any_spark_job(spark, train_df):
     assert len(tracker.getJobIdsForGroup()) == jobs
 
 
-def test_rounds_in_barrier_jobs_give_the_same_model_bit_for_bit(train_df, model):
-    jobs = lenet(roundsPerJob=3).fit(train_df)  # rounds 1-3, 4-6, 7-8
+@pytest.mark.parametrize("rounds_per_job", [1, 3])
+def test_the_default_gives_the_one_job_per_round_model_bit_for_bit(train_df, model, caplog,
+                                                                   rounds_per_job):
+    """``model`` is fitted with the default, roundsPerJob='auto': barrier jobs on local[2]
+    (rounds 1, then 2-8); 1 = a job per round averaged on the driver; 3 = rounds 1-3, 4-6,
+    7-8."""
+    import logging
+    with caplog.at_level(logging.INFO, logger="sparknet_ml"):
+        jobs = lenet(roundsPerJob=rounds_per_job).fit(train_df)
+    assert "one Spark job per round" not in caplog.text
     for name, blobs in model.weights.items():
         for mine, theirs in zip(blobs, jobs.weights[name]):
             np.testing.assert_array_equal(mine, theirs)
     assert list(jobs.history["loss"]) == list(model.history["loss"])
     assert list(jobs.history["round"]) == list(range(1, 9))
     assert (jobs.history["compute_seconds"] > 0).all()
+
+
+def test_the_default_takes_one_job_per_round_when_slots_are_short(train_df, caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="sparknet_ml"):
+        three = lenet(numWorkers=3, maxIter=2).fit(train_df)
+    assert ("roundsPerJob='auto': one Spark job per round, averaged on the driver, because "
+            "the cluster has 2 task slots for 3 workers") in caplog.text
+    assert len(three.history) == 2 and np.isfinite(three.history["loss"]).all()
 
 
 def test_barrier_jobs_checkpoint_and_resume_to_the_same_model(train_df, model, tmp_path,

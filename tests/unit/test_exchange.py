@@ -1,30 +1,15 @@
-"""States between driver and tasks: the route's choice, and the driver's socket server."""
-import contextlib
+"""States between driver and tasks: the driver's state server and the one transport, over
+real loopback sockets."""
 import socket
+import struct
 
 import numpy as np
 import pytest
 
-from sparknet_ml.tasks.wire import recv_message, send_message
-from sparknet_ml.driver.exchange import SocketChannel, plan_route
-from sparknet_ml.engine.state import SolverState
-
-MIB = 2 ** 20
-
-
-def test_small_states_go_through_spark_and_large_ones_over_sockets():
-    heap, results = 1024 * MIB, 1024 * MIB
-    assert not plan_route(4 * MIB, 2, 1, heap, results).sockets             # LeNet
-    caffenet = 466 * MIB                                                    # weights + momentum
-    route = plan_route(caffenet, 2, 1, heap, results)
-    assert route.sockets and "spark.driver.memory" in route.reason
-    assert plan_route(192 * MIB, 2, 1, heap, results).sockets  # the issue's LeNet, ip1 30000
-    # a barrier job returns one state: 2 x 100 MiB fits a quarter of 1 GiB, 3 x 100 does not
-    assert not plan_route(100 * MIB, 2, 5, heap, results).sockets
-    assert plan_route(100 * MIB, 2, 1, heap, results).sockets
-    # spark.driver.maxResultSize binds on its own (0 = unlimited)
-    assert plan_route(10 * MIB, 4, 1, 64 * 1024 * MIB, 64 * MIB).sockets
-    assert not plan_route(10 * MIB, 4, 1, 64 * 1024 * MIB, 0).sockets
+from sparknet_ml.driver.exchange import StateServer
+from sparknet_ml.engine.state import SolverState, flatten
+from sparknet_ml.tasks import transport
+from sparknet_ml.tasks.states import Served, _FETCHED
 
 
 def state(seed):
@@ -33,38 +18,80 @@ def state(seed):
         np.float32)], [rng.normal(size=(3, 4)).astype(np.float32)])
 
 
-def test_socket_channel_serves_the_start_state_and_takes_states_back():
-    channel = SocketChannel("127.0.0.1")
-    try:
-        start = state(0)
-        shared = channel.share(start)
-        fetched = shared.value
-        for a, b in zip(fetched.weights + fetched.history, start.weights + start.history):
-            np.testing.assert_array_equal(a, b)
-        assert shared.send("1", state(1)) is None          # the task's result carries no state
-        assert shared.send("0", None) is None              # an empty partition sends nothing
-        taken = channel.take(shared, "1", None)
-        np.testing.assert_array_equal(taken.weights[0], state(1).weights[0])
-        assert channel.take(shared, "0", None) is None
-        channel.release(shared)
-        assert not channel._server.states
-    finally:
-        channel.close()
+@pytest.fixture
+def server():
+    server = StateServer("127.0.0.1", state(0))
+    yield server
+    server.close()
 
 
-def test_socket_channel_ignores_a_connection_without_the_secret():
-    channel = SocketChannel("127.0.0.1")
-    try:
-        shared = channel.share(state(0))
-        with socket.create_connection((shared.host, shared.port)) as sock:
-            send_message(sock, {"secret": "0" * 32, "get": shared.key})
-            with pytest.raises(ConnectionError):
-                recv_message(sock)  # closed without an answer
-        with socket.create_connection((shared.host, shared.port)) as sock:
-            send_message(sock, {"secret": "0" * 32, "put": f"{shared.key}/0", "weights": 1})
-            # the server may have closed the connection already, before any array
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                send_message(sock, {}, [np.zeros(3, np.float32)])
-        assert list(channel._server.states) == [shared.key]
-    finally:
-        channel.close()
+def test_the_server_serves_the_jobs_start_and_takes_states_back(server):
+    _FETCHED.clear()
+    job = server.start_job(state(0), 3, 7)
+    served = server.served
+    fetched = served.job()
+    assert (fetched.id, fetched.first, fetched.stop, fetched.weights) == (job.id, 3, 7, 17)
+    np.testing.assert_array_equal(fetched.state, flatten(state(0)))
+    assert served.job() is fetched  # fetched once per Python worker and job
+    served.send(fetched, "1", flatten(state(1)))
+    taken = server.take(job, "1")
+    for a, b in zip(taken.weights + taken.history, state(1).weights + state(1).history):
+        np.testing.assert_array_equal(a, b)
+    assert server.take(job, "0") is None
+    later = server.start_job(state(2), 7, 8)
+    with pytest.raises(RuntimeError, match="is over"):  # a task of a finished job
+        served.send(fetched, "0", flatten(state(1)))
+    assert served.job().id == later.id
+    server.end_job()
+    with pytest.raises(RuntimeError, match="no SparkNet job is running"):
+        served.job()
+
+
+def test_a_state_of_another_size_is_refused_unstored(server):
+    job = server.start_job(state(0), 0, 1)
+    served = server.served
+    with transport.connect((served.host, served.port), served.key, {"role": "task"}) as sock:
+        transport.send(sock, {"put": "0", "job": job.id})
+        transport.send(sock, {}, [np.zeros(served.size + 1, np.float32)])
+        with pytest.raises(ConnectionError):
+            transport.receive(sock, timeout=5.0)  # closed without a receipt
+    assert server.take(job, "0") is None
+
+
+def test_a_stranger_without_the_key_gets_nothing(server):
+    server.start_job(state(0), 0, 1)
+    served = server.served
+    with pytest.raises(ConnectionError):
+        transport.connect((served.host, served.port), "0" * 64, {"role": "task"}, 5.0)
+    # what a stranger learns: a nonce, then a closed connection
+    with socket.create_connection((served.host, served.port), timeout=5.0) as sock:
+        challenge, _ = transport.receive(sock, timeout=5.0)
+        assert set(challenge) == {"nonce"}
+        transport.send(sock, {"nonce": "n", "identity": {}, "mac": "0" * 64})
+        with pytest.raises(ConnectionError):
+            transport.receive(sock, timeout=5.0)
+
+
+def test_a_slow_stranger_is_cut_at_the_hello_deadline():
+    mine, theirs = socket.socketpair()
+    theirs.sendall(struct.pack("<Q", 100)[:3])  # a length begun, never finished
+    with pytest.raises(TimeoutError):
+        transport.receive(mine, timeout=0.5)
+    mine.close(), theirs.close()
+
+
+def test_a_connection_proves_the_key_both_ways():
+    listener = socket.create_server(("127.0.0.1", 0))
+    import threading
+    got = []
+
+    def accept():
+        sock, _ = listener.accept()
+        got.append(transport.admit(sock, "secret-key"))
+        sock.close()
+    thread = threading.Thread(target=accept)
+    thread.start()
+    transport.connect(listener.getsockname()[:2], "secret-key", {"rank": 3}).close()
+    thread.join()
+    listener.close()
+    assert got == [{"rank": 3}]
