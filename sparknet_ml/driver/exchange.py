@@ -98,6 +98,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 if request.get("job") != job.id:
                     send(sock, {"error": f"job {request.get('job')!r} is over"})
                     return
+                send(sock, {"ready": True})
                 _, (flat,) = receive(sock, limit=4 * server.size)
                 if flat.size != server.size:
                     raise PeerError(f"a state of {flat.size} values for one of {server.size}")

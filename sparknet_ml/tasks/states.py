@@ -70,8 +70,10 @@ class Served:
         """Send the state vector ``flat`` to the driver as ``name`` of ``job``."""
         with self._connect() as sock:
             send(sock, {"put": name, "job": job.id})
-            send(sock, {}, [flat])
-            header, _ = receive(sock)  # the driver's receipt: the state is stored
+            header, _ = receive(sock)  # the driver takes states of its current job only
+            if "error" not in header:
+                send(sock, {}, [flat])
+                header, _ = receive(sock)  # the driver's receipt: the state is stored
         if "error" in header:
             raise RuntimeError(f"the driver's state server: {header['error']}")
 

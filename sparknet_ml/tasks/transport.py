@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import select
 import socket
 import struct
 import time
@@ -69,12 +70,19 @@ def send(sock: socket.socket, header: dict, arrays=()) -> None:
         sock.sendall(memoryview(np.ascontiguousarray(array, np.float32)).cast("B"))
 
 
+def _wait(sock: socket.socket, seconds: float | None) -> None:
+    """Wait until ``sock`` has bytes (or its end) to read, at most ``seconds`` (None: as long
+    as it takes). Polls, never changes the socket's blocking mode: another thread may be
+    sending on it."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(None if seconds is None else max(int(seconds * 1000), 0)):
+        raise TimeoutError("a SparkNet peer did not send its message in time")
+
+
 def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
     while len(view):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("a SparkNet peer did not send its message in time")
-        sock.settimeout(left)
+        _wait(sock, deadline - time.monotonic())
         got = sock.recv_into(view)
         if not got:
             raise ConnectionError("a peer of this SparkNet fit closed its connection")
@@ -102,7 +110,7 @@ def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOU
     TimeoutError, ConnectionError
     """
     length = bytearray(_LENGTH.size)
-    sock.settimeout(timeout if wait is not None and wait < 0 else wait)
+    _wait(sock, timeout if wait is not None and wait < 0 else wait)
     got = sock.recv_into(length)
     if not got:
         raise ConnectionError("a peer of this SparkNet fit closed its connection")
@@ -141,6 +149,7 @@ def connect(address: tuple[str, int], key: str, identity: dict,
     """
     sock = socket.create_connection(address, timeout=timeout)
     try:
+        sock.settimeout(None)  # blocking; every receive has its own deadline
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         challenge, _ = receive(sock, timeout=HELLO_TIMEOUT)
         mine = secrets.token_hex(16)
@@ -166,6 +175,7 @@ def admit(sock: socket.socket, key: str, timeout: float = HELLO_TIMEOUT) -> dict
         When it does not prove it holds ``key`` within ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+    sock.settimeout(None)  # blocking; every receive has its own deadline
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     nonce = secrets.token_hex(16)
     send(sock, {"nonce": nonce})

@@ -52,6 +52,7 @@ def test_a_state_of_another_size_is_refused_unstored(server):
     served = server.served
     with transport.connect((served.host, served.port), served.key, {"role": "task"}) as sock:
         transport.send(sock, {"put": "0", "job": job.id})
+        assert transport.receive(sock, timeout=5.0)[0] == {"ready": True}
         transport.send(sock, {}, [np.zeros(served.size + 1, np.float32)])
         with pytest.raises(ConnectionError):
             transport.receive(sock, timeout=5.0)  # closed without a receipt
