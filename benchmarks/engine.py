@@ -22,6 +22,7 @@ has no Java): what Spark tasks run, fed the way Spark feeds them.
     python benchmarks/engine.py [--gpu 0] [--quick] [--out FILE]
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -88,9 +89,11 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
     halves = (block_x[:4096], block_y[:4096]), (block_x[4096:], block_y[4096:])
 
     def two_workers():
-        results = [train_round(host_fed, bx, by, state, 0, tau, 0, i) for i, (bx, by) in
-                   enumerate(halves)]
-        average_results(results)
+        results = []
+        for i, (bx, by) in enumerate(halves):  # one solver for both: copy its state out
+            result = train_round(host_fed, bx, by, state, 0, tau, 0, i)
+            results.append(dataclasses.replace(result, state=result.state.copy()))
+        average_results(results, state)
     calls = [lambda: solver.step(tau),
              lambda: train_round(spec, block_x, block_y, None, 0, tau, 0, 0, keep=True),
              two_workers, lambda: train_round(spec, block_x, block_y, state, 0, tau, 0, 0)]

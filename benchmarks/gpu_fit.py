@@ -8,6 +8,7 @@ and writes JSON. Needs a CUDA pycaffe and a GPU; elsewhere it says so and exits 
     python benchmarks/gpu_fit.py [--gpu 0] [--tau 50] [--rounds 40] [--batch 64] [--out FILE]
 """
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -64,9 +65,11 @@ def main():
     seconds, timeline = 0.0, []
     for r in range(rounds):
         started = time.perf_counter()
-        results = [train_round(spec, x, y, state, r, args.tau, 0, i)
-                   for i, (x, y) in enumerate(halves)]
-        state, samples, loss = average_results(results)
+        results = []
+        for i, (x, y) in enumerate(halves):  # one solver for both: copy its state vector out
+            result = train_round(spec, x, y, state, r, args.tau, 0, i)
+            results.append(dataclasses.replace(result, state=result.state.copy()))
+        state, samples, loss = average_results(results, state)
         seconds += time.perf_counter() - started
         if (r + 1) % 10 == 0 or r == rounds - 1:
             weights = named_weights(state, layout)

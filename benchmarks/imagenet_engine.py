@@ -10,8 +10,11 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
    round with the state loaded from and read out to host arrays (a job per round, or a task
    averaging with others); at tau 10 and 50. Its split: ``engine_step_vs_raw`` (the
    engine's solver stepping tau times: draws, SparkNetTransform, block gather) and the
-   round's state load and read-out (``state_in_s``, ``state_out_s``: weights and history
-   between host arrays and the net).
+   round's state load and read-out (``state_in_s``, ``state_out_s``: the state vector
+   between host and net, on a GPU through the solver's pinned buffer, one copy each way;
+   ``blob_by_blob_in_s``/``out_s``: ``set_state``/``get_state`` for contrast;
+   ``state_in_out_vs_pinned_copy``: in + out against PyTorch's plain pinned copy of the same
+   bytes both ways, measured in the same run, goal <= 1.5).
 2. score: an Arrow RecordBatch of binary uint8 examples -> ``features_to_array`` (uint8) ->
    batched ``forward`` with the center crop and mean (on a GPU: uint8 uploaded four to a
    float, transformed by the SparkNetTransform layer; ``SparkNetModel``'s task without Spark)
@@ -23,8 +26,10 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -54,26 +59,57 @@ def plan(net, batch, gpu):
 
 def bench_train(spec, x, y, tau, repeat):
     from sparknet_ml.engine.solver import make_solver, packable
-    from sparknet_ml.engine.worker import cached_solver, get_state, set_state, train_round
+    from sparknet_ml.engine.state import flatten
+    from sparknet_ml.engine.worker import (cached_solver, get_state, load_state, read_state,
+                                           set_state, train_round)
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)
     spec.transform.apply(x[:spec.batch_size], out=solver.net.blobs["data"].data)
     solver.net.blobs["label"].data[...] = y[:spec.batch_size]
     state = get_state(solver)
     train_round(spec, x, y, state, 0, tau, 0, 0)  # builds the engine's solver
     engine_solver = cached_solver(spec, spec.resident and packable(spec.transform, x))
-    raw, engine, trip, step, state_in, state_out = interleaved(
+    vector = flatten(state)
+    raw, engine, trip, step, state_in, state_out, blobs_in, blobs_out = interleaved(
         [lambda: solver.step(tau),
          lambda: train_round(spec, x, y, None, 0, tau, 0, 0, keep=True),
          lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
-         lambda: engine_solver.step(tau), lambda: set_state(engine_solver, state),
+         lambda: engine_solver.step(tau), lambda: load_state(engine_solver, spec, vector),
+         lambda: read_state(engine_solver, spec), lambda: set_state(engine_solver, state),
          lambda: get_state(engine_solver)], repeat)
-    return {"tau": tau, "raw_img_s": round(spec.batch_size * tau / raw, 1),
-            "engine_img_s": round(spec.batch_size * tau / engine, 1),
-            "engine_vs_raw": round(raw / engine, 3), "resident": spec.resident,
-            "round_trip_vs_raw": round(raw / trip, 3),
-            "engine_step_vs_raw": round(raw / step, 3),
-            "state_in_s": round(state_in, 4), "state_out_s": round(state_out, 4),
-            "state_mib": round(sum(a.nbytes for a in state.weights + state.history) / 2**20)}
+    row = {"tau": tau, "raw_img_s": round(spec.batch_size * tau / raw, 1),
+           "engine_img_s": round(spec.batch_size * tau / engine, 1),
+           "engine_vs_raw": round(raw / engine, 3), "resident": spec.resident,
+           "round_trip_vs_raw": round(raw / trip, 3),
+           "engine_step_vs_raw": round(raw / step, 3),
+           "state_in_s": round(state_in, 4), "state_out_s": round(state_out, 4),
+           "blob_by_blob_in_s": round(blobs_in, 4), "blob_by_blob_out_s": round(blobs_out, 4),
+           "state_mib": round(vector.nbytes / 2**20)}
+    pinned = pinned_copy_seconds(vector.nbytes, repeat) if spec.gpu is not None else None
+    if pinned is not None:
+        row["pinned_copy_in_out_s"] = round(pinned, 4)
+        row["state_in_out_vs_pinned_copy"] = round((state_in + state_out) / pinned, 3)
+    return row
+
+
+def pinned_copy_seconds(nbytes: int, repeat: int) -> float | None:
+    """A plain copy of ``nbytes`` from pinned host memory to the device and back (median of
+    ``repeat``; PyTorch's, where it is installed), the baseline of the state's trip."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    host = torch.empty(nbytes // 4, dtype=torch.float32, pin_memory=True)
+    device = torch.empty_like(host, device="cuda")
+    times = []
+    for _ in range(repeat + 1):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        device.copy_(host, non_blocking=True)
+        torch.cuda.synchronize()
+        host.copy_(device, non_blocking=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
 
 
 def bench_score(deploy, test, x, batch, gpu, repeat):

@@ -439,6 +439,48 @@ PATCHES: tuple[Patch, ...] = (
               ("src/caffe/layers/sparknet_transform_layer.cpp", "sparknet_transform_layer.cpp"),
               ("src/caffe/layers/sparknet_transform_layer.cu", "sparknet_transform_layer.cu")),
     ),
+    Patch(
+        name="pycaffe-flat-state",
+        why="A SparkNet round moves a solver's whole state (weights and history) between host "
+            "and device; blob by blob from pageable memory that was 0.19 s for CaffeNet's "
+            "465 MiB on an H100, against 19 ms for one pinned copy each way. caffe.FlatState "
+            "puts every learnable blob and the history in one contiguous device buffer "
+            "(parallel.cpp's apply_buffers) mirrored by one pinned host buffer that numpy "
+            "reads and writes in place.",
+        edits=(Edit("python/caffe/_caffe.cpp", '#include "caffe/sgd_solvers.hpp"\n',
+                    '#include "caffe/sgd_solvers.hpp"\n'
+                    '#include "caffe/flat_state.hpp"  // sparknet_ml patch pycaffe-flat-state\n'),
+               Edit("python/caffe/_caffe.cpp", "BOOST_PYTHON_MODULE(_caffe) {\n",
+                    "#ifndef CPU_ONLY\n"
+                    "// sparknet_ml patch pycaffe-flat-state: the pinned host buffer as a numpy\n"
+                    "// vector that keeps its FlatState alive.\n"
+                    "bp::object FlatState_host(bp::object self) {\n"
+                    "  FlatState<float>& state = bp::extract<FlatState<float>&>(self);\n"
+                    "  npy_intp dims[1] = {static_cast<npy_intp>(state.size())};\n"
+                    "  PyObject* array = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32,\n"
+                    "                                              state.host());\n"
+                    "  Py_INCREF(self.ptr());\n"
+                    "  PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(array), self.ptr());\n"
+                    "  return bp::object(bp::handle<>(array));\n"
+                    "}\n"
+                    "#endif\n\n"
+                    "BOOST_PYTHON_MODULE(_caffe) {\n"),
+               Edit("python/caffe/_caffe.cpp",
+                    "  bp::def(\"get_solver\", &GetSolverFromFile,\n"
+                    "      bp::return_value_policy<bp::manage_new_object>());\n",
+                    "  bp::def(\"get_solver\", &GetSolverFromFile,\n"
+                    "      bp::return_value_policy<bp::manage_new_object>());\n"
+                    "#ifndef CPU_ONLY\n"
+                    "  // sparknet_ml patch pycaffe-flat-state\n"
+                    "  bp::class_<FlatState<float>, boost::noncopyable>(\n"
+                    "      \"FlatState\", bp::init<Solver<float>*>())\n"
+                    "    .add_property(\"size\", &FlatState<float>::size)\n"
+                    "    .def(\"host\", &FlatState_host)\n"
+                    "    .def(\"to_host\", &FlatState<float>::to_host)\n"
+                    "    .def(\"from_host\", &FlatState<float>::from_host);\n"
+                    "#endif\n")),
+        adds=(("include/caffe/flat_state.hpp", "flat_state.hpp"),),
+    ),
 )
 
 

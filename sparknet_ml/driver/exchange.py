@@ -145,7 +145,6 @@ class StateServer:
     """
 
     def __init__(self, host: str, like: SolverState):
-        self._like = like
         self.sharing_seconds = 0.0
         self._server = _Server(host, state_size(like))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -170,12 +169,9 @@ class StateServer:
         self.sharing_seconds = time.perf_counter() - started
         return job
 
-    def take(self, job: Job, name: str) -> SolverState | None:
-        """The state a task of ``job`` sent as ``name`` (None when it sent none), in the
-        fit's shapes."""
-        from ..engine.state import unflatten
-        flat = self._server.states.pop((job.id, name), None)
-        return None if flat is None else unflatten(flat, self._like)
+    def take(self, job: Job, name: str) -> np.ndarray | None:
+        """The state vector a task of ``job`` sent as ``name`` (None when it sent none)."""
+        return self._server.states.pop((job.id, name), None)
 
     def end_job(self) -> None:
         """Forget the job's start state and anything its tasks sent."""

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..engine.state import RoundResult, SolverState
+from ..engine.state import RoundResult, SolverState, unflatten
 from ..engine.worker import TrainSpec, average_results, divergence
 from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, round_task,
                            validate_task)
@@ -85,7 +85,7 @@ def run_driver_round(job_df, server: StateServer, state: SolverState, r: int):
             raise RuntimeError(f"the state of partition {partition} did not reach the driver")
         results.append(RoundResult(returned, **summary))
     averaging = time.perf_counter()
-    state, samples, loss = average_results(results)
+    state, samples, loss = average_results(results, state)
     summaries = [RoundResult(None, r.samples, r.loss, r.partition, r.seconds) for r in results]
     return state, [JobRound(summaries, samples, loss, 0.0, time.perf_counter() - averaging)]
 
@@ -109,7 +109,7 @@ def run_barrier_job(spark, job_df, server: StateServer, state: SolverState, firs
             final = server.take(job, "final")
             if summary["job"] != job.id or final is None:
                 raise RuntimeError("the job's final state did not reach the driver")
-            return final, [JobRound.from_json(job_round) for job_round in summary["rounds"]]
+            return unflatten(final, state), [JobRound.from_json(job_round) for job_round in summary["rounds"]]
         except Exception as err:  # a failed Spark job: Py4JJavaError, PythonException...
             attempt += 1
             if attempt == attempts:

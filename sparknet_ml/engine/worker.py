@@ -150,6 +150,54 @@ def set_state(solver, state: SolverState | np.ndarray) -> None:
         blob.data[...] = value
 
 
+def _flat_state(solver, spec: TrainSpec):
+    """The solver's ``caffe.FlatState`` (its state in one device buffer and one pinned host
+    buffer, :mod:`sparknet_ml.build.patches`' pycaffe-flat-state) on a GPU, made on first use
+    and kept in the solver's attributes, which it must not outlive; None on the CPU or where
+    blobs are shared between layers (blob by blob there)."""
+    if spec.gpu is None:
+        return None
+    flat = getattr(solver, "flat_state", None)
+    if flat is None:
+        from caffe._caffe import FlatState
+        try:
+            flat = FlatState(solver)
+        except RuntimeError:  # blobs shared between layers: no place of their own
+            flat = False
+        solver.flat_state = flat
+    return flat or None
+
+
+def load_state(solver, spec: TrainSpec, state: SolverState | np.ndarray) -> None:
+    """Load ``state`` (or its vector) into the solver: on a GPU, through the pinned buffer
+    with one copy to the device; on the CPU, blob by blob (:func:`set_state`)."""
+    flat = _flat_state(solver, spec)
+    if flat is None:
+        set_state(solver, state)
+        return
+    host = flat.host()
+    if isinstance(state, SolverState):
+        flatten(state, out=host)
+    elif not np.shares_memory(state, host):
+        if state.size != host.size:
+            raise ValueError(f"a state vector of {state.size} values for a solver of "
+                             f"{host.size}")
+        host[...] = state
+    flat.from_host()
+
+
+def read_state(solver, spec: TrainSpec) -> np.ndarray:
+    """The solver's state as one vector (:func:`~sparknet_ml.engine.state.flatten`'s layout).
+    On a GPU it is the solver's pinned host buffer, filled by one copy from the device: valid
+    until the solver's next :func:`load_state` or :func:`read_state`."""
+    flat = _flat_state(solver, spec)
+    if flat is None:
+        blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
+        return flatten(SolverState([b.data for b in blobs], [b.data for b in solver.history]))
+    flat.to_host()
+    return flat.host()
+
+
 def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
     """Whether ``train_round`` keeps this block inside the net (``spec.resident`` and small
     enough)."""
@@ -224,9 +272,10 @@ def _round_solver(spec: TrainSpec, features: np.ndarray):
     return cached_solver(spec, packed), resident, packed
 
 
-def held_state(spec: TrainSpec, features: np.ndarray) -> SolverState:
-    """The state the solver of rounds on ``features`` holds (after ``keep=True`` rounds)."""
-    return get_state(_round_solver(spec, features)[0])
+def held_state(spec: TrainSpec, features: np.ndarray) -> np.ndarray:
+    """The state the solver of rounds on ``features`` holds (after ``keep=True`` rounds), as
+    :func:`read_state` gives it."""
+    return read_state(_round_solver(spec, features)[0], spec)
 
 
 def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
@@ -251,6 +300,12 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
     keep : bool
         Leave the resulting state in the solver (on a GPU, on the device) rather than copy
         it out: the result's state is None, :func:`held_state` reads it.
+
+    Returns
+    -------
+    RoundResult
+        Its state as one vector (:func:`read_state`: on a GPU the solver's pinned buffer,
+        valid until the solver's next round).
     """
     n = len(features)
     if n == 0:
@@ -258,7 +313,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
     import caffe
     solver, resident, packed = _round_solver(spec, features)
     if state is not None:
-        set_state(solver, state)
+        load_state(solver, spec, state)
     solver.iter = round_index * tau
     caffe.set_random_seed(int.from_bytes(hashlib.sha256(
         f"{seed}/{partition}/{round_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF)
@@ -289,7 +344,7 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
                 label.data[...] = labels[rows]
         solver.step(1)
         losses[k] = sum(weight * float(blob.data.sum()) for blob, weight in weighted)
-    return RoundResult(None if keep else get_state(solver), tau * spec.batch_size,
+    return RoundResult(None if keep else read_state(solver, spec), tau * spec.batch_size,
                        float(losses.mean()), partition)
 
 
@@ -301,10 +356,18 @@ def loss_blobs(net) -> list[tuple[object, float]]:
             if weight]
 
 
-def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float]:
-    """Average the partitions' states weighted by samples seen (empty partitions skipped):
-    :func:`~sparknet_ml.engine.state.weighted_mean` of the flattened states, the function
-    the in-job mesh applies to their chunks.
+def average_results(results: list[RoundResult],
+                    like: SolverState) -> tuple[SolverState, int, float]:
+    """Average the partitions' state vectors weighted by samples seen (empty partitions
+    skipped): :func:`~sparknet_ml.engine.state.weighted_mean`, the function the in-job mesh
+    applies to their chunks.
+
+    Parameters
+    ----------
+    results : list of RoundResult
+        Each with its state as one vector (:func:`~sparknet_ml.engine.state.flatten`).
+    like : SolverState
+        A state of the fit: the average's shapes.
 
     Returns
     -------
@@ -315,10 +378,10 @@ def average_results(results: list[RoundResult]) -> tuple[SolverState, int, float
         Sample-weighted mean training loss.
     """
     seen = sorted((r for r in results if r.samples > 0), key=lambda r: r.partition)
-    flat = weighted_mean([(r.samples, flatten(r.state)) for r in seen])
+    flat = weighted_mean([(r.samples, r.state) for r in seen])
     total = sum(r.samples for r in seen)
     loss = float(sum(r.samples / total * r.loss for r in seen))
-    return unflatten(flat, seen[0].state), total, loss
+    return unflatten(flat, like), total, loss
 
 
 def divergence(round_number: int, results: list[RoundResult], state: SolverState) -> str | None:

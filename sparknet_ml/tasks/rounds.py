@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.state import RoundResult, SolverState, flatten
+from ..engine.state import RoundResult, SolverState
 from ..engine.worker import TrainSpec, divergence, held_state, train_round
 from .averaging import Averager
 from .blocks import handles_of, load_block
@@ -68,7 +68,7 @@ def round_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
                                  handle.partition)
             result = dataclasses.replace(result, seconds=time.perf_counter() - started)
             if result.state is not None:
-                served.send(job, str(handle.partition), flatten(result.state))
+                served.send(job, str(handle.partition), result.state)
             yield summary_rows(handle.partition, {"job": job.id, **summary(result)})
 def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partition: int,
               job: Job, tau: int, seed: int, averager: Averager):
@@ -89,9 +89,7 @@ def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partiti
     for r in range(job.first, job.stop):
         started = time.perf_counter()
         result = train_round(spec, features, labels, state, r, tau, seed, partition, keep=held)
-        result = dataclasses.replace(
-            result, state=None if result.state is None else flatten(result.state),
-            seconds=time.perf_counter() - started)
+        result = dataclasses.replace(result, seconds=time.perf_counter() - started)
         averaged = averager.average(result, job.state.size)
         state = averaged.state
         rounds.append(JobRound(averaged.results, averaged.samples, averaged.loss,
@@ -99,7 +97,7 @@ def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partiti
         if (divergence(r + 1, averaged.results, SolverState([], [])) or state is not None
                 and not np.isfinite(state[:job.weights]).all()):
             break
-    return rounds, flatten(held_state(spec, features)) if held else state
+    return rounds, held_state(spec, features) if held else state
 
 
 def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):

@@ -11,7 +11,9 @@ from sparknet_ml.data import fashion_mnist
 from sparknet_ml.engine.scoring import ScoreSpec, cached_net, forward
 from sparknet_ml.engine.solver import make_solver
 from sparknet_ml.engine.transform import Transform
-from sparknet_ml.engine.worker import TrainSpec, get_state, named_weights, train_round
+from sparknet_ml.engine.state import flatten, unflatten
+from sparknet_ml.engine.worker import (TrainSpec, get_state, held_state, load_state, named_weights,
+                                       read_state, set_state, train_round)
 
 from .conftest import build_info, caffe
 
@@ -39,6 +41,13 @@ def close(gpu, cpu, what):
     assert error <= RTOL * scale, f"{what}: max |GPU - CPU| = {error:.3g} > {RTOL} x {scale:.3g}"
 
 
+def compare(gpu, cpu, like):
+    """Two state vectors, blob by blob."""
+    gpu, cpu = unflatten(gpu, like), unflatten(cpu, like)
+    for k, (g, c) in enumerate(zip(gpu.weights + gpu.history, cpu.weights + cpu.history)):
+        close(g, c, f"blob {k} after 6 steps")
+
+
 @pytest.mark.parametrize("resident", [False, True], ids=["host-fed", "resident"])
 def test_a_training_round_on_the_gpu_matches_the_cpu(lenet, resident):
     spec, x, y, state, _ = lenet
@@ -46,11 +55,10 @@ def test_a_training_round_on_the_gpu_matches_the_cpu(lenet, resident):
     cpu = train_round(spec, x, y, state, round_index=0, tau=6, seed=5, partition=0)
     gpu = train_round(gpu_spec, x, y, state, round_index=0, tau=6, seed=5, partition=0)
     caffe.set_mode_cpu()
-    moved = max(float(np.abs(a - b).max()) for a, b in zip(cpu.state.weights, state.weights))
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(
+        unflatten(cpu.state, state).weights, state.weights))
     assert moved > 100 * RTOL  # six steps changed the weights: the comparison means something
-    for k, (g, c) in enumerate(zip(gpu.state.weights + gpu.state.history,
-                                   cpu.state.weights + cpu.state.history)):
-        close(g, c, f"blob {k} after 6 steps")
+    compare(gpu.state, cpu.state, state)
     assert abs(gpu.loss - cpu.loss) <= 1e-3 * abs(cpu.loss)
 
 
@@ -68,9 +76,7 @@ def test_random_crops_and_mirrors_on_the_gpu_match_the_cpus(lenet, mean):
     cpu = train_round(cpu_spec, padded, y, state, round_index=2, tau=6, seed=5, partition=1)
     gpu = train_round(gpu_spec, padded, y, state, round_index=2, tau=6, seed=5, partition=1)
     caffe.set_mode_cpu()
-    for k, (g, c) in enumerate(zip(gpu.state.weights + gpu.state.history,
-                                   cpu.state.weights + cpu.state.history)):
-        close(g, c, f"blob {k} after 6 steps")
+    compare(gpu.state, cpu.state, state)
     assert abs(gpu.loss - cpu.loss) <= 1e-3 * abs(cpu.loss)
 
 
@@ -85,3 +91,34 @@ def test_scoring_several_batches_on_the_gpu_matches_the_cpu(lenet):
     caffe.set_mode_cpu()
     assert len(np.unique(outputs[None].argmax(axis=1))) > 1  # rows score differently
     close(outputs[0], outputs[None], "logits of 200 rows")
+
+
+def test_the_flat_state_moves_the_state_element_for_element_as_blob_by_blob(lenet):
+    """pycaffe-flat-state: one pinned buffer, one copy each way, against get_state/set_state
+    blob by blob; and a round whose state stays in the solver (keep=True) against one that
+    leaves it after every round."""
+    spec, x, y, state, _ = lenet
+    gpu_spec = TrainSpec(**{**spec.__dict__, "gpu": 0, "resident": True})
+    train_round(gpu_spec, x, y, state, round_index=0, tau=2, seed=5, partition=0)
+    from sparknet_ml.engine.worker import cached_solver
+    solver = cached_solver(gpu_spec)
+    vector = read_state(solver, gpu_spec)
+    assert solver.flat_state.size == vector.size == flatten(state).size
+    np.testing.assert_array_equal(vector, flatten(get_state(solver)))  # read: same bits
+    changed = flatten(state) * np.float32(0.5)
+    load_state(solver, gpu_spec, changed)
+    np.testing.assert_array_equal(flatten(get_state(solver)), changed)  # load: same bits
+    set_state(solver, state)  # blob by blob on the host, then read through the buffer
+    np.testing.assert_array_equal(read_state(solver, gpu_spec), flatten(state))
+    # three rounds kept in the solver = three rounds each leaving it and coming back
+    kept = state
+    for r in range(3):
+        train_round(gpu_spec, x, y, kept, r, tau=4, seed=5, partition=0, keep=True)
+        kept = None
+    kept = held_state(gpu_spec, x).copy()
+    trip = state
+    for r in range(3):
+        trip = train_round(gpu_spec, x, y, trip, r, tau=4, seed=5, partition=0).state.copy()
+    caffe.set_mode_cpu()
+    assert np.abs(kept - flatten(state)).max() > 100 * RTOL
+    close(kept, trip, "3 rounds in the solver vs through the host")

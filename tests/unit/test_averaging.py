@@ -1,6 +1,5 @@
 """The in-job averaging of multi-round jobs (reduce-scatter + all-gather over a mesh), over
 real loopback sockets (one thread per task)."""
-import dataclasses
 import socket
 import struct
 import threading
@@ -30,7 +29,7 @@ def result(partition, samples, seed):
     state = SolverState([rng.standard_normal((4, 3)).astype(np.float32),
                          rng.standard_normal(3).astype(np.float32)],
                         [rng.standard_normal((4, 3)).astype(np.float32)])
-    return RoundResult(state, samples, float(rng.random()), partition, 0.5 + partition)
+    return RoundResult(flatten(state), samples, float(rng.random()), partition, 0.5 + partition)
 
 
 def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None):
@@ -51,8 +50,7 @@ def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None):
                                                  "loss": 0.0, "seconds": 0.0}, [])
                                         for other in averager._peers}, 1 << 20)
                     raise ConnectionAbortedError("this task died mid-average")
-                mine = dataclasses.replace(r, state=None if r.state is None else flatten(r.state))
-                got[r.partition] = [averager.average(mine, state_size(LIKE))
+                got[r.partition] = [averager.average(r, state_size(LIKE))
                                     for _ in range(rounds)]
         except Exception as err:  # noqa: BLE001 - handed to the test thread
             errors.append(err)
@@ -71,7 +69,7 @@ def test_every_task_gets_the_drivers_average_bit_for_bit(samples):
     results = [result(p, n, p + 1) for p, n in enumerate(samples)][::-1]
     got, errors = run_tasks(results, rounds=2)
     assert not errors
-    state, total, loss = average_results(sorted(results, key=lambda r: r.partition))
+    state, total, loss = average_results(results, LIKE)
     for partition in range(len(samples)):
         for averaged in got[partition]:
             assert averaged.samples == total == sum(samples) and averaged.loss == loss

@@ -6,7 +6,7 @@ caffe = pytest.importorskip("caffe")
 
 from sparknet_ml.engine.solver import make_solver  # noqa: E402
 from sparknet_ml.engine.transform import Transform  # noqa: E402
-from sparknet_ml.engine.state import RoundResult, SolverState  # noqa: E402
+from sparknet_ml.engine.state import RoundResult, SolverState, flatten, unflatten  # noqa: E402
 from sparknet_ml.engine.worker import (TrainSpec, average_results, batch_indices,  # noqa: E402
                                        get_state, set_state, train_round)
 
@@ -56,8 +56,7 @@ def test_a_round_is_a_pure_function_of_its_inputs(spec):
     a = train_round(spec, x, y, state, round_index=2, tau=5, seed=9, partition=0)
     train_round(spec, x[::-1].copy(), y, state, round_index=0, tau=3, seed=1, partition=1)
     b = train_round(spec, x, y, state, round_index=2, tau=5, seed=9, partition=0)
-    for u, v in zip(a.state.weights + a.state.history, b.state.weights + b.state.history):
-        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(a.state, b.state)
     assert a.samples == 40 and a.loss == b.loss
 
 
@@ -76,22 +75,21 @@ def test_rounds_of_one_worker_continue_a_single_solver_run_exactly(spec):
         single.net.blobs["label"].data[...] = y[rows]
         single.step(1)
     assert single.iter == 20
-    for u, v in zip(rounds.weights + rounds.history, get_state(single).weights
-                    + get_state(single).history):
-        np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
-    assert np.abs(rounds.history[0]).max() > 0  # momentum was carried, not reset
+    np.testing.assert_allclose(rounds, flatten(get_state(single)), rtol=0, atol=1e-6)
+    assert np.abs(unflatten(rounds, state).history[0]).max() > 0  # momentum carried, not reset
 
 
 def test_average_weights_by_samples_and_skip_empty_partitions():
     one = SolverState([np.full(2, 1.0, np.float32)], [np.zeros(2, np.float32)])
     three = SolverState([np.full(2, 3.0, np.float32)], [np.ones(2, np.float32)])
-    state, samples, loss = average_results([RoundResult(one, 10, 1.0), RoundResult(None, 0, 0.0),
-                                            RoundResult(three, 30, 2.0)])
+    state, samples, loss = average_results([RoundResult(flatten(one), 10, 1.0),
+                                            RoundResult(None, 0, 0.0),
+                                            RoundResult(flatten(three), 30, 2.0)], one)
     np.testing.assert_allclose(state.weights[0], [2.5, 2.5])
     np.testing.assert_allclose(state.history[0], [0.75, 0.75])
     assert samples == 40 and loss == pytest.approx(1.75)
     with pytest.raises(ValueError, match="no partition saw any data"):
-        average_results([RoundResult(None, 0, 0.0)])
+        average_results([RoundResult(None, 0, 0.0)], one)
 
 
 def test_empty_partition_returns_no_state(spec):
@@ -130,9 +128,7 @@ def test_a_resident_block_trains_exactly_like_batches_fed_from_the_host(net, lab
     for r, (block, tau) in enumerate([(0, 5), (1, 5), (0, 3), (0, 3)]):
         results = [train_round(spec, *blocks[block], state, r, tau, seed=7, partition=block)
                    for spec in (host, resident)]
-        for u, v in zip(results[0].state.weights + results[0].state.history,
-                        results[1].state.weights + results[1].state.history):
-            np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(results[0].state, results[1].state, rtol=0, atol=1e-6)
         assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
         state = results[0].state
     from sparknet_ml.engine.worker import cached_solver
@@ -179,9 +175,7 @@ def test_a_resident_block_with_random_crops_and_mirrors_trains_like_the_host_fee
     for r in range(3):
         results = [train_round(spec, features, labels, state, r, 4, seed=7, partition=1)
                    for spec in (host, resident)]
-        for u, v in zip(results[0].state.weights + results[0].state.history,
-                        results[1].state.weights + results[1].state.history):
-            np.testing.assert_allclose(u, v, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(results[0].state, results[1].state, rtol=0, atol=1e-6)
         assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
         state = results[0].state
 
