@@ -24,7 +24,7 @@ import numpy as np
 
 from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, pack_pixels,
                      packable, packed_shape, set_device)
-from .state import RoundResult, SolverState, flatten, unflatten, weighted_mean
+from .state import RoundResult, SolverState, flatten, state_size, unflatten, weighted_mean
 from .transform import Transform
 
 
@@ -187,15 +187,19 @@ def load_state(solver, spec: TrainSpec, state: SolverState | np.ndarray) -> None
 
 
 def read_state(solver, spec: TrainSpec) -> np.ndarray:
-    """The solver's state as one vector (:func:`~sparknet_ml.engine.state.flatten`'s layout).
-    On a GPU it is the solver's pinned host buffer, filled by one copy from the device: valid
-    until the solver's next :func:`load_state` or :func:`read_state`."""
+    """The solver's state as one vector (:func:`~sparknet_ml.engine.state.flatten`'s layout):
+    a buffer of the solver's, valid until its next :func:`load_state` or :func:`read_state`
+    (on a GPU the pinned host buffer, filled by one copy from the device)."""
     flat = _flat_state(solver, spec)
-    if flat is None:
-        blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
-        return flatten(SolverState([b.data for b in blobs], [b.data for b in solver.history]))
-    flat.to_host()
-    return flat.host()
+    if flat is not None:
+        flat.to_host()
+        return flat.host()
+    blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
+    state = SolverState([b.data for b in blobs], [b.data for b in solver.history])
+    vector = getattr(solver, "state_vector", None)  # reused: no fresh pages every round
+    if vector is None:
+        vector = solver.state_vector = np.empty(state_size(state), np.float32)
+    return flatten(state, out=vector)
 
 
 def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
