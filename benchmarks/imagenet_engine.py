@@ -21,7 +21,8 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
    vs a raw forward loop over batches already transformed in memory; ``scoring_vs_raw``
    (goal >= 0.90).
 
-    python benchmarks/imagenet_engine.py [--gpu 0] [--quick] [--out FILE]
+    python benchmarks/imagenet_engine.py [--gpu 0] [--quick] [--nets caffenet googlenet]
+        [--batches 128 256] [--taus 10 50] [--repeat 5] [--out FILE]
 """
 import argparse
 import json
@@ -152,17 +153,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--nets", nargs="+", default=list(NETS))
+    parser.add_argument("--batches", nargs="+", type=int, help="default: 128 256 on a GPU")
+    parser.add_argument("--taus", nargs="+", type=int, help="default: 10 50 on a GPU")
+    parser.add_argument("--repeat", type=int, help="default: 5 on a GPU")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "results", "imagenet-engine.json"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from sparknet_ml.engine.solver import set_device
     set_device(args.gpu)
-    batches = (8,) if args.gpu is None else (128, 256)
+    batches = args.batches or ((8,) if args.gpu is None else (128, 256))
     taus, repeat = ((2,), 2) if args.quick or args.gpu is None else ((10, 50), 5)
+    taus, repeat = args.taus or taus, args.repeat or repeat
     rng = np.random.default_rng(1)
     results = []
-    for net in NETS:
+    for net in args.nets:
         for batch in batches:
             x = rng.integers(0, 256, (4 * batch, *SHAPE)).astype(np.uint8)
             y = rng.integers(0, 1000, 4 * batch).astype(np.float32)

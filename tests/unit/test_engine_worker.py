@@ -130,7 +130,7 @@ def test_a_resident_block_trains_exactly_like_batches_fed_from_the_host(net, lab
                    for spec in (host, resident)]
         np.testing.assert_allclose(results[0].state, results[1].state, rtol=0, atol=1e-6)
         assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
-        state = results[0].state
+        state = results[0].state.copy()  # the solver's own vector: its next round rewrites it
     from sparknet_ml.engine.worker import cached_solver
     layers = cached_solver(resident).net.layers
     assert [layer.type for layer in layers[:2]] == ["MemoryData", "Silence"]
@@ -177,7 +177,7 @@ def test_a_resident_block_with_random_crops_and_mirrors_trains_like_the_host_fee
                    for spec in (host, resident)]
         np.testing.assert_allclose(results[0].state, results[1].state, rtol=0, atol=1e-6)
         assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
-        state = results[0].state
+        state = results[0].state.copy()  # the solver's own vector: its next round rewrites it
 
 
 @pytest.mark.parametrize("extra", [
