@@ -11,7 +11,10 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
    averaging with others); at tau 10 and 50. Its split: ``engine_step_vs_raw`` (the
    engine's solver stepping tau times: draws, SparkNetTransform, block gather) and the
    round's state load and read-out (``state_in_s``, ``state_out_s``: the state vector
-   between host and net, on a GPU through the solver's pinned buffer, one copy each way;
+   between the solver's own host buffer and the net, on a GPU pinned, one copy each way, as
+   a barrier task averaging with others moves it; ``state_in_from_another_vector_s``: the
+   load from a vector of its own, as a job per round does); ``reseed_s``: Caffe's reseed
+   at a round's start, measured as reseed + steps - steps;
    ``blob_by_blob_in_s``/``out_s``: ``set_state``/``get_state`` for contrast;
    ``state_in_out_vs_pinned_copy``: in + out against PyTorch's plain pinned copy of the same
    bytes both ways, measured in the same run, goal <= 1.5).
@@ -59,6 +62,7 @@ def plan(net, batch, gpu):
 
 
 def bench_train(spec, x, y, tau, repeat):
+    import caffe
     from sparknet_ml.engine.solver import make_solver, packable
     from sparknet_ml.engine.state import flatten
     from sparknet_ml.engine.worker import (cached_solver, get_state, load_state, read_state,
@@ -70,11 +74,19 @@ def bench_train(spec, x, y, tau, repeat):
     train_round(spec, x, y, state, 0, tau, 0, 0)  # builds the engine's solver
     engine_solver = cached_solver(spec, spec.resident and packable(spec.transform, x))
     vector = flatten(state)
-    raw, engine, trip, step, state_in, state_out, blobs_in, blobs_out = interleaved(
+    buffer = read_state(engine_solver, spec)  # the solver's own (pinned) vector
+
+    def reseeded_step():
+        caffe.set_random_seed(1)
+        engine_solver.step(tau)
+    (raw, engine, trip, step, reseeded, state_in, state_in_copied, state_out, blobs_in,
+     blobs_out) = interleaved(
         [lambda: solver.step(tau),
          lambda: train_round(spec, x, y, None, 0, tau, 0, 0, keep=True),
          lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
-         lambda: engine_solver.step(tau), lambda: load_state(engine_solver, spec, vector),
+         lambda: engine_solver.step(tau), reseeded_step,
+         lambda: load_state(engine_solver, spec, buffer),
+         lambda: load_state(engine_solver, spec, vector),
          lambda: read_state(engine_solver, spec), lambda: set_state(engine_solver, state),
          lambda: get_state(engine_solver)], repeat)
     row = {"tau": tau, "raw_img_s": round(spec.batch_size * tau / raw, 1),
@@ -82,7 +94,9 @@ def bench_train(spec, x, y, tau, repeat):
            "engine_vs_raw": round(raw / engine, 3), "resident": spec.resident,
            "round_trip_vs_raw": round(raw / trip, 3),
            "engine_step_vs_raw": round(raw / step, 3),
+           "reseed_s": round(reseeded - step, 4),
            "state_in_s": round(state_in, 4), "state_out_s": round(state_out, 4),
+           "state_in_from_another_vector_s": round(state_in_copied, 4),
            "blob_by_blob_in_s": round(blobs_in, 4), "blob_by_blob_out_s": round(blobs_out, 4),
            "state_mib": round(vector.nbytes / 2**20)}
     pinned = pinned_copy_seconds(vector.nbytes, repeat) if spec.gpu is not None else None

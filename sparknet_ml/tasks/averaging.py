@@ -139,20 +139,23 @@ class Averager:
             raise
         return cls(rank, world, peers)
 
-    def _exchange(self, messages: dict[int, tuple[dict, list]],
-                  limit: int) -> dict[int, tuple]:
+    def _exchange(self, messages: dict[int, tuple[dict, list]], limit: int,
+                  into: dict[int, np.ndarray] | None = None) -> dict[int, tuple]:
         """Send each peer its message (in background threads) while receiving one message
-        (of at most ``limit`` bytes of arrays) from every peer; returns what arrived, by
-        rank."""
+        (of at most ``limit`` bytes of arrays) from every peer, a peer's array into
+        ``into[rank]`` where given; returns what arrived, by rank."""
         sent = [self._senders.submit(send, self._peers[other], *message)
                 for other, message in messages.items()]
+        into = into or {}
         try:
-            return {other: receive(sock, limit, wait=None) for other, sock in self._peers.items()}
+            return {other: receive(sock, limit, wait=None, into=into.get(other))
+                    for other, sock in self._peers.items()}
         finally:
             for future in sent:
                 future.result()
 
-    def average(self, result: RoundResult, size: int) -> AveragedRound:
+    def average(self, result: RoundResult, size: int,
+                out: np.ndarray | None = None) -> AveragedRound:
         """This task's round in, every task's average out.
 
         Parameters
@@ -163,6 +166,9 @@ class Averager:
             stayed in the task's solver).
         size : int
             Values in a state vector.
+        out : ndarray, optional
+            Where the averaged vector goes (it may be the result's own vector: every chunk
+            of it has left before the average arrives), e.g. the solver's pinned buffer.
 
         Raises
         ------
@@ -190,13 +196,15 @@ class Averager:
         mine = weighted_mean([(parts[other][0]["samples"],
                                parts[other][1][0] if parts[other][1] else None)
                               for other in order])
-        gathered = self._exchange({other: ({}, [mine]) for other in self._peers}, limit)
-        chunks = {self.rank: mine, **{other: got[1][0] for other, got in gathered.items()}}
+        if out is None:
+            out = np.empty(size, np.float32)
+        out[bounds[self.rank]:bounds[self.rank + 1]] = mine
+        self._exchange({other: ({}, [mine]) for other in self._peers}, limit,
+                       {other: out[bounds[other]:bounds[other + 1]] for other in self._peers})
         seen = [parts[other][0] for other in order if parts[other][0]["samples"] > 0]
         total = sum(h["samples"] for h in seen)
         loss = float(sum(h["samples"] / total * h["loss"] for h in seen))
-        return AveragedRound(np.concatenate([chunks[k] for k in range(self.world)]),
-                             [_summary(parts[other][0]) for other in order], total, loss,
+        return AveragedRound(out, [_summary(parts[other][0]) for other in order], total, loss,
                              time.perf_counter() - started)
 
     def close(self) -> None:

@@ -90,7 +90,9 @@ def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partiti
         started = time.perf_counter()
         result = train_round(spec, features, labels, state, r, tau, seed, partition, keep=held)
         result = dataclasses.replace(result, seconds=time.perf_counter() - started)
-        averaged = averager.average(result, job.state.size)
+        # the average goes into the round's own vector (on a GPU the solver's pinned
+        # buffer), from which the next round loads it without another copy
+        averaged = averager.average(result, job.state.size, out=result.state)
         state = averaged.state
         rounds.append(JobRound(averaged.results, averaged.samples, averaged.loss,
                                time.perf_counter() - started, averaged.average_seconds))

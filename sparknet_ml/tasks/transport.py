@@ -90,13 +90,17 @@ def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
 
 
 def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOUT,
-            wait: float | None = -1.0) -> tuple[dict, list[np.ndarray]]:
+            wait: float | None = -1.0,
+            into: np.ndarray | None = None) -> tuple[dict, list[np.ndarray]]:
     """Receive one message.
 
     Parameters
     ----------
     limit : int
         Most bytes of arrays accepted (0: none); checked before anything is allocated.
+    into : ndarray, optional
+        A float32 vector the message's one array, of its size, is received into, in place
+        (a pinned host buffer: no copy after the socket's).
     timeout : float
         Seconds the message may take once it began.
     wait : float or None
@@ -106,7 +110,8 @@ def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOU
     Raises
     ------
     PeerError
-        A header over :data:`MAX_HEADER`, not JSON, or arrays over ``limit``.
+        A header over :data:`MAX_HEADER`, not JSON, arrays over ``limit``, or not the one
+        array ``into`` takes.
     TimeoutError, ConnectionError
     """
     length = bytearray(_LENGTH.size)
@@ -130,9 +135,12 @@ def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOU
     if nbytes > limit:
         raise PeerError(f"a message of {nbytes} bytes of arrays where at most {limit} "
                         "were expected")
+    if into is not None and (len(shapes) != 1 or into.nbytes != nbytes):
+        raise PeerError(f"a message of {nbytes} bytes of arrays where one array of "
+                        f"{into.nbytes} was expected")
     arrays = []
     for shape in shapes:
-        array = np.empty(shape, np.float32)
+        array = np.empty(shape, np.float32) if into is None else into.reshape(shape)
         _recv_exact(sock, memoryview(array).cast("B"), deadline)
         arrays.append(array)
     return header, arrays

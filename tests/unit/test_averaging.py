@@ -1,5 +1,6 @@
 """The in-job averaging of multi-round jobs (reduce-scatter + all-gather over a mesh), over
 real loopback sockets (one thread per task)."""
+import dataclasses
 import socket
 import struct
 import threading
@@ -32,10 +33,11 @@ def result(partition, samples, seed):
     return RoundResult(flatten(state), samples, float(rng.random()), partition, 0.5 + partition)
 
 
-def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None):
+def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None, in_place=False):
     """Each result's task (rank = its place in ``results``) averages ``rounds`` times; returns
     what every task got, by partition, and the errors raised. ``fail``: a rank that closes its
-    connections after the reduce-scatter of round 1, as a task dying mid-average would."""
+    connections after the reduce-scatter of round 1, as a task dying mid-average would.
+    ``in_place``: each task's average goes into (a copy of) its own state vector."""
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in results]
     addresses = [listener.getsockname()[:2] for listener in listeners]
     secrets = secrets or [SECRET] * len(results)
@@ -50,8 +52,12 @@ def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None):
                                                  "loss": 0.0, "seconds": 0.0}, [])
                                         for other in averager._peers}, 1 << 20)
                     raise ConnectionAbortedError("this task died mid-average")
-                got[r.partition] = [averager.average(r, state_size(LIKE))
-                                    for _ in range(rounds)]
+                if in_place and r.state is not None:
+                    mine = dataclasses.replace(r, state=r.state.copy())
+                    got[r.partition] = [averager.average(mine, state_size(LIKE), out=mine.state)]
+                else:
+                    got[r.partition] = [averager.average(r, state_size(LIKE))
+                                        for _ in range(rounds)]
         except Exception as err:  # noqa: BLE001 - handed to the test thread
             errors.append(err)
 
@@ -78,6 +84,16 @@ def test_every_task_gets_the_drivers_average_bit_for_bit(samples):
             assert [(r.partition, r.samples) for r in averaged.results] == list(
                 enumerate(samples))
             assert all(r.state is None for r in averaged.results)
+
+
+@pytest.mark.parametrize("samples", [[640, 320], [0, 640, 320, 0, 64]])
+def test_the_average_written_over_the_tasks_own_vector_is_the_same(samples):
+    results = [result(p, n, p + 1) for p, n in enumerate(samples)]
+    got, errors = run_tasks(results, in_place=True)
+    assert not errors
+    state, _, _ = average_results(results, LIKE)
+    for partition in range(len(samples)):
+        np.testing.assert_array_equal(got[partition][0].state, flatten(state))
 
 
 def test_each_task_moves_about_twice_the_state_whatever_the_number_of_tasks(monkeypatch):
