@@ -14,7 +14,9 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
    between the solver's own host buffer and the net, on a GPU pinned, one copy each way, as
    a barrier task averaging with others moves it; ``state_in_from_another_vector_s``: the
    load from a vector of its own, as a job per round does); ``reseed_s``: Caffe's reseed
-   at a round's start, measured as reseed + steps - steps;
+   at a round's start, measured as reseed + steps - steps; ``one_step_at_a_time_vs_step``:
+   tau ``step(1)`` calls each reading the loss back (the rounds before) against one
+   ``step(tau)`` (the rounds now);
    ``blob_by_blob_in_s``/``out_s``: ``set_state``/``get_state`` for contrast;
    ``state_in_out_vs_pinned_copy``: in + out against PyTorch's plain pinned copy of the same
    bytes both ways, measured in the same run, goal <= 1.5).
@@ -79,12 +81,19 @@ def bench_train(spec, x, y, tau, repeat):
     def reseeded_step():
         caffe.set_random_seed(1)
         engine_solver.step(tau)
-    (raw, engine, trip, step, reseeded, state_in, state_in_copied, state_out, blobs_in,
-     blobs_out) = interleaved(
+    loss = next(engine_solver.net.blobs[name] for name, weight in
+                engine_solver.net.blob_loss_weights.items() if weight)
+
+    def one_by_one():  # how rounds stepped before: tau calls, each reading the loss back
+        for _ in range(tau):
+            engine_solver.step(1)
+            float(loss.data.sum())
+    (raw, engine, trip, step, reseeded, stepped_singly, state_in, state_in_copied, state_out,
+     blobs_in, blobs_out) = interleaved(
         [lambda: solver.step(tau),
          lambda: train_round(spec, x, y, None, 0, tau, 0, 0, keep=True),
          lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
-         lambda: engine_solver.step(tau), reseeded_step,
+         lambda: engine_solver.step(tau), reseeded_step, one_by_one,
          lambda: load_state(engine_solver, spec, buffer),
          lambda: load_state(engine_solver, spec, vector),
          lambda: read_state(engine_solver, spec), lambda: set_state(engine_solver, state),
@@ -95,6 +104,7 @@ def bench_train(spec, x, y, tau, repeat):
            "round_trip_vs_raw": round(raw / trip, 3),
            "engine_step_vs_raw": round(raw / step, 3),
            "reseed_s": round(reseeded - step, 4),
+           "one_step_at_a_time_vs_step": round(step / stepped_singly, 3),
            "state_in_s": round(state_in, 4), "state_out_s": round(state_out, 4),
            "state_in_from_another_vector_s": round(state_in_copied, 4),
            "blob_by_blob_in_s": round(blobs_in, 4), "blob_by_blob_out_s": round(blobs_out, 4),

@@ -482,6 +482,20 @@ PATCHES: tuple[Patch, ...] = (
         adds=(("include/caffe/flat_state.hpp", "flat_state.hpp"),),
     ),
     Patch(
+        name="pycaffe-smoothed-loss",
+        why="A resident round runs its tau iterations as one Solver.step(tau), not tau calls "
+            "from Python that each read the loss back; the round's mean loss is Caffe's own "
+            "smoothed loss (the mean of the step's losses while average_loss >= tau).",
+        edits=(Edit("include/caffe/solver.hpp", "  int iter() { return iter_; }\n",
+                    "  int iter() { return iter_; }\n"
+                    "  // sparknet_ml patch pycaffe-smoothed-loss\n"
+                    "  Dtype smoothed_loss() const { return smoothed_loss_; }\n"),
+               Edit("python/caffe/_caffe.cpp",
+                    '    .add_property("iter", &Solver<Dtype>::iter, &Solver<Dtype>::set_iter)\n',
+                    '    .add_property("iter", &Solver<Dtype>::iter, &Solver<Dtype>::set_iter)\n'
+                    '    .add_property("smoothed_loss", &Solver<Dtype>::smoothed_loss)\n')),
+    ),
+    Patch(
         name="curand-philox",
         why="A SparkNet round reseeds Caffe (its dropout masks follow from seed, partition and "
             "round); cuRAND's default XORWOW generator rebuilds its whole state at the first "

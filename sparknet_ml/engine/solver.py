@@ -226,6 +226,11 @@ def set_device(gpu: int | None, tf32: bool = False) -> None:
         caffe.set_tf32(tf32)
 
 
+MEAN_LOSS_WINDOW = 2 ** 31 - 1
+"""The solver's ``average_loss``: Caffe's ``smoothed_loss`` after ``step(n)`` is then the mean
+of those n iterations' losses."""
+
+
 def make_solver(net_text: str, solver_text: str, batch_size: int,
                 resident: tuple[str, str | None, Transform | None, bool] | None = None):
     """Return a pycaffe solver for a training net and solver given as prototxt text.
@@ -247,6 +252,7 @@ def make_solver(net_text: str, solver_text: str, batch_size: int,
     param.ClearField("test_iter")
     param.ClearField("test_interval")
     param.snapshot = 0
+    param.average_loss = MEAN_LOSS_WINDOW
     net = net_with_batch(net_text, batch_size)
     param.net_param.CopyFrom(net if resident is None else with_resident_block(net, *resident))
     with prototxt_file(text_format.MessageToString(param)) as path:

@@ -334,30 +334,25 @@ def train_round(spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
             rows = np.column_stack([rows, np.concatenate([d[0] for d in drawn]),
                                     np.concatenate([d[1] for d in drawn])])
         load_resident(solver, spec, features, labels, rows, packed)
-    data = solver.net.blobs[spec.data_top]
-    label = solver.net.blobs[spec.label_top] if spec.label_top else None
-    weighted = loss_blobs(solver.net)
-    losses = np.empty(tau)
-    for k, rows in enumerate(batches):
-        if not resident:
+    if resident:  # one call into Caffe for the whole round: block and rows are in the net
+        solver.step(tau)
+        loss = solver.smoothed_loss  # the mean of the tau losses (make_solver's window)
+    else:
+        data = solver.net.blobs[spec.data_top]
+        label = solver.net.blobs[spec.label_top] if spec.label_top else None
+        losses = np.empty(tau)
+        for k, rows in enumerate(batches):
             # Blob.data is mutable_cpu_data(): read it per step, or on a GPU Caffe would not
             # copy the new batch over the one already on the device.
             offsets, flips = drawn[k] or (None, None)
             transform.apply(features, rows, offsets, flips, out=data.data)
             if label is not None:
                 label.data[...] = labels[rows]
-        solver.step(1)
-        losses[k] = sum(weight * float(blob.data.sum()) for blob, weight in weighted)
+            solver.step(1)
+            losses[k] = solver.smoothed_loss
+        loss = losses.mean()
     return RoundResult(None if keep else read_state(solver, spec), tau * spec.batch_size,
-                       float(losses.mean()), partition)
-
-
-def loss_blobs(net) -> list[tuple[object, float]]:
-    """The net's loss blobs and their loss weights: the loss is their weighted sum, as Caffe's
-    solver computes and displays it (not ``net.outputs[0]``, which is the first output by name:
-    an Accuracy output, or GoogLeNet's auxiliary ``loss1/loss``)."""
-    return [(net.blobs[name], weight) for name, weight in net.blob_loss_weights.items()
-            if weight]
+                       float(loss), partition)
 
 
 def average_results(results: list[RoundResult],

@@ -72,8 +72,13 @@ class FlatState {
   void from_host() {
     CUDA_CHECK(cudaMemcpyAsync(device_, host_, bytes(), cudaMemcpyHostToDevice, 0));
     CUDA_CHECK(cudaStreamSynchronize(0));
+    // Pointing each blob at its own place again marks its device copy as the current one
+    // without copying anything (mutable_gpu_data would first upload a host copy that
+    // Python had written or read through Blob.data).
+    Dtype* at = device_;
     for (int i = 0; i < blobs_.size(); ++i) {
-      blobs_[i]->mutable_gpu_data();
+      blobs_[i]->data()->set_gpu_data(at);
+      at += blobs_[i]->count();
     }
   }
 
