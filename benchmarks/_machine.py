@@ -32,15 +32,20 @@ def write(result: dict, path: str) -> None:
     print(f"wrote {path}")
 
 
-def interleaved(fns, repeat):
+def interleaved(fns, repeat, wait=None):
     """Median seconds per call of each of ``fns``: one warm-up call each, then ``repeat``
-    passes calling each once in turn (the median drops the passes a noisy machine slows)."""
+    passes calling each once in turn (the median drops the passes a noisy machine slows).
+    ``wait``, called inside each timing after the call, waits for the work the call left
+    queued (a GPU's kernels: without it, one call's tail is timed in the next call)."""
+    wait = wait or (lambda: None)
     for fn in fns:
         fn()
+        wait()
     seconds = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             started = time.perf_counter()
             fn()
+            wait()
             seconds[i].append(time.perf_counter() - started)
     return [statistics.median(s) for s in seconds]
