@@ -100,10 +100,10 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
     if spec.resident:  # the host-fed path, and the resident solver's bare step(tau)
         calls += [lambda: train_round(host_fed, block_x, block_y, state, 0, tau, 0, 0),
                   lambda: cached_solver(spec).step(tau)]
-    loss = next(solver.net.blobs[name] for name, weight in
-                solver.net.blob_loss_weights.items() if weight)
-    # reading a blob waits for the device: every timing includes the work its call queued
-    seconds = interleaved(calls, rounds, wait=lambda: float(loss.data.flat[0]))
+    # Reading a blob Caffe last wrote on the device waits for the device: every timing
+    # includes the work its call queued (not the loss blob, written on the host).
+    first = next(iter(solver.net.params.values()))[0]
+    seconds = interleaved(calls, rounds, wait=lambda: float(first.data.flat[0]))
     raw, engine, simulated = batch * tau / seconds[0], batch * tau / seconds[1], \
         2 * batch * tau / seconds[2]
     row = {"raw_img_s": round(raw, 1), "engine_img_s": round(engine, 1),

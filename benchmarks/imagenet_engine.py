@@ -13,8 +13,7 @@ against raw pycaffe, in one run, no Spark (the GPU machine has no Java).
    round's state load and read-out (``state_in_s``, ``state_out_s``: the state vector
    between the solver's own host buffer and the net, on a GPU pinned, one copy each way, as
    a barrier task averaging with others moves it; ``state_in_from_another_vector_s``: the
-   load from a vector of its own, as a job per round does); ``reseed_s``: Caffe's reseed
-   at a round's start, measured as reseed + steps - steps; ``one_step_at_a_time_vs_step``:
+   load from a vector of its own, as a job per round does); ``one_step_at_a_time_vs_step``:
    tau ``step(1)`` calls each reading the loss back (the rounds before) against one
    ``step(tau)`` (the rounds now);
    ``blob_by_blob_in_s``/``out_s``: ``set_state``/``get_state`` for contrast;
@@ -64,7 +63,6 @@ def plan(net, batch, gpu):
 
 
 def bench_train(spec, x, y, tau, repeat):
-    import caffe
     from sparknet_ml.engine.solver import make_solver, packable
     from sparknet_ml.engine.state import flatten
     from sparknet_ml.engine.worker import (cached_solver, get_state, load_state, read_state,
@@ -78,33 +76,32 @@ def bench_train(spec, x, y, tau, repeat):
     vector = flatten(state)
     buffer = read_state(engine_solver, spec)  # the solver's own (pinned) vector
 
-    def reseeded_step():
-        caffe.set_random_seed(1)
-        engine_solver.step(tau)
-    # reading a blob waits for the device: every timing includes the work its call queued
     loss = next(engine_solver.net.blobs[name] for name, weight in
                 engine_solver.net.blob_loss_weights.items() if weight)
+    # Reading a blob Caffe last wrote on the device waits for the device: every timing
+    # includes the work its call queued. (Not the loss blob: its loss layer writes it on the
+    # host, so reading it waits for nothing.)
+    first = next(iter(engine_solver.net.params.values()))[0]
 
     def one_by_one():  # how rounds stepped before: tau calls, each reading the loss back
         for _ in range(tau):
             engine_solver.step(1)
             float(loss.data.sum())
-    (raw, engine, trip, step, reseeded, stepped_singly, state_in, state_in_copied, state_out,
+    (raw, engine, trip, step, stepped_singly, state_in, state_in_copied, state_out,
      blobs_in, blobs_out) = interleaved(
         [lambda: solver.step(tau),
          lambda: train_round(spec, x, y, None, 0, tau, 0, 0, keep=True),
          lambda: train_round(spec, x, y, state, 0, tau, 0, 0),
-         lambda: engine_solver.step(tau), reseeded_step, one_by_one,
+         lambda: engine_solver.step(tau), one_by_one,
          lambda: load_state(engine_solver, spec, buffer),
          lambda: load_state(engine_solver, spec, vector),
          lambda: read_state(engine_solver, spec), lambda: set_state(engine_solver, state),
-         lambda: get_state(engine_solver)], repeat, wait=lambda: float(loss.data.flat[0]))
+         lambda: get_state(engine_solver)], repeat, wait=lambda: float(first.data.flat[0]))
     row = {"tau": tau, "raw_img_s": round(spec.batch_size * tau / raw, 1),
            "engine_img_s": round(spec.batch_size * tau / engine, 1),
            "engine_vs_raw": round(raw / engine, 3), "resident": spec.resident,
            "round_trip_vs_raw": round(raw / trip, 3),
            "engine_step_vs_raw": round(raw / step, 3),
-           "reseed_s": round(reseeded - step, 4),
            "one_step_at_a_time_vs_step": round(step / stepped_singly, 3),
            "state_in_s": round(state_in, 4), "state_out_s": round(state_out, 4),
            "state_in_from_another_vector_s": round(state_in_copied, 4),

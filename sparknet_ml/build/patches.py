@@ -495,22 +495,6 @@ PATCHES: tuple[Patch, ...] = (
                     '    .add_property("iter", &Solver<Dtype>::iter, &Solver<Dtype>::set_iter)\n'
                     '    .add_property("smoothed_loss", &Solver<Dtype>::smoothed_loss)\n')),
     ),
-    Patch(
-        name="curand-philox",
-        why="A SparkNet round reseeds Caffe (its dropout masks follow from seed, partition and "
-            "round); cuRAND's default XORWOW generator rebuilds its whole state at the first "
-            "draw after every reseed. Philox4x32-10 is counter-based: a new seed costs "
-            "nothing, and its numbers pass the same statistical tests.",
-        edits=(Edit("src/caffe/common.cpp",
-                    "  if (curandCreateGenerator(&curand_generator_, CURAND_RNG_PSEUDO_DEFAULT)",
-                    "  if (curandCreateGenerator(&curand_generator_,\n"
-                    "                            CURAND_RNG_PSEUDO_PHILOX4_32_10)"),
-               Edit("src/caffe/common.cpp",
-                    "  CURAND_CHECK(curandCreateGenerator(&Get().curand_generator_,\n"
-                    "      CURAND_RNG_PSEUDO_DEFAULT));",
-                    "  CURAND_CHECK(curandCreateGenerator(&Get().curand_generator_,\n"
-                    "      CURAND_RNG_PSEUDO_PHILOX4_32_10));")),
-    ),
 )
 
 

@@ -109,7 +109,8 @@ def run_barrier_job(spark, job_df, server: StateServer, state: SolverState, firs
             final = server.take(job, "final")
             if summary["job"] != job.id or final is None:
                 raise RuntimeError("the job's final state did not reach the driver")
-            return unflatten(final, state), [JobRound.from_json(job_round) for job_round in summary["rounds"]]
+            return unflatten(final, state), [JobRound.from_json(job_round)
+                                             for job_round in summary["rounds"]]
         except Exception as err:  # a failed Spark job: Py4JJavaError, PythonException...
             attempt += 1
             if attempt == attempts:

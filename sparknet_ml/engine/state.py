@@ -23,8 +23,8 @@ class SolverState:
 class RoundResult:
     """What one partition returns from a round."""
 
-    state: np.ndarray | None   # the state as one vector (flatten's layout); None when the
-                               # partition had no data
+    # the state as one vector (flatten's layout); None when the partition had no data
+    state: np.ndarray | None
     samples: int
     loss: float                # mean training loss over the round's iterations
     partition: int = -1

@@ -36,8 +36,9 @@ MAX_PENDING = 64  # connections a task authenticates at once; more strangers are
 class AveragedRound:
     """One round as every task of the job sees it after averaging."""
 
-    state: np.ndarray | None    # the averaged state vector; None where the task's result
-                                # carried none (a job of one task whose solver holds it)
+    # the averaged state vector; None where the task's result carried none (a job of one
+    # task whose solver holds it)
+    state: np.ndarray | None
     results: list[RoundResult]  # every partition's samples, loss and seconds (no state)
     samples: int
     loss: float

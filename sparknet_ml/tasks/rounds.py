@@ -70,6 +70,8 @@ def round_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
             if result.state is not None:
                 served.send(job, str(handle.partition), result.state)
             yield summary_rows(handle.partition, {"job": job.id, **summary(result)})
+
+
 def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partition: int,
               job: Job, tau: int, seed: int, averager: Averager):
     """The rounds of ``job`` on one partition's block, averaged with the job's other tasks

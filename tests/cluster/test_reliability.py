@@ -75,7 +75,8 @@ def test_killed_executor_jvm_changes_nothing(baseline):
 
 
 def test_straggler_with_speculation_enabled_changes_nothing(baseline):
-    digest, err = digest_of("local-cluster[3,1,1024]",
+    # a job per round: Spark does not speculate barrier stages (the default's jobs)
+    digest, err = digest_of("local-cluster[3,1,1024]", "--rounds-per-job", "1",
                             "--fail-rounds", "2",
                             "--fail-mode", "slow",
                             "--slow-seconds", "3",
