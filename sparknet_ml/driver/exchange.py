@@ -22,10 +22,11 @@ import numpy as np
 
 from ..engine.state import SolverState, flatten, state_size
 from ..tasks.states import Inline, Job, Served, Shipped, weights_message
-from ..tasks.transport import HELLO_TIMEOUT, PeerError, admit, new_key, receive, send
+from ..tasks.transport import (CONNECT_TIMEOUT, HELLO_TIMEOUT, PeerError, admit, new_key,
+                               receive, send)
 
 PLAN_SHARE = 0.5  # of the largest message a Spark Connect server takes (a plan)
-MAX_PENDING = 64  # connections the state server serves at once; more are closed unanswered
+MAX_PENDING = 64  # connections authenticating at once; more are closed unanswered
 
 
 # Per Spark Connect session, the weights and model files already shipped to its executors.
@@ -83,7 +84,10 @@ class _Handler(socketserver.BaseRequestHandler):
         server: _Server = self.server
         sock = self.request
         try:
-            admit(sock, server.key, HELLO_TIMEOUT)
+            try:
+                admit(sock, server.key, HELLO_TIMEOUT)
+            finally:
+                server.pending.release()  # the cap counts connections not yet authenticated
             request, _ = receive(sock, timeout=HELLO_TIMEOUT)
             job = server.job
             if job is None:
@@ -94,17 +98,18 @@ class _Handler(socketserver.BaseRequestHandler):
                 else:
                     send(sock, {"job": job.id, "first": job.first, "stop": job.stop,
                                 "weights": job.weights}, [job.state])
+            elif request.get("job") != job.id:
+                send(sock, {"error": f"job {request.get('job')!r} is over"})
+            elif "meet" in request:
+                send(sock, server.meet(job, request["meet"]))
             elif "put" in request:
-                if request.get("job") != job.id:
-                    send(sock, {"error": f"job {request.get('job')!r} is over"})
-                    return
                 send(sock, {"ready": True})
                 _, (flat,) = receive(sock, limit=4 * server.size)
                 if flat.size != server.size:
                     raise PeerError(f"a state of {flat.size} values for one of {server.size}")
                 server.states[(job.id, str(request["put"]))] = flat
                 send(sock, {"stored": request["put"]})
-        except (OSError, ValueError):  # a stranger, a broken task: close, answer nothing
+        except (OSError, ValueError, TypeError, KeyError):  # a stranger, a broken task: close
             return
 
 
@@ -118,19 +123,32 @@ class _Server(socketserver.ThreadingTCPServer):
         self.size = size
         self.job: Job | None = None
         self.states: dict[tuple[str, str], np.ndarray] = {}
-        self._serving = threading.BoundedSemaphore(MAX_PENDING)
+        self.pending = threading.BoundedSemaphore(MAX_PENDING)
+        self.addresses: dict[int, list] = {}  # the current barrier job's tasks, by rank
+        self.met = threading.Condition()
 
     def process_request(self, request, client_address) -> None:
-        if not self._serving.acquire(blocking=False):
+        if not self.pending.acquire(blocking=False):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._serving.release()
+    def meet(self, job: Job, task: dict) -> dict:
+        """A barrier task's listening address in, every task's out once all ``world`` of
+        ``job``'s tasks have given theirs (Spark's own ``allGather`` polls once a second)."""
+        rank, world, (host, port) = int(task["rank"]), int(task["world"]), task["address"]
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of {world}")
+        with self.met:
+            self.addresses[rank] = [str(host), int(port)]
+            self.met.notify_all()
+            if not self.met.wait_for(lambda: len(self.addresses) >= world or self.job is not job,
+                                     timeout=CONNECT_TIMEOUT):
+                return {"error": f"{len(self.addresses)} of the job's {world} tasks arrived "
+                                 f"within {CONNECT_TIMEOUT:.0f} s"}
+            if self.job is not job:
+                return {"error": f"job {job.id!r} is over"}
+            return {"addresses": [self.addresses[k] for k in range(world)]}
 
 
 class StateServer:
@@ -164,8 +182,11 @@ class StateServer:
         started = time.perf_counter()
         job = Job(uuid.uuid4().hex, first, stop, sum(w.size for w in state.weights),
                   flatten(state))
-        self._server.states.clear()
-        self._server.job = job
+        with self._server.met:
+            self._server.states.clear()
+            self._server.addresses.clear()
+            self._server.job = job
+            self._server.met.notify_all()
         self.sharing_seconds = time.perf_counter() - started
         return job
 
@@ -175,8 +196,11 @@ class StateServer:
 
     def end_job(self) -> None:
         """Forget the job's start state and anything its tasks sent."""
-        self._server.job = None
-        self._server.states.clear()
+        with self._server.met:
+            self._server.job = None
+            self._server.states.clear()
+            self._server.addresses.clear()
+            self._server.met.notify_all()
 
     def close(self) -> None:
         """Stop serving and close the listening socket."""

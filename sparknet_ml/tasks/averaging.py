@@ -9,8 +9,10 @@ sends its averaged chunk to every task. Each task sends and receives about 2 x (
 state's bytes per round, whatever the number of tasks N, and the result is bit-identical to
 the driver's average.
 
-No Spark imports: a Spark task builds an :class:`Averager` from addresses it exchanged with
-``BarrierTaskContext.allGather``; unit tests build them over loopback sockets in threads.
+No Spark imports: a Spark task builds an :class:`Averager` from addresses the tasks met at
+through the driver's state server (Spark's ``BarrierTaskContext.allGather`` answers on a
+one-second poll: up to a second a job); unit tests build them over loopback sockets in
+threads.
 Connections are :mod:`.transport`'s: authenticated with the job's key, deadlines per hello
 and per message, and no array larger than a chunk accepted.
 """

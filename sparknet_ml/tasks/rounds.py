@@ -113,8 +113,7 @@ def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed
     spec = on_task_gpu(spec)
     (handle,) = handles_of(batches)
     job = served.job()
-    with caffe_messages_to_spark(), connect_averager(context, derive_key(served.key, job.id)
-                                                     ) as averager:
+    with caffe_messages_to_spark(), connect_averager(context, served, job) as averager:
         rounds, state = train_job(spec, *load_block(handle), handle.partition, job, tau, seed,
                                   averager)
     if handle.partition == 0:
@@ -123,19 +122,18 @@ def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed
                                                          for job_round in rounds]})
 
 
-def connect_averager(context, key: str) -> Averager:
+def connect_averager(context, served: Served, job: Job) -> Averager:
     """The :class:`Averager` of this barrier task: every task listens on its executor's
-    host, the addresses go round through ``allGather``, and the tasks connect as a mesh
-    authenticated with the job's ``key``."""
+    host, the addresses go round through the driver's state server, and the tasks connect
+    as a mesh authenticated with the job's key."""
     tasks = context.getTaskInfos()
     rank = context.partitionId()
     if len(tasks) == 1:
         return Averager(0, 1, {})
     host = tasks[rank].address.rsplit(":", 1)[0]
     listener = socket.create_server((host, 0), backlog=len(tasks))
-    addresses = [address.rsplit(":", 1) for address in
-                 context.allGather(f"{host}:{listener.getsockname()[1]}")]
-    return Averager.connect(rank, listener, [(h, int(p)) for h, p in addresses], key)
+    addresses = served.meet(job, rank, len(tasks), (host, listener.getsockname()[1]))
+    return Averager.connect(rank, listener, addresses, derive_key(served.key, job.id))
 
 
 def validate_task(batches, spec, key: str, weights):

@@ -66,6 +66,17 @@ class Served:
         _FETCHED[self.key] = job
         return job
 
+    def meet(self, job: Job, rank: int, world: int, address: tuple[str, int]) -> list:
+        """Every task's listening address of barrier ``job`` (by rank), once all ``world``
+        gave theirs to the driver."""
+        with self._connect() as sock:
+            send(sock, {"meet": {"rank": rank, "world": world, "address": list(address)},
+                        "job": job.id})
+            header, _ = receive(sock, wait=None)
+        if "error" in header:
+            raise RuntimeError(f"the driver's state server: {header['error']}")
+        return [(host, int(port)) for host, port in header["addresses"]]
+
     def send(self, job: Job, name: str, flat: np.ndarray) -> None:
         """Send the state vector ``flat`` to the driver as ``name`` of ``job``."""
         with self._connect() as sock:

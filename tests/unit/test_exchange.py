@@ -94,3 +94,32 @@ def test_a_connection_proves_the_key_both_ways():
     thread.join()
     listener.close()
     assert got == [{"rank": 3}]
+
+
+def test_barrier_tasks_meet_through_the_server_and_a_later_job_releases_them(server):
+    import threading
+    job = server.start_job(state(0), 0, 3)
+    served = server.served
+    met = {}
+    threads = [threading.Thread(target=lambda r=r: met.__setitem__(
+        r, served.meet(job, r, 2, ("127.0.0.1", 5000 + r)))) for r in (1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert met == {r: [("127.0.0.1", 5000), ("127.0.0.1", 5001)] for r in (0, 1)}
+    job = server.start_job(state(0), 0, 3)
+    errors = []
+
+    def alone():  # one task of two arrives; the job is rerun under a new id meanwhile
+        try:
+            served.meet(job, 0, 2, ("127.0.0.1", 5000))
+        except RuntimeError as err:
+            errors.append(str(err))
+    waiting = threading.Thread(target=alone)
+    waiting.start()
+    import time
+    time.sleep(0.3)
+    server.start_job(state(0), 0, 3)
+    waiting.join(10)
+    assert errors and "is over" in errors[0]
