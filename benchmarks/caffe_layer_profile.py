@@ -69,12 +69,19 @@ def main():
     parser.add_argument("--gpu", type=int, default=0, help="-1: the CPU")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="batch 8, one repeat")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "results", "caffe-layer-profile.json"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _machine import write
+    from sparknet_ml.build.command import installed_build_info
+    if args.gpu >= 0 and not (installed_build_info() or {}).get("cuda"):
+        print("caffe_layer_profile: skipped: --gpu needs a CUDA pycaffe (--gpu -1: the CPU)")
+        return
+    if args.quick:
+        args.batch, args.repeat = 8, 1
     results = []
     for net in STOCK:
         results.append(profile(net, args.batch, args.gpu, args.repeat))

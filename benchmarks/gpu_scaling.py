@@ -13,7 +13,7 @@ state in and out of partition 0's task).
 
     python benchmarks/gpu_scaling.py [--nets caffenet googlenet] [--gpus 1 2 4]
                                      [--taus 1 10 50] [--batch 128] [--rounds 4] [--cpu]
-                                     [--out FILE]
+                                     [--quick] [--out FILE]
 
 ``--cpu``: every process on the CPU (a smoke run of the same code on any machine).
 """
@@ -131,10 +131,20 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds (after one warm-up)")
     parser.add_argument("--cpu", action="store_true", help="every process on the CPU")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: CaffeNet, N = 1 and 2, tau 1, batch 4, 2 rounds "
+                             "(on the CPU where pycaffe has no CUDA)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "gpu-scaling.json"))
     args = parser.parse_args()
     _imports()
     from _machine import write
+    from sparknet_ml.build.command import installed_build_info
+    if args.quick:
+        args.nets, args.gpus, args.taus, args.batch, args.rounds = ["caffenet"], [1, 2], [1], 4, 2
+        args.cpu = args.cpu or not (installed_build_info() or {}).get("cuda")
+    elif not args.cpu and not (installed_build_info() or {}).get("cuda"):
+        print("gpu_scaling: skipped: needs a CUDA pycaffe and GPUs (--cpu or --quick: the CPU)")
+        return 0
     from _spark import table
     rows = []
     for net in args.nets:

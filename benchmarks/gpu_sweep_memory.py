@@ -51,9 +51,12 @@ def sweep(fits: int, bound: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fits", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="4 fits")
     parser.add_argument("--bound", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--out", default=os.path.join(HERE, "results", "gpu-sweep-memory.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.fits = 4
     sys.path.insert(0, os.path.dirname(HERE))
     if args.bound is not None:
         print(json.dumps(sweep(args.fits, args.bound)))
