@@ -12,7 +12,7 @@ from . import columns, session
 from .blocks import cache_blocks, check_summary, column, release_blocks
 from .checkpoint import fit_signature, load_checkpoint, save_checkpoint
 from .exchange import StateServer
-from .planning import FitPlan, NetPlan, initial_state, plan_fit, plan_nets
+from .planning import FitPlan, NetPlan, fit_seed, initial_state, plan_fit, plan_nets
 from .reporting import ProgressBar, mlflow_run
 from .rounds import RoundStats, log, run_rounds, validation_accuracy
 
@@ -58,11 +58,10 @@ def fit(stage, dataset, make_model):
     validation = stage.getValidationCol()
     if validation:
         columns.check_boolean(dataset.schema, validation)
-    seed = stage.getSeed() % 2 ** 63
     # The initial weights (and any initialWeights caffemodel) are checked on the driver,
     # by its CPU Caffe, before the first Spark job (counting partitions can run one).
-    state, layout, outputs = initial_state(nets.train, seed, stage.getInitialWeights(),
-                                           nets.deploy.output_blob)
+    state, layout, outputs = initial_state(nets.train, fit_seed(stage),
+                                           stage.getInitialWeights(), nets.deploy.output_blob)
     spark = dataset.sparkSession
     workers = stage.getNumWorkers() or session.partitions(dataset)
     plan = plan_fit(stage, spark, workers, bool(validation))

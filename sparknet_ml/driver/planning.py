@@ -47,6 +47,12 @@ class FitPlan:
         return tuple(k for k in (self.checkpoint_every, self.validate_every) if k)
 
 
+def fit_seed(stage) -> int:
+    """The stage's seed as the non-negative integer numpy and Caffe take (pyspark's default,
+    a hash of the class name, can be negative)."""
+    return stage.getSeed() % 2 ** 63
+
+
 def plan_fit(stage, spark, workers: int, validating: bool) -> FitPlan:
     """The :class:`FitPlan` of ``stage``'s params on this session: ``roundsPerJob='auto'``
     takes barrier jobs when the cluster has a task slot for every worker, else one job per
@@ -82,7 +88,7 @@ def plan_fit(stage, spark, workers: int, validating: bool) -> FitPlan:
                 "because %s", short)
             per_job = 1
     return FitPlan(rounds=stage.getMaxIter(), tau=stage.getSyncInterval(),
-                   seed=stage.getSeed() % 2 ** 63, workers=workers, rounds_per_job=per_job,
+                   seed=fit_seed(stage), workers=workers, rounds_per_job=per_job,
                    checkpoint_every=(stage.getCheckpointInterval() if stage.getCheckpointDir()
                                      else None),
                    validate_every=stage.getValidationInterval() if validating else None)

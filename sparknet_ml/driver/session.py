@@ -12,8 +12,6 @@ import os
 import re
 
 # Spark's defaults where a setting is unset.
-_DRIVER_MEMORY = "1g"
-_MAX_RESULT_SIZE = "1g"
 _CONNECT_MESSAGE = "128m"  # spark.connect.grpc.maxInboundMessageSize
 _UNITS = {"b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40, "p": 2 ** 50}
 
@@ -43,9 +41,8 @@ class Settings:
         return setting(self._spark, key, default)
 
 
-def size_bytes(text: str, unit: str = "b") -> int:
-    """Bytes in a Spark size setting: ``"512m"``, ``"2g"``; a bare number is in ``unit``
-    (``spark.driver.memory`` counts MiB, ``spark.driver.maxResultSize`` bytes).
+def size_bytes(text: str) -> int:
+    """Bytes in a Spark size setting: ``"512m"``, ``"2g"``; a bare number counts bytes.
 
     Raises
     ------
@@ -55,20 +52,7 @@ def size_bytes(text: str, unit: str = "b") -> int:
     found = re.fullmatch(r"\s*(\d+)\s*([bkmgtp]?)b?\s*", text.lower())
     if not found:
         raise ValueError(f"{text!r} is not a size (like 512m or 2g)")
-    return int(found.group(1)) * _UNITS[found.group(2) or unit]
-
-
-def driver_heap_bytes(spark) -> int:
-    """The driver JVM's heap: measured on a classic session, ``spark.driver.memory`` on
-    Connect (the server's driver)."""
-    if not is_connect(spark):
-        return int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
-    return size_bytes(setting(spark, "spark.driver.memory", _DRIVER_MEMORY), "m")
-
-
-def max_result_bytes(spark) -> int:
-    """``spark.driver.maxResultSize`` in bytes (0: unlimited)."""
-    return size_bytes(setting(spark, "spark.driver.maxResultSize", _MAX_RESULT_SIZE))
+    return int(found.group(1)) * _UNITS[found.group(2) or "b"]
 
 
 def plan_bytes(spark) -> int | None:

@@ -21,7 +21,6 @@ class ConnectLike:
 def test_sizes_in_spark_units():
     assert session.size_bytes("512m") == 512 * 2 ** 20
     assert session.size_bytes("134217728b") == 128 * 2 ** 20
-    assert session.size_bytes("2048", "m") == 2 * 2 ** 30
     assert session.size_bytes("1G") == 2 ** 30
     with pytest.raises(ValueError, match="'lots' is not a size"):
         session.size_bytes("lots")
@@ -32,12 +31,9 @@ def test_connect_answers_come_from_the_settings():
     assert session.is_connect(spark) and session.is_local(spark)
     assert session.max_task_failures(spark) == 4 and session.task_slots(spark) == 3
     assert session.registration_wait(spark) == 0.0
-    assert session.driver_heap_bytes(spark) == 2 ** 30  # spark.driver.memory's default
     assert session.plan_bytes(spark) == 128 * 2 ** 20
-    cluster = ConnectLike(spark_master="local-cluster[2,3,1024]", spark_task_cpus="1",
-                          spark_driver_memory="4g")
+    cluster = ConnectLike(spark_master="local-cluster[2,3,1024]", spark_task_cpus="1")
     assert session.task_slots(cluster) == 6 and session.max_task_failures(cluster) == 4
-    assert session.driver_heap_bytes(cluster) == 4 * 2 ** 30
     assert session.registration_wait(cluster) == 30.0
     yarn = ConnectLike(spark_master="yarn", spark_executor_instances="4",
                        spark_executor_cores="2", spark_task_maxFailures="8",
