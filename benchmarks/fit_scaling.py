@@ -13,7 +13,7 @@ goal >= 0.95 with the default params). Goals with the default params: E(2) >= 0.
 LeNet (Caffe's stock lenet_train_test.prototxt), batch 64, Fashion-MNIST. Every measurement
 runs in its own process (the master and the OpenBLAS thread count are fixed per process).
 
-    python benchmarks/fit_scaling.py [--quick] [--out FILE]
+    python benchmarks/fit_scaling.py [--quick] [--masters local[2] ...] [--out FILE]
 """
 import argparse
 import json
@@ -74,6 +74,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer rounds, less data")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(
         __file__)), "results", "fit-scaling.json"))
+    parser.add_argument("--masters", nargs="+",
+                        help="run only these masters (e.g. local[2]; default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,6 +88,8 @@ def main():
     runs = [(master, workers, False) for master in ("local[{n}]", "local-cluster[{n},1,1024]")
             for workers in (1, 2)] + [("local[{n}]", 2, True)]
     for master, workers, connect in runs:
+        if args.masters and master.format(n=workers) not in args.masters:
+            continue
         for tau in TAUS:
             rounds = (4 if args.quick else 8) if tau == 50 else (8 if args.quick else 30)
             name = master.format(n=workers)
