@@ -73,16 +73,17 @@ def plan_fit(stage, spark, workers: int, validating: bool) -> FitPlan:
         dynamic = (session.setting(spark, "spark.dynamicAllocation.enabled", "false")
                    .strip().lower() == "true")
         slots = None if dynamic else check_slots(spark, workers)
-        short = (f"the cluster has {slots} task slots for {workers} workers"
-                 if slots is not None and slots < workers else
-                 "dynamic allocation is on (spark.dynamicAllocation.enabled)" if dynamic else
-                 "the session cannot tell its task slots" if slots is None else None)
-        if per_job is not None and slots is not None and slots < workers:
-            raise ValueError(
-                f"roundsPerJob={per_job} runs each job as a barrier stage that needs all "
-                f"{workers} workers' tasks at once, but {short}: lower numWorkers or set "
-                "roundsPerJob='auto' or 1")
-        elif short and per_job is None:
+        if slots is not None and slots < workers:
+            short = f"the cluster has {slots} task slots for {workers} workers"
+            if per_job is not None:
+                raise ValueError(
+                    f"roundsPerJob={per_job} runs each job as a barrier stage that needs all "
+                    f"{workers} workers' tasks at once, but {short}: lower numWorkers or set "
+                    "roundsPerJob='auto' or 1")
+        else:
+            short = ("dynamic allocation is on (spark.dynamicAllocation.enabled)" if dynamic
+                     else "the session cannot tell its task slots" if slots is None else None)
+        if short and per_job is None:
             logging.getLogger("sparknet_ml").info(
                 "roundsPerJob='auto': one Spark job per round, averaged on the driver, "
                 "because %s", short)

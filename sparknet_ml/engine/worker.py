@@ -117,11 +117,16 @@ def _solver_key(spec: TrainSpec, packed: bool) -> str:
     return spec.key() + ("/packed" if packed else "")
 
 
+def _views(solver) -> SolverState:
+    """The solver's learnable blobs and history as numpy views of their data."""
+    return SolverState([blob.data for blobs in solver.net.params.values() for blob in blobs],
+                       [blob.data for blob in solver.history])
+
+
 def get_state(solver) -> SolverState:
     """Copy the solver's learnable blobs and history out as float32 arrays."""
-    weights = [blob.data.copy() for blobs in solver.net.params.values() for blob in blobs]
-    history = [blob.data.copy() for blob in solver.history]
-    return SolverState(weights, history)
+    views = _views(solver)
+    return SolverState([a.copy() for a in views.weights], [a.copy() for a in views.history])
 
 
 def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
@@ -137,17 +142,15 @@ def named_weights(state: SolverState, layout) -> dict[str, list[np.ndarray]]:
 def set_state(solver, state: SolverState | np.ndarray) -> None:
     """Load ``state`` (or its vector, :func:`~sparknet_ml.engine.state.flatten`) into the
     solver's learnable blobs and history."""
-    blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
+    views = _views(solver)
     if isinstance(state, np.ndarray):
-        state = unflatten(state, SolverState([b.data for b in blobs],
-                                             [b.data for b in solver.history]))
-    if len(blobs) != len(state.weights) or len(solver.history) != len(state.history):
+        state = unflatten(state, views)
+    if len(views.weights) != len(state.weights) or len(views.history) != len(state.history):
         raise ValueError(f"state has {len(state.weights)} weights and {len(state.history)} "
-                         f"history blobs; the net has {len(blobs)} and {len(solver.history)}")
-    for blob, value in zip(blobs, state.weights):
-        blob.data[...] = value
-    for blob, value in zip(solver.history, state.history):
-        blob.data[...] = value
+                         f"history blobs; the net has {len(views.weights)} and "
+                         f"{len(views.history)}")
+    for view, value in zip(views.weights + views.history, state.weights + state.history):
+        view[...] = value
 
 
 def _flat_state(solver, spec: TrainSpec):
@@ -194,12 +197,11 @@ def read_state(solver, spec: TrainSpec) -> np.ndarray:
     if flat is not None:
         flat.to_host()
         return flat.host()
-    blobs = [blob for blobs in solver.net.params.values() for blob in blobs]
-    state = SolverState([b.data for b in blobs], [b.data for b in solver.history])
+    views = _views(solver)
     vector = getattr(solver, "state_vector", None)  # reused: no fresh pages every round
     if vector is None:
-        vector = solver.state_vector = np.empty(state_size(state), np.float32)
-    return flatten(state, out=vector)
+        vector = solver.state_vector = np.empty(state_size(views), np.float32)
+    return flatten(views, out=vector)
 
 
 def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
