@@ -23,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 demo: setup
-	$(BIN)/python -m sparknet_ml.apps.fashion_mnist
+	$(BIN)/python -m sparknet_ml.apps.fashion_mnist --overwrite
 
 bench: setup
 	$(BIN)/python -m sparknet_ml.cli bench $(BENCH_ARGS)

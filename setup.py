@@ -13,7 +13,8 @@ setup(
     # pycaffe itself is not on any index for today's Pythons: `sparknet-ml build-caffe --install`
     # builds and installs it (make setup does).
     install_requires=["pyspark>=4.0,<5", "pandas>=2.2,<3", "pyarrow>=18", "numpy>=1.25",
-                      "protobuf>=4.21", "six", "tqdm>=4.60"],
+                      "protobuf>=4.21", "six", "tqdm>=4.60",
+                      "cryptography>=42"],
     extras_require={
         "plot": ["matplotlib>=3.7"],
         "bench": ["torch==2.13.0"],

@@ -26,7 +26,7 @@ def sweep(fits: int, bound: int) -> dict:
     from sparknet_ml.engine import worker
     from sparknet_ml.engine.solver import make_solver
     from sparknet_ml.engine.transform import Transform
-    worker.MAX_CACHED_SOLVERS = bound
+    worker._SOLVERS.size = bound
 
     def used_mb():
         free, total = cupy.cuda.runtime.memGetInfo()

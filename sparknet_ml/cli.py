@@ -14,7 +14,8 @@ import sys
 from importlib import metadata
 
 from . import storage
-from .apps import add_conf_argument, add_session_arguments, rounds_per_job, spark_session
+from .apps import (add_conf_argument, add_out_arguments, add_session_arguments, check_out,
+                   rounds_per_job, run_main, saving_out, spark_session)
 from .build import command as build_command
 
 FASHION_MNIST = ("fashion-mnist", "fashion-mnist-test")
@@ -80,14 +81,13 @@ def train(args) -> int:
         raise ValueError(f"--net {args.net}: a net file needs --solver")
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
-    shape = [int(d) for d in args.input_shape.split(",")] if args.input_shape else None
     spark = spark_session(args.master, "sparknet-ml train", args.conf, args.remote)
     try:
         for flag, path in (("--net", args.net), ("--solver", args.solver)):
             if not storage.is_file(path):
                 raise FileNotFoundError(f"{flag} {path}: no such file")
         _check_data(args.data)
-        _check_out(args.out)
+        check_out(args.out, args.overwrite)
         estimator = SparkNetEstimator(netPrototxt=args.net, solverPrototxt=args.solver,
                                       labelCol=args.label_col, batchSize=args.batch,
                                       syncInterval=args.sync_interval, maxIter=args.rounds,
@@ -97,9 +97,10 @@ def train(args) -> int:
                                       showProgress=not args.no_progress)
         data, features_col, data_shape = _read(spark, args.data)
         estimator.setFeaturesCol(args.features_col or features_col)
-        estimator.setInputShape(shape or data_shape)
+        estimator.setInputShape(args.input_shape or data_shape)
         model = estimator.fit(data)
-        model.write().overwrite().save(args.out)
+        writer = model.write()
+        (writer.overwrite() if args.overwrite else writer).save(args.out)
     finally:
         spark.stop()
     if args.plot:
@@ -129,18 +130,30 @@ def score(args) -> int:
             raise FileNotFoundError(f"--model {args.model}: not a saved model (no metadata "
                                     "folder)")
         _check_data(args.data)
-        _check_out(args.out)
+        check_out(args.out, args.overwrite, _is_parquet_output, PARQUET_OUTPUT)
         model = SparkNetModel.load(args.model)
         data, features_col, _ = _read(spark, args.data)
         if model.getFeaturesCol() not in data.columns:
             model.setFeaturesCol(features_col)
         scored = model.transform(data)
-        scored.write.mode("overwrite").parquet(args.out)
+        with saving_out(args.out, args.overwrite, _is_parquet_output, PARQUET_OUTPUT) as staged:
+            scored.write.parquet(staged)
         rows = spark.read.parquet(args.out).count()
     finally:
         spark.stop()
     print(f"scored {rows} rows into {args.out}")
     return 0
+
+
+PARQUET_OUTPUT = "a folder of parquet part files (what score writes)"
+
+
+def _is_parquet_output(uri: str) -> bool:
+    """Whether ``uri`` is a folder Spark's parquet writer wrote: part files, ``_SUCCESS`` and
+    checksums only."""
+    return storage.is_dir(uri) and all(
+        name.startswith(("part-", "_SUCCESS", "_committed_", "_started_"))
+        or (name.startswith(".") and name.endswith(".crc")) for name in storage.list_names(uri))
 
 
 def export(args) -> int:
@@ -178,8 +191,7 @@ def _export_net(args) -> None:
     if not args.weights:
         raise ValueError("--net needs --weights (the .caffemodel)")
     text = read_prototxt_file(args.net)
-    shape = ([int(d) for d in args.input_shape.split(",")] if args.input_shape
-             else netlib.infer_input_shape(text))
+    shape = args.input_shape or netlib.infer_input_shape(text)
     if shape is None:
         raise ValueError(f"--net {args.net}: the net does not state its input's shape; give "
                          "--input-shape C,H,W")
@@ -247,11 +259,12 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", required=True,
                      help="parquet path, image folder (one sub-folder of images per class), or "
                           "fashion-mnist (Debian's dataset-fashion-mnist)")
-    fit.add_argument("--out", required=True, help="folder for the saved model")
+    add_out_arguments(fit, None, "folder for the saved model")
     fit.add_argument("--features-col",
                      help="default: features (image for an image folder)")
     fit.add_argument("--label-col", default="label")
-    fit.add_argument("--input-shape", help="C,H,W of one example (default: from the net)")
+    fit.add_argument("--input-shape", type=input_shape,
+                     help="C,H,W of one example (default: from the net)")
     add_session_arguments(fit)
     fit.add_argument("--workers", type=int, help="numWorkers (default: the data's partitions)")
     fit.add_argument("--sync-interval", type=int, default=50, help="tau (default 50)")
@@ -271,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     use.add_argument("--model", required=True, help="folder of a saved SparkNetModel")
     use.add_argument("--data", required=True,
                      help="parquet path, image folder, or fashion-mnist-test")
-    use.add_argument("--out", required=True, help="parquet folder to write")
+    add_out_arguments(use, None, "parquet folder to write")
     add_session_arguments(use)
     use.set_defaults(run=score)
     onnx = commands.add_parser("export", help="write a model as ONNX",
@@ -285,8 +298,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--net", help="net prototxt file: a deploy net, or a train_val net "
                                       "(its data layers become an Input, losses are dropped)")
     onnx.add_argument("--weights", help="with --net: the .caffemodel")
-    onnx.add_argument("--input-shape", help="with --net: C,H,W of one example (default: from "
-                                            "the net)")
+    onnx.add_argument("--input-shape", type=input_shape,
+                      help="with --net: C,H,W of one example (default: from the net)")
     onnx.add_argument("--output-blobs", help="blobs to output, comma-separated (default: the "
                                              "model's output and outputBlobs; for --net, the "
                                              "blobs no layer consumes)")
@@ -324,38 +337,26 @@ def _check_master(master: str | None) -> None:
                          "local-cluster[N,C,M], spark://HOST:PORT, yarn, k8s://URL)")
 
 
-def _check_out(out: str) -> None:
-    """Before any training: ``--out`` can be created and written."""
+def input_shape(text: str) -> list[int]:
+    """``--input-shape``'s value: positive integers separated by commas (C,H,W)."""
     try:
-        storage.check_writable(out)
-    except storage.StorageError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err})") from None
-
-
-def _one_line(err: BaseException) -> str:
-    """The first line of an error, for Spark's JVM errors their Java message."""
-    text = str(err).strip()
-    java = getattr(err, "java_exception", None)
-    if java is not None:
-        try:
-            text = java.toString()
-        except Exception:  # noqa: BLE001 - the gateway may be gone already
-            text = type(err).__name__
-    return (text.splitlines() or [type(err).__name__])[0]
+        shape = [int(d) for d in text.split(",")]
+    except ValueError:
+        shape = []
+    if not shape or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not C,H,W: positive integers separated "
+                                         "by commas, e.g. 1,28,28")
+    return shape
 
 
 def main(argv=None) -> int:
     """Entry point of the ``sparknet-ml`` console script."""
     args = _parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         _check_master(getattr(args, "master", None))
         return args.run(args)
-    except Exception as err:  # noqa: BLE001 - bad input and Spark's own errors become one line
-        ours = isinstance(err, (ValueError, TypeError, OSError))
-        if not ours and type(err).__module__.split(".")[0] not in ("pyspark", "py4j"):
-            raise
-        print(f"sparknet-ml: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+    return run_main("sparknet-ml", run)
 
 
 if __name__ == "__main__":

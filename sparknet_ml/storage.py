@@ -392,49 +392,147 @@ def rename(source: str, target: str) -> None:
 
 
 def check_writable(uri: str) -> None:
-    """Create the folder ``uri`` and write and delete a file in it.
+    """Check that the folder ``uri`` can be created and written, leaving nothing behind.
+
+    Creates ``uri`` (and missing parents), writes and deletes a file in it, then deletes the
+    folders it created.
 
     Raises
     ------
     StorageError
         Naming ``uri`` and why it cannot be written.
     """
+    created, parent = None, uri
+    while parent and not exists(parent):
+        created, parent = parent, _split(parent)[0]
+        if parent == created:
+            break
     probe = join(uri, f".sparknet-write-check-{uuid.uuid4().hex}")
     makedirs(uri)
-    write_bytes(probe, b"")
-    delete(probe)
+    try:
+        write_bytes(probe, b"")
+        delete(probe)
+    finally:
+        if created is not None:
+            delete(created)
 
 
-@contextlib.contextmanager
-def replacing(uri: str, overwrite: bool, how: str = "write().overwrite().save(path)"):
-    """Stage a folder (or a file) that replaces ``uri`` only once it is complete.
+def is_empty_dir(uri: str) -> bool:
+    """Whether ``uri`` is a folder with nothing in it (False when it vanishes as we look)."""
+    try:
+        return is_dir(uri) and not list_names(uri)
+    except StorageError as err:
+        if "no such file or folder" in str(err):
+            return False
+        raise
 
-    Yields a hidden sibling path to write into. When the block ends without an error the
-    existing ``uri`` (if any) is renamed aside, the staged path is renamed to ``uri`` and
-    the old one deleted; on an error the staged path is deleted. A crash at any moment
-    leaves ``uri`` as it was, or complete, or missing, never half written.
+
+def check_replaceable(uri: str, overwrite: bool, how: str, ours=None, what: str = "") -> None:
+    """Refuse to replace what the user did not ask to lose.
+
+    Nothing at ``uri``, or an empty folder, may be written. Anything else needs
+    ``overwrite``, and then, when ``ours`` is given, must be what we write (``ours(uri)`` is
+    true): a folder of the user's pictures is never deleted because a command was given
+    ``--overwrite``.
+
+    Parameters
+    ----------
+    uri : str
+        The location to write.
+    overwrite : bool
+        Whether the user asked to replace what is there.
+    how : str
+        How to ask for that (``write().overwrite()``, ``--overwrite``), for the message.
+    ours : callable, optional
+        ``ours(uri) -> bool``: whether what is there is what we would write.
+    what : str
+        What ``ours`` recognises (``a saved model``), for the message.
 
     Raises
     ------
     StorageError
-        When ``uri`` exists and ``overwrite`` is False (the message names ``how`` to
-        replace it), or a rename fails.
+        One line naming ``uri``, why it is refused and, where it applies, ``how``.
     """
-    if exists(uri) and not overwrite:
+    if not exists(uri) or is_empty_dir(uri):
+        return
+    if not overwrite:
         raise StorageError(f"{uri} already exists; use {how} to replace it")
+    if ours is not None and not ours(uri):
+        raise StorageError(f"{uri} exists and is not {what}; refusing to replace it, even with "
+                           f"{how} (remove it yourself or choose another path)")
+
+
+class _Lost(Exception):
+    """Another writer moved or replaced the location between our check and our rename."""
+
+
+@contextlib.contextmanager
+def replacing(uri: str, overwrite: bool, how: str = "write().overwrite().save(path)",
+              ours=None, what: str = ""):
+    """Stage a folder (or a file) that replaces ``uri`` only once it is complete.
+
+    Yields a hidden sibling path to write into. When the block ends without an error the
+    existing ``uri`` (if any) is renamed aside, the staged path is renamed to ``uri`` and
+    the old one deleted. On any error, ours or a rename's, the staged path is deleted. A crash
+    at any moment leaves ``uri`` as it was, or complete, or missing, never half written.
+    Two saves racing to one path: each either completes or fails saying another writer got
+    there first; neither leaves its staging behind.
+
+    Parameters
+    ----------
+    uri, overwrite, how, ours, what
+        As :func:`check_replaceable`, which runs first.
+
+    Raises
+    ------
+    StorageError
+        When :func:`check_replaceable` refuses, another writer got there first, or a rename
+        fails.
+    """
+    check_replaceable(uri, overwrite, how, ours, what)
     parent, name = _split(uri)
     token = uuid.uuid4().hex
     staged = join(parent, f".{name}.staged-{token}")
     try:
         yield staged
-    except BaseException:
+        _swap(uri, staged, join(parent, f".{name}.replaced-{token}"))
+    except BaseException as err:
         with contextlib.suppress(StorageError):
             delete(staged)
+        if isinstance(err, _Lost):
+            raise StorageError(f"cannot save {uri}: another writer got there first ({err}); "
+                               "nothing of this save was kept") from None
         raise
-    replaced = None
+
+
+def _swap(uri: str, staged: str, aside: str) -> None:
+    """Rename ``uri`` to ``aside`` (when there), ``staged`` to ``uri``, then delete
+    ``aside``; on failure put ``aside`` back where nobody else took ``uri``.
+
+    Raises
+    ------
+    _Lost
+        When ``uri`` vanished or appeared under us (another writer).
+    """
+    moved = False
     if exists(uri):
-        replaced = join(parent, f".{name}.replaced-{token}")
-        rename(uri, replaced)
-    rename(staged, uri)
-    if replaced is not None:
-        delete(replaced)
+        try:
+            rename(uri, aside)
+        except StorageError as err:
+            if "no such file or folder" in str(err) or not exists(uri):  # it was there
+                raise _Lost(str(err)) from None
+            raise
+        moved = True
+    try:
+        rename(staged, uri)
+    except StorageError as err:
+        taken = exists(uri) or "exists" in str(err)
+        if moved and not exists(uri):
+            rename(aside, uri)  # nobody took the place: the old one goes back
+        elif moved:
+            delete(aside)
+        if taken:
+            raise _Lost(str(err)) from None
+        raise
+    if moved:
+        delete(aside)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 
@@ -12,11 +13,20 @@ def spark_session(master: str | None, name: str, conf=(), remote: str | None = N
     ``master`` (default ``local[2]``) on loopback, with this interpreter for Python workers and
     one BLAS thread per worker. ``conf`` holds ``KEY=VALUE`` settings (``--conf``), for
     example ``spark.hadoop.fs.s3a.endpoint=...`` to reach a file system (on Connect, the
-    settings a session may change)."""
+    settings a session may change).
+
+    Raises
+    ------
+    ValueError
+        When ``master`` is a ``spark://`` URL none of whose masters accepts a connection
+        (Spark itself retries for over a minute, then reports a stopped SparkContext).
+    """
     from pyspark.sql import SparkSession
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if master and master.startswith("spark://"):
+        check_standalone_master(master)
     builder = SparkSession.builder
     if remote:
         builder = builder.remote(remote)
@@ -31,6 +41,31 @@ def spark_session(master: str | None, name: str, conf=(), remote: str | None = N
     if not remote:
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+MASTER_TIMEOUT = 5.0
+"""Seconds a standalone master has to accept a TCP connection before a session starts."""
+
+
+def check_standalone_master(master: str) -> None:
+    """Refuse ``spark://HOST:PORT[,HOST:PORT...]`` when no master there accepts a connection.
+
+    Raises
+    ------
+    ValueError
+        Naming the URL and each address's error.
+    """
+    failures = []
+    for address in master[len("spark://"):].split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), MASTER_TIMEOUT):
+                return
+        except (OSError, ValueError) as err:
+            failures.append(f"{address}: {getattr(err, 'strerror', None) or err}")
+    raise ValueError(f"--master {master}: no Spark master answered ({'; '.join(failures)}); "
+                     "is the master running, and is that its host and port (the master's "
+                     "log and web UI show its spark:// URL)?")
 
 
 def add_session_arguments(parser) -> None:
@@ -69,7 +104,7 @@ def rounds_per_job(text: str):
 
 def add_training_arguments(parser, *, tau: int, rounds: int, out: str) -> None:
     """The options every app takes: master or remote, conf, workers, tau, rounds, batch, seed,
-    out."""
+    out, overwrite."""
     add_session_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="numWorkers (default 2)")
     parser.add_argument("--sync-interval", type=int, default=tau, help=f"tau (default {tau})")
@@ -77,7 +112,54 @@ def add_training_arguments(parser, *, tau: int, rounds: int, out: str) -> None:
                         help=f"maxIter (default {rounds})")
     parser.add_argument("--batch", type=int, default=64, help="batchSize (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=out)
+    add_out_arguments(parser, out, "folder for the saved model")
+
+
+def add_out_arguments(parser, default: str | None, what: str) -> None:
+    """``--out`` (required when ``default`` is None) and ``--overwrite``."""
+    parser.add_argument("--out", default=default, required=default is None,
+                        help=what + (f" (default {default})" if default else ""))
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out when it holds an earlier output of ours (a folder "
+                             "of anything else is never replaced)")
+
+
+def is_output(uri: str) -> bool:
+    """Whether ``uri`` holds what an app or ``train`` writes: a saved model there or in its
+    ``model`` folder."""
+    from .. import storage
+    from ..persistence import is_saved_stage
+    return is_saved_stage(uri) or is_saved_stage(storage.join(uri, "model"))
+
+
+OUTPUT = "a saved sparknet_ml model (no metadata folder there or in model/)"
+
+
+def check_out(out: str, overwrite: bool, ours=is_output, what: str = OUTPUT) -> None:
+    """Before any work: ``--out`` may be written (new, an empty folder, or with
+    ``--overwrite`` an earlier output of ours) and can be.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--out`` and why not.
+    """
+    from .. import storage
+    try:
+        storage.check_replaceable(out, overwrite, "--overwrite", ours, what)
+    except storage.StorageError as err:
+        raise ValueError(f"--out {err}") from None
+    try:
+        storage.check_writable(out)
+    except storage.StorageError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err})") from None
+
+
+def saving_out(out: str, overwrite: bool, ours=is_output, what: str = OUTPUT):
+    """:func:`sparknet_ml.storage.replacing` for ``--out``: yields the staged folder to write
+    everything into; it replaces ``out`` once complete."""
+    from .. import storage
+    return storage.replacing(out, overwrite, "--overwrite", ours, what)
 
 
 def log_rounds() -> None:
@@ -87,9 +169,9 @@ def log_rounds() -> None:
     logging.getLogger("sparknet_ml").setLevel(logging.INFO)
 
 
-def fit_evaluate_save(estimator, train, test, out: str):
-    """Fit ``estimator`` on ``train``, measure top-1 accuracy on ``test`` and save the model
-    to ``out``; returns the model, the fit's seconds and the accuracy."""
+def fit_evaluate(estimator, train, test):
+    """Fit ``estimator`` on ``train`` and measure top-1 accuracy on ``test``; returns the
+    model, the fit's seconds and the accuracy."""
     import time
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     started = time.perf_counter()
@@ -97,5 +179,29 @@ def fit_evaluate_save(estimator, train, test, out: str):
     fit_seconds = time.perf_counter() - started
     accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
         model.transform(test))
-    model.write().overwrite().save(out)
     return model, fit_seconds, accuracy
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error, for Spark's JVM errors their Java message."""
+    text = str(err).strip()
+    java = getattr(err, "java_exception", None)
+    if java is not None:
+        try:
+            text = java.toString()
+        except Exception:  # noqa: BLE001 - the gateway may be gone already
+            text = type(err).__name__
+    return (text.splitlines() or [type(err).__name__])[0]
+
+
+def run_main(prog: str, run) -> int:
+    """``run()``'s exit code; bad input and Spark's own errors become one
+    ``PROG: error: ...`` line on stderr and exit code 2 (other errors propagate)."""
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 - bad input and Spark's own errors become one line
+        ours = isinstance(err, (ValueError, TypeError, OSError))
+        if not ours and type(err).__module__.split(".")[0] not in ("pyspark", "py4j"):
+            raise
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2

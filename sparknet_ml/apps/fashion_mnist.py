@@ -2,7 +2,7 @@
 
     python -m sparknet_ml.apps.fashion_mnist [--master local[2]] [--workers 2]
         [--sync-interval 50] [--rounds 100] [--batch 64] [--out runs/lenet-fashion-mnist]
-        [--train-rows N] [--test-rows N]
+        [--overwrite] [--train-rows N] [--test-rows N]
 
 Reads Debian's Fashion-MNIST (idx files) into DataFrames of raw uint8 pixels (binary column),
 trains with SparkNet rounds printing per-round progress, prints the test accuracy and saves
@@ -14,8 +14,8 @@ import argparse
 import sys
 
 from sparknet_ml import storage
-from sparknet_ml.apps import (add_training_arguments, fit_evaluate_save, log_rounds,
-                             spark_session)
+from sparknet_ml.apps import (add_training_arguments, check_out, fit_evaluate, log_rounds,
+                              run_main, saving_out, spark_session)
 
 
 def fashion_mnist_df(spark, split: str, rows: int | None = None):
@@ -34,6 +34,11 @@ def fashion_mnist_df(spark, split: str, rows: int | None = None):
 
 
 def main(argv=None) -> int:
+    """The app's entry point: errors are one line and exit code 2."""
+    return run_main("fashion_mnist", lambda: _main(argv))
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_arguments(parser, tau=50, rounds=100, out="runs/lenet-fashion-mnist")
     parser.add_argument("--train-rows", type=int, metavar="N",
@@ -44,6 +49,7 @@ def main(argv=None) -> int:
     for option, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
         if value is not None and value < 1:
             parser.error(f"{option} must be at least 1, not {value}")
+    check_out(args.out, args.overwrite)
     log_rounds()
     from sparknet_ml import SparkNetEstimator, zoo
 
@@ -55,8 +61,10 @@ def main(argv=None) -> int:
         netPrototxt=zoo.prototxt("lenet_train_test"), solverPrototxt=zoo.prototxt("lenet_solver"),
         inputShape=[1, 28, 28], batchSize=args.batch, syncInterval=args.sync_interval,
         maxIter=args.rounds, numWorkers=args.workers, seed=args.seed)
-    model, fit_seconds, accuracy = fit_evaluate_save(estimator, train, test, args.out)
-    model.saveCaffeModel(storage.join(args.out, "caffe"))
+    model, fit_seconds, accuracy = fit_evaluate(estimator, train, test)
+    with saving_out(args.out, args.overwrite) as staged:
+        model.write().save(staged)
+        model.saveCaffeModel(storage.join(staged, "caffe"))
     samples = int(model.history["samples"].sum())
     print(f"LeNet on Fashion-MNIST with SparkNet ({master}, {args.workers} workers, "
           f"tau={args.sync_interval}, {args.rounds} rounds, batch {args.batch}): "

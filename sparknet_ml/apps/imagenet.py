@@ -3,7 +3,7 @@
     python -m sparknet_ml.apps.imagenet --data ROOT [--net caffenet|googlenet|PROTOTXT]
         [--solver PROTOTXT] [--mean-file BINARYPROTO] [--master local[2]] [--workers 2]
         [--sync-interval 10] [--rounds 20] [--batch 32] [--base-lr 0.01]
-        [--test-fraction 0.2] [--out runs/imagenet]
+        [--test-fraction 0.2] [--out runs/imagenet] [--overwrite]
 
 ``ROOT/<class>/<image>``: JPEG or PNG files of any size (read with Spark's image source),
 resized to 256x256 (bilinear, as Caffe's ``ImageData`` ``new_height``/``new_width`` does with
@@ -24,27 +24,12 @@ import sys
 import numpy as np
 
 from sparknet_ml import storage
-from sparknet_ml.apps import add_training_arguments, log_rounds, rounds_per_job, spark_session
-from sparknet_ml.data.images import resize_bilinear
+from sparknet_ml.apps import (add_training_arguments, check_out, log_rounds, rounds_per_job,
+                              run_main, saving_out, spark_session)
+from sparknet_ml.apps.image_folder import labelled_images, to_examples
 
 NETS = {"caffenet": "bvlc_reference_caffenet", "googlenet": "bvlc_googlenet"}
 SIZE = 256
-
-
-def to_examples(batches, size: int):
-    """mapInArrow function: Spark image structs (BGR HWC, any size, 1/3/4 channels) to
-    ``features`` (3 x size x size uint8, CHW, BGR as Caffe reads images) and ``label``."""
-    import pyarrow as pa
-    for batch in batches:
-        images = batch.column("image")
-        features = []
-        for i in range(len(batch)):
-            h, w, c = (images.field(f)[i].as_py() for f in ("height", "width", "nChannels"))
-            hwc = np.frombuffer(images.field("data")[i].as_py(), np.uint8).reshape(h, w, c)
-            hwc = np.repeat(hwc, 3, axis=2) if c == 1 else hwc[:, :, :3]
-            features.append(resize_bilinear(hwc, size, size).transpose(2, 0, 1).tobytes())
-        yield pa.RecordBatch.from_arrays([pa.array(features, pa.binary()), batch.column("label")],
-                                         names=["features", "label"])
 
 
 def read_images(spark, root: str, size: int = SIZE):
@@ -56,18 +41,9 @@ def read_images(spark, root: str, size: int = SIZE):
     ValueError
         When ``root`` holds fewer than two class folders with images.
     """
-    from pyspark.sql import functions as F
-    images = (spark.read.format("image").option("dropInvalid", True)
-              .load(storage.join(root, "*"))
-              .withColumn("class", F.element_at(F.split("image.origin", "/"), -2)))
-    classes = sorted(row["class"] for row in images.select("class").distinct().collect())
-    if len(classes) < 2:
-        raise ValueError(f"{root}: an image folder needs at least two sub-folders of images "
-                         f"(one per class), found {classes or 'none'}")
-    index = F.array_position(F.array(*[F.lit(c) for c in classes]), F.col("class")) - 1
-    labelled = images.select("image", index.cast("double").alias("label"))
-    return labelled.mapInArrow(functools.partial(to_examples, size=size),
-                               "features binary, label double"), classes
+    images, classes, _ = labelled_images(spark, root)
+    return images.mapInArrow(functools.partial(to_examples, shape=(3, size, size)),
+                             "features binary, label double"), classes
 
 
 def partial_sums(batches, pixels: int):
@@ -147,33 +123,48 @@ def needs_mean_file(net_text: str) -> bool:
 
 
 def run(args) -> dict:
-    """Train, evaluate and save as the module docstring says; returns the report."""
+    """Train, evaluate and save as the module docstring says; returns the report.
+
+    Raises
+    ------
+    ValueError
+        When ``--data`` is no image folder of two classes or more, or ``--out`` may not be
+        written (see :func:`sparknet_ml.apps.check_out`).
+    """
+    import tempfile
     import time
     from sparknet_ml.persistence.caffemodel import mean_blob_bytes
+    check_out(args.out, args.overwrite)
     spark = spark_session(args.master, "sparknet_ml ImageNet", args.conf, args.remote)
     try:
         if not storage.is_dir(args.data):
             raise FileNotFoundError(f"--data {args.data}: --net {args.net} trains on an image "
                                     "folder (one sub-folder of images per class)")
-        storage.check_writable(args.out)
         data, classes = read_images(spark, args.data)
         train, test = data.randomSplit([1 - args.test_fraction, args.test_fraction],
                                        seed=args.seed)
         train = train.cache()
         estimator = build_estimator(args.net, args.solver, args.mean_file, args)
         estimator.setNetPrototxt(set_classes(estimator.getNetPrototxt(), len(classes)))
-        if args.mean_file is None and needs_mean_file(estimator.getNetPrototxt()):
-            mean_path = storage.join(args.out, "mean.binaryproto")
-            storage.write_bytes(mean_path, mean_blob_bytes(mean_image(train, (3, SIZE, SIZE))))
-            estimator.setMeanFile(mean_path)
-        started = time.perf_counter()
-        model = estimator.fit(train)
-        fit_seconds = time.perf_counter() - started
+        mean = None
+        with tempfile.TemporaryDirectory(prefix="sparknet-mean-") as scratch:
+            if args.mean_file is None and needs_mean_file(estimator.getNetPrototxt()):
+                mean = mean_blob_bytes(mean_image(train, (3, SIZE, SIZE)))
+                storage.write_bytes(storage.join(scratch, "mean.binaryproto"), mean)
+                estimator.setMeanFile(storage.join(scratch, "mean.binaryproto"))
+            started = time.perf_counter()
+            model = estimator.fit(train)
+            fit_seconds = time.perf_counter() - started
         report = {"net": args.net, "classes": classes, "fit_seconds": fit_seconds,
                   "top1": top_k_accuracy(model, test, 1),
                   "top5": top_k_accuracy(model, test, min(5, len(classes)))}
-        model.write().overwrite().save(storage.join(args.out, "model"))
-        storage.write_bytes(storage.join(args.out, "classes.json"), json.dumps(classes).encode())
+        with saving_out(args.out, args.overwrite) as staged:
+            if mean is not None:  # the model's meanFile names where it is kept
+                model.set(model.meanFile, storage.join(args.out, "mean.binaryproto"))
+                storage.write_bytes(storage.join(staged, "mean.binaryproto"), mean)
+            model.write().save(storage.join(staged, "model"))
+            storage.write_bytes(storage.join(staged, "classes.json"),
+                                json.dumps(classes).encode())
     finally:
         spark.stop()
     return report
@@ -191,6 +182,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
+    """The app's entry point: errors are one line and exit code 2."""
+    return run_main("imagenet", lambda: _main(argv))
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="folder of one sub-folder per class")
     add_training_arguments(parser, tau=10, rounds=20, out="runs/imagenet")
@@ -199,10 +195,7 @@ def main(argv=None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     log_rounds()
-    try:
-        report = run(args)
-    except FileNotFoundError as err:
-        parser.error(str(err))
+    report = run(args)
     print(f"{args.net} on {args.data} ({len(report['classes'])} classes, {args.workers} "
           f"workers, tau={args.sync_interval}, {args.rounds} rounds): fit "
           f"{report['fit_seconds']:.0f} s, top-1 {report['top1']:.4f}, top-5 "

@@ -2,9 +2,11 @@
 
 A fit's states take one route, the driver's :class:`StateServer`: the driver's Python
 process serves each job's start state and receives the tasks' states over TCP, in
-:mod:`~sparknet_ml.tasks.transport`'s format (authenticated by challenge and response with the
-fit's random key; no pickle), so states never enter a JVM and the task functions stay the
-same for every job of a fit (they ask the server which rounds to run). The server listens on
+:mod:`~sparknet_ml.tasks.transport`'s format (each task authenticated by challenge and
+response with a key derived from the fit's random key and its partition, and allowed to put
+only its own partition's state; sealed with AES-GCM when Spark's own traffic is encrypted;
+no pickle), so states never enter a JVM and the task functions stay the same for every job
+of a fit (they ask the server which rounds to run). The server listens on
 ``spark.driver.host``, where executors already reach the driver (on Spark Connect, the
 client's address).
 
@@ -20,8 +22,9 @@ import uuid
 
 import numpy as np
 
+from ..engine.caches import BoundedCache
 from ..engine.state import SolverState, flatten, state_size
-from ..tasks.states import Inline, Job, Served, Shipped, weights_message
+from ..tasks.states import FINAL, Inline, Job, Served, Shipped, task_key, weights_message
 from ..tasks.transport import (CONNECT_TIMEOUT, HELLO_TIMEOUT, PeerError, admit, new_key,
                                receive, send)
 
@@ -29,8 +32,10 @@ PLAN_SHARE = 0.5  # of the largest message a Spark Connect server takes (a plan)
 MAX_PENDING = 64  # connections authenticating at once; more are closed unanswered
 
 
-# Per Spark Connect session, the weights and model files already shipped to its executors.
-_SHIPPED: dict[str, set[str]] = {}
+MAX_SHIPPED = 256
+"""(Spark Connect session, file) pairs remembered as shipped: a file forgotten is shipped
+again, which Spark takes as a no-op for the same name and content."""
+_SHIPPED = BoundedCache(MAX_SHIPPED)
 
 
 def share_weights(spark, weights: dict, key: str):
@@ -62,70 +67,91 @@ def share_model(spark, model: bytes, key: str):
 def _share(spark, value, size: int, name: str, content, raw: bool = False):
     """``value`` inline while ``size`` bytes fit in a plan, else the file ``name`` holding
     ``content()`` (bytes) shipped once per session."""
-    import os
-    import tempfile
     from . import session
     plan = session.plan_bytes(spark)
     if plan is None or size <= plan * PLAN_SHARE:
         return Inline(value)
-    shipped = _SHIPPED.setdefault(spark.session_id, set())
-    if name not in shipped:
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, name)
-            with open(path, "wb") as f:
-                f.write(content())
-            spark.addArtifacts(path, file=True)
-        shipped.add(name)
+    _SHIPPED.get_or_make((spark.session_id, name), lambda: _ship(spark, name, content()))
     return Shipped(name, raw)
+
+
+def _ship(spark, name: str, data: bytes) -> bool:
+    """Ship ``data`` to every executor of ``spark`` (a Spark Connect session) as the file
+    ``name``; True once done."""
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        spark.addArtifacts(path, file=True)
+    return True
 
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         server: _Server = self.server
-        sock = self.request
         try:
             try:
-                admit(sock, server.key, HELLO_TIMEOUT)
+                conn, task = admit(self.request, server.key_for, HELLO_TIMEOUT,
+                                   server.encrypt)
             finally:
                 server.pending.release()  # the cap counts connections not yet authenticated
-            request, _ = receive(sock, timeout=HELLO_TIMEOUT)
-            job = server.job
-            if job is None:
-                send(sock, {"error": "no SparkNet job is running"})
-            elif "get" in request:
-                if request["get"] == job.id:
-                    send(sock, {"job": job.id})
-                else:
-                    send(sock, {"job": job.id, "first": job.first, "stop": job.stop,
-                                "weights": job.weights}, [job.state])
-            elif request.get("job") != job.id:
-                send(sock, {"error": f"job {request.get('job')!r} is over"})
-            elif "meet" in request:
-                send(sock, server.meet(job, request["meet"]))
-            elif "put" in request:
-                send(sock, {"ready": True})
-                _, (flat,) = receive(sock, limit=4 * server.size)
-                if flat.size != server.size:
-                    raise PeerError(f"a state of {flat.size} values for one of {server.size}")
-                server.states[(job.id, str(request["put"]))] = flat
-                send(sock, {"stored": request["put"]})
+            with conn:
+                self.serve(server, conn, int(task["partition"]))
         except (OSError, ValueError, TypeError, KeyError):  # a stranger, a broken task: close
             return
+
+    @staticmethod
+    def serve(server: "_Server", conn, partition: int) -> None:
+        """Answer one request of the task of ``partition``."""
+        request, _ = receive(conn, timeout=HELLO_TIMEOUT)
+        job = server.job
+        if job is None:
+            send(conn, {"error": "no SparkNet job is running"})
+        elif "get" in request:
+            if request["get"] == job.id:
+                send(conn, {"job": job.id})
+            else:
+                send(conn, {"job": job.id, "first": job.first, "stop": job.stop,
+                            "weights": job.weights}, [job.state])
+        elif request.get("job") != job.id:
+            send(conn, {"error": f"job {request.get('job')!r} is over"})
+        elif "meet" in request:
+            if int(request["meet"]["rank"]) != partition:
+                raise PeerError(f"the task of partition {partition} met as another rank")
+            send(conn, server.meet(job, request["meet"]))
+        elif "put" in request:
+            name = FINAL if request["put"] == FINAL else str(partition)
+            if name == FINAL and partition != 0:
+                raise PeerError(f"the task of partition {partition} sent a final state")
+            send(conn, {"ready": True})
+            _, (flat,) = receive(conn, limit=4 * server.size)
+            if flat.size != server.size:
+                raise PeerError(f"a state of {flat.size} values for one of {server.size}")
+            server.states[(job.id, name)] = flat
+            send(conn, {"stored": name})
 
 
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, size: int):
+    def __init__(self, host: str, size: int, encrypt: bool):
         super().__init__((host, 0), _Handler)
         self.key = new_key()
         self.size = size
+        self.encrypt = encrypt
         self.job: Job | None = None
         self.states: dict[tuple[str, str], np.ndarray] = {}
         self.pending = threading.BoundedSemaphore(MAX_PENDING)
         self.addresses: dict[int, list] = {}  # the current barrier job's tasks, by rank
         self.met = threading.Condition()
+
+    def key_for(self, identity: dict) -> str | None:
+        """The key a task that says it is ``identity`` must hold."""
+        partition = identity.get("partition")
+        return task_key(self.key, partition) if isinstance(partition, int) else None
 
     def process_request(self, request, client_address) -> None:
         if not self.pending.acquire(blocking=False):
@@ -160,11 +186,13 @@ class StateServer:
         The driver's address as executors reach it (``spark.driver.host``).
     like : SolverState
         A state of the fit: every state it serves or takes has this many values.
+    encrypt : bool
+        Seal every connection (and the barrier tasks' mesh) with AES-GCM.
     """
 
-    def __init__(self, host: str, like: SolverState):
+    def __init__(self, host: str, like: SolverState, encrypt: bool = False):
         self.sharing_seconds = 0.0
-        self._server = _Server(host, state_size(like))
+        self._server = _Server(host, state_size(like), encrypt)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="sparknet_ml state server")
         self._thread.start()
@@ -174,7 +202,7 @@ class StateServer:
         """Where tasks reach this server (fixed for the fit: it goes into the task
         functions)."""
         host, port = self._server.server_address[:2]
-        return Served(host, port, self._server.key, self._server.size)
+        return Served(host, port, self._server.key, self._server.size, self._server.encrypt)
 
     def start_job(self, state: SolverState, first: int, stop: int) -> Job:
         """Serve ``state`` as the start of rounds ``first`` to ``stop - 1`` (the time it
@@ -191,7 +219,9 @@ class StateServer:
         return job
 
     def take(self, job: Job, name: str) -> np.ndarray | None:
-        """The state vector a task of ``job`` sent as ``name`` (None when it sent none)."""
+        """The state vector the task of partition ``name`` (a string), or the barrier job's
+        partition 0 as :data:`~sparknet_ml.tasks.states.FINAL`, sent in ``job`` (None when
+        it sent none)."""
         return self._server.states.pop((job.id, name), None)
 
     def end_job(self) -> None:

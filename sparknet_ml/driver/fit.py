@@ -50,6 +50,10 @@ def fit(stage, dataset, make_model):
     for name in ("netPrototxt", "solverPrototxt"):
         if not stage.isDefined(name):
             raise ValueError(f"{name} is not set")
+    if stage.getHandleInvalid() == "keep":
+        raise ValueError("handleInvalid='keep' is for transform (NaN outputs for invalid rows): "
+                         "a fit cannot train on null or NaN/Inf values; set 'error' or 'skip' "
+                         "to fit, and 'keep' on the model")
     nets = plan_nets(stage)
     columns.check_outputs(stage, nets.deploy.net, nets.deploy.classification)
     columns.check_features(dataset.schema, nets.inputs.features_col)
@@ -61,12 +65,14 @@ def fit(stage, dataset, make_model):
     # The initial weights (and any initialWeights caffemodel) are checked on the driver,
     # by its CPU Caffe, before the first Spark job (counting partitions can run one).
     state, layout, outputs = initial_state(nets.train, fit_seed(stage),
-                                           stage.getInitialWeights(), nets.deploy.output_blob)
+                                           stage.getInitialWeights(), nets.deploy.output_blob,
+                                           stage.getUseGpu())
     spark = dataset.sparkSession
+    session.report_worker_crashes(spark)
     workers = stage.getNumWorkers() or session.partitions(dataset)
     plan = plan_fit(stage, spark, workers, bool(validation))
     fit_id = uuid.uuid4().hex
-    server = StateServer(session.callback_host(spark), state)
+    server = StateServer(session.callback_host(spark), state, session.encrypts_states(spark))
     cached = []
     try:
         blocks, summary = cache_blocks(dataset.filter(~column(validation)) if validation

@@ -156,8 +156,9 @@ def plan_nets(stage) -> NetPlan:
     ------
     ValueError
         Naming the param, layer or shape at fault: maxIter <= 0, a bad or oversized net or
-        solver, a disallowed layer, a blob or input batch over its cap, base_lr <= 0 or NaN,
-        a data transform that does not fit (:func:`plan_transforms`).
+        solver (:func:`~sparknet_ml.net.prototxt.check_solver`: e.g. a base_lr or learning-rate
+        schedule that is not positive and finite), a disallowed layer, a blob or input batch
+        over its cap, a data transform that does not fit (:func:`plan_transforms`).
     """
     from ..net.layers import check_blob_shapes
     if stage.getMaxIter() <= 0:
@@ -173,11 +174,9 @@ def plan_nets(stage) -> NetPlan:
     train_net = netlib.train_net(net, net_shape, batch)
     data_top, label_top = netlib.data_layer_tops(train_net)
     solver = netlib.parse_solver(stage.getSolverPrototxt())
-    netlib.check_solver(solver, stage.getMaxIter() * stage.getSyncInterval())
     if stage.getBaseLr() is not None:
         solver.base_lr = stage.getBaseLr()
-    if not solver.base_lr > 0:
-        raise ValueError(f"solver base_lr must be positive, got {solver.base_lr}")
+    netlib.check_solver(solver, stage.getMaxIter() * stage.getSyncInterval())
     return NetPlan(
         train=TrainSpec(netlib.net_to_text(train_net), netlib.net_to_text(solver), batch,
                         data_top, label_top or "", transform=train_transform),
@@ -187,17 +186,24 @@ def plan_nets(stage) -> NetPlan:
         top5=5 in netlib.accuracy_top_ks(net))
 
 
-def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, output_blob: str):
+def initial_state(spec: TrainSpec, seed: int, initial_weights: str | None, output_blob: str,
+                  use_gpu: str = "false"):
     """Build the solver once on the driver (CPU): seeded fillers, then optional fine-tuning
     weights. Returns the state, the (layer name, blob count) layout of ``net.params`` and the
-    number of values per example in ``output_blob``."""
+    number of values per example in ``output_blob``.
+
+    A child process first builds the solver and, unless the fit may run on GPUs (``use_gpu``
+    "true", or "auto" with a CUDA pycaffe), takes one step with it on the CPU, so that Caffe's
+    own message for a net it cannot run reaches the user before any Spark job."""
     import caffe
     from ..engine.scoring import load_weights
     from ..engine.solver import make_solver
     from ..engine.worker import get_state
+    from ..engine.devices import caffe_has_cuda
     from ..engine.probe import check_caffe_builds
     from ..persistence.caffemodel import read_caffemodel
-    check_caffe_builds(spec.net_text, spec.solver_text, spec.batch_size)
+    on_cpu = use_gpu == "false" or (use_gpu == "auto" and not caffe_has_cuda())
+    check_caffe_builds(spec.net_text, spec.solver_text, spec.batch_size, run=on_cpu)
     caffe.set_mode_cpu()
     caffe.set_random_seed(seed % (2 ** 31))
     solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size)

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from ..engine.state import RoundResult, SolverState, unflatten
 from ..engine.worker import TrainSpec, average_results, divergence
+from ..net.prototxt import divergence_hint, parse_solver
 from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, round_task,
                            validate_task)
-from ..tasks.states import RESULTS_SCHEMA, read_summaries
+from ..tasks.states import FINAL, RESULTS_SCHEMA, read_summaries
 from . import session
 from .exchange import StateServer, share_weights
 from .planning import FitPlan
@@ -106,7 +107,7 @@ def run_barrier_job(spark, job_df, server: StateServer, state: SolverState, firs
         job = server.start_job(state, first, stop)  # a new job: a failed one's tasks are over
         try:
             summary = read_summaries(job_df.toArrow())[0]
-            final = server.take(job, "final")
+            final = server.take(job, FINAL)
             if summary["job"] != job.id or final is None:
                 raise RuntimeError("the job's final state did not reach the driver")
             return unflatten(final, state), [JobRound.from_json(job_round)
@@ -172,6 +173,13 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPla
     callbacks : sequence of callables
         Each called as ``callback(rounds_done, state, history)`` after every round
         (checkpoints, progress bar, MLflow); ``state`` is None for a round inside a job.
+
+    Raises
+    ------
+    FloatingPointError
+        When a round's loss or averaged weights turn non-finite: naming the round, the
+        partition where its loss shows it, and the likely cause
+        (:func:`~sparknet_ml.net.prototxt.divergence_hint`).
     """
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
@@ -201,7 +209,9 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPla
             last = k == len(done) - 1
             reason = divergence(number, job.results, state if last else SolverState([], []))
             if reason:
-                raise FloatingPointError(reason)
+                hint = divergence_hint(parse_solver(spec.solver_text), (number - 1) * plan.tau,
+                                       number * plan.tau)
+                raise FloatingPointError(f"{reason}: training diverged; {hint}")
             seconds = job.seconds + (overhead if k == 0 else 0.0)
             wall += seconds
             stats = RoundStats(number, job.loss, job.samples, seconds, job.samples / seconds,

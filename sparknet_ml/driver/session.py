@@ -29,6 +29,35 @@ def setting(spark, key: str, default: str | None = None) -> str | None:
     return default if value is None else value
 
 
+CRASH_REPORTS = "spark.sql.execution.pyspark.udf.faulthandler.enabled"
+"""Spark's setting that returns a crashed Python worker's stderr with the task's error."""
+
+
+def report_worker_crashes(spark) -> None:
+    """Turn on :data:`CRASH_REPORTS` in ``spark`` unless the user set it (or its fallback
+    ``spark.python.worker.faulthandler.enabled``): a task whose Caffe aborts (a CHECK failure,
+    ``Not Implemented Yet``) then fails with glog's FATAL line, which the tasks write where
+    Spark reads it back (:func:`sparknet_ml.tasks.environment.caffe_messages_to_spark`),
+    instead of only "Python worker exited unexpectedly"."""
+    if (setting(spark, CRASH_REPORTS) is None
+            and setting(spark, "spark.python.worker.faulthandler.enabled") is None):
+        spark.conf.set(CRASH_REPORTS, "true")
+
+
+ENCRYPTION = "spark.sparknet.encryption.enabled"
+"""``true`` seals the fit's state connections always, ``false`` never; unset: when Spark's
+own traffic is encrypted (``spark.network.crypto.enabled`` or ``spark.ssl.enabled``)."""
+
+
+def encrypts_states(spark) -> bool:
+    """Whether the fit seals its state connections with AES-GCM (:data:`ENCRYPTION`)."""
+    asked = setting(spark, ENCRYPTION)
+    if asked is not None:
+        return asked.strip().lower() == "true"
+    return any((setting(spark, key) or "").strip().lower() == "true"
+               for key in ("spark.network.crypto.enabled", "spark.ssl.enabled"))
+
+
 class Settings:
     """The session's settings as a read-only mapping with ``get(key, default)`` (what
     :func:`sparknet_ml.driver.columns.resolve_gpu` reads)."""

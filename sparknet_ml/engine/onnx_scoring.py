@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .caches import BoundedCache
+
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -62,7 +64,9 @@ def providers(spec: OnnxSpec, available: list[str], gpu_visible: bool) -> list:
     return [CPU]
 
 
-_SESSIONS: dict[tuple, object] = {}
+# By (model key, providers, threads): one scoring model per process, models are scored one at
+# a time.
+_SESSIONS = BoundedCache(1)
 
 
 def cached_session(spec: OnnxSpec, key: str, model, gpu_visible: bool | None = None):
@@ -76,17 +80,17 @@ def cached_session(spec: OnnxSpec, key: str, model, gpu_visible: bool | None = N
     if gpu_visible is None:
         gpu_visible = shutil.which("nvidia-smi") is not None
     chosen = providers(spec, ort.get_available_providers(), gpu_visible)
-    cache_key = (key, repr(chosen), spec.threads)
-    session = _SESSIONS.get(cache_key)
-    if session is None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = spec.threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(model() if callable(model) else model, options,
-                                       providers=chosen)
-        _SESSIONS.clear()  # one scoring model per process: models are scored one at a time
-        _SESSIONS[cache_key] = session
-    return session
+    return _SESSIONS.get_or_make((key, repr(chosen), spec.threads),
+                                 lambda: _new_session(spec, model, chosen))
+
+
+def _new_session(spec: OnnxSpec, model, chosen: list):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec.threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model() if callable(model) else model, options,
+                                providers=chosen)
 
 
 def forward(session, spec: OnnxSpec, features: np.ndarray) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ import numpy as np
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from .caches import BoundedCache
 from .solver import (BLOCK_TOP, MEAN_TOP, ROWS_TOP, pack_pixels, packable, packed_shape,
                      prototxt_file, set_device, with_device_transform)
 from .transform import Transform
@@ -55,7 +56,8 @@ class ScoreSpec:
 
 Weights = dict[str, list[np.ndarray]]  # layer name -> its learnable blobs, in order
 
-_NETS: dict[tuple[ScoreSpec, str, bool], object] = {}
+# By (spec, weights key, packed): one scoring net per process, models are scored one at a time.
+_NETS = BoundedCache(1)
 
 
 def weights_key(weights: Weights) -> str:
@@ -94,22 +96,22 @@ def cached_net(spec: ScoreSpec, key: str, weights, packed: bool = False):
     """
     set_device(spec.gpu, spec.tf32)
     packed = packed and spec.on_device
-    net = _NETS.get((spec, key, packed))
-    if net is None:
-        import caffe
-        text = spec.net_text
-        if spec.on_device:
-            text = text_format.MessageToString(with_device_transform(
-                text_format.Parse(text, caffe_pb2.NetParameter()), spec.data_top,
-                spec.transform, packed))
-        with prototxt_file(text) as path:
-            net = caffe.Net(path, caffe.TEST)
-        load_weights(net, weights() if callable(weights) else weights)
-        if MEAN_TOP in net.blobs:
-            net.blobs[MEAN_TOP].reshape(1, *spec.transform.mean_image.shape)
-            net.blobs[MEAN_TOP].data[...] = spec.transform.mean_image
-        _NETS.clear()  # one scoring net per process: models are scored one at a time
-        _NETS[(spec, key, packed)] = net
+    return _NETS.get_or_make((spec, key, packed), lambda: _build_net(spec, weights, packed))
+
+
+def _build_net(spec: ScoreSpec, weights, packed: bool):
+    import caffe
+    text = spec.net_text
+    if spec.on_device:
+        text = text_format.MessageToString(with_device_transform(
+            text_format.Parse(text, caffe_pb2.NetParameter()), spec.data_top,
+            spec.transform, packed))
+    with prototxt_file(text) as path:
+        net = caffe.Net(path, caffe.TEST)
+    load_weights(net, weights() if callable(weights) else weights)
+    if MEAN_TOP in net.blobs:
+        net.blobs[MEAN_TOP].reshape(1, *spec.transform.mean_image.shape)
+        net.blobs[MEAN_TOP].data[...] = spec.transform.mean_image
     return net
 
 

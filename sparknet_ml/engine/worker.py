@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from .caches import BoundedCache
 from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, pack_pixels,
                      packable, packed_shape, set_device)
 from .state import RoundResult, SolverState, flatten, state_size, unflatten, weighted_mean
@@ -78,19 +78,26 @@ class TrainSpec:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-# The solvers of a Python worker process, by spec key, reused across rounds and tasks; least
-# recently used first. At most MAX_CACHED_SOLVERS are kept: a CrossValidator sweep builds
-# one per fit, and each can hold a resident block of up to RESIDENT_MAX_BYTES.
-_SOLVERS: OrderedDict[str, object] = OrderedDict()
-# A resident solver's block (features, labels) and its MemoryData arrays (rows, unused
-# labels), by spec key; released with their solver.
-_BLOCKS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-_ROWS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-# Largest block (as float32) kept inside a net; float32 indices address rows exactly up to 2**24.
-RESIDENT_MAX_BYTES = 4 << 30
 MAX_CACHED_SOLVERS = 2
 """Solvers a Python worker keeps: this fit's and one more (a Pipeline or a validation
 alternating two nets); older ones are released with their host and GPU memory."""
+# A resident solver's block (features, labels) and its MemoryData arrays (rows, unused
+# labels), by solver key; released with their solver.
+_BLOCKS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_ROWS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _release_resident(key: str, _solver) -> None:
+    _BLOCKS.pop(key, None)
+    _ROWS.pop(key, None)
+
+
+# The solvers of a Python worker process, by solver key, reused across rounds and tasks: a
+# CrossValidator sweep builds one per fit, and each can hold a resident block of up to
+# RESIDENT_MAX_BYTES.
+_SOLVERS = BoundedCache(MAX_CACHED_SOLVERS, on_evict=_release_resident)
+# Largest block (as float32) kept inside a net; float32 indices address rows exactly up to 2**24.
+RESIDENT_MAX_BYTES = 4 << 30
 
 
 def cached_solver(spec: TrainSpec, packed: bool = False):
@@ -99,18 +106,9 @@ def cached_solver(spec: TrainSpec, packed: bool = False):
     used ones beyond :data:`MAX_CACHED_SOLVERS`; Caffe's mode, device and math (per
     thread) are set for it every time."""
     set_device(spec.gpu, spec.tf32)
-    key = _solver_key(spec, packed)
-    solver = _SOLVERS.pop(key, None)
-    if solver is None:
-        while len(_SOLVERS) >= MAX_CACHED_SOLVERS:
-            released, _ = _SOLVERS.popitem(last=False)
-            _BLOCKS.pop(released, None)
-            _ROWS.pop(released, None)
-        solver = make_solver(spec.net_text, spec.solver_text, spec.batch_size,
-                             (spec.data_top, spec.label_top, spec.transform, packed)
-                             if spec.resident else None)
-    _SOLVERS[key] = solver
-    return solver
+    return _SOLVERS.get_or_make(_solver_key(spec, packed), lambda: make_solver(
+        spec.net_text, spec.solver_text, spec.batch_size,
+        (spec.data_top, spec.label_top, spec.transform, packed) if spec.resident else None))
 
 
 def _solver_key(spec: TrainSpec, packed: bool) -> str:
@@ -386,14 +384,13 @@ def average_results(results: list[RoundResult],
 
 
 def divergence(round_number: int, results: list[RoundResult], state: SolverState) -> str | None:
-    """Why a fit diverged in this round (naming the partition when its own loss shows it),
-    or None."""
+    """Where a fit diverged in this round (naming the partition when its own loss shows it),
+    or None; what to change is the driver's to say, from the solver
+    (:func:`~sparknet_ml.net.prototxt.divergence_hint`)."""
     for r in results:
         if r.samples and not np.isfinite(r.loss):
-            return (f"round {round_number}: the loss of partition {r.partition} is {r.loss} "
-                    "(training diverged: lower base_lr)")
+            return f"round {round_number}: the loss of partition {r.partition} is {r.loss}"
     for i, weights in enumerate(state.weights):
         if not np.isfinite(weights).all():
-            return (f"round {round_number}: averaged weight blob {i} holds NaN or Inf "
-                    "(training diverged: lower base_lr)")
+            return f"round {round_number}: averaged weight blob {i} holds NaN or Inf"
     return None

@@ -91,10 +91,6 @@ class SparkNetEstimator(Estimator, _SparkNetParams, _ScoringSetters, MLReadable,
         """Sets validationInterval."""
         return self._set(validationInterval=value)
 
-    def setHandleInvalid(self, value):
-        """Sets handleInvalid ('error' or 'skip')."""
-        return self._set(handleInvalid=value)
-
     def setCheckpointDir(self, value):
         """Sets checkpointDir."""
         return self._set(checkpointDir=value)

@@ -22,7 +22,9 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
     """A trained Caffe net. ``transform`` keeps every input column and adds
     ``rawPrediction`` (logits, Vector), ``probability`` (softmax, Vector) and ``prediction``
     (double) for classification nets, plus one ``array<float>`` column per ``outputBlobs``
-    name."""
+    name. A row whose features are null or hold NaN/Inf fails its task (naming the row),
+    or with ``handleInvalid`` 'skip' is left out, with 'keep' gets NaN in every added
+    column."""
 
     def __init__(self):
         super().__init__()
@@ -74,9 +76,10 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
 
     def _score_spec(self, conf=None) -> ScoreSpec:
         """The scoring spec, after the checks a fit makes: allowed layers, the input batch
-        cap, output blobs and columns, and the deploy net built once by Caffe in a child
-        process (a CHECK failure there is a ValueError with Caffe's message, not an abort),
-        whose output blobs must have the batch as first axis."""
+        cap, output blobs and columns, and the deploy net built (and, for the CPU, run on a
+        small batch) once by Caffe in a child process (a CHECK failure or an unimplemented
+        layer there is a ValueError with Caffe's message, not an abort), whose output blobs
+        must have the batch as first axis."""
         from .. import net as netlib
         from ..engine.probe import deploy_blob_shapes
         from ..engine.solver import net_with_batch
@@ -86,15 +89,15 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         deploy = net_with_batch(meta["deploy_text"], self.getBatchSize())
         columns.check_outputs(self, deploy, meta["classification"])
         deploy_text = netlib.net_to_text(deploy)
-        shapes = deploy_blob_shapes(deploy_text)
+        gpu = columns.resolve_gpu(self.getUseGpu(), conf, purpose="scoring")
+        shapes = deploy_blob_shapes(deploy_text, run=gpu is None)
         for blob in (meta["output_blob"], *self.getOutputBlobs()):
             if shapes[blob][:1] != (self.getBatchSize(),):
                 raise ValueError(f"blob {blob!r} has shape {list(shapes[blob])}: its first axis "
                                  f"is not the batch ({self.getBatchSize()} rows), so it cannot "
                                  "be split into one value per row")
         return ScoreSpec(deploy_text, self.getBatchSize(), meta["data_top"],
-                         (meta["output_blob"], *self.getOutputBlobs()),
-                         columns.resolve_gpu(self.getUseGpu(), conf, purpose="scoring"),
+                         (meta["output_blob"], *self.getOutputBlobs()), gpu,
                          self.getAllowTf32(),
                          self.inputTransform)
 
@@ -148,7 +151,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         out = OutputColumns(InputSpec(self.getFeaturesCol(), "", tuple(meta["input_shape"]),
                                       meta.get("resize", False)),
                             dataset.columns.index(self.getFeaturesCol()), names,
-                            classification, meta.get("probabilities", False))
+                            classification, meta.get("probabilities", False),
+                            self.getHandleInvalid(), tuple(dataset.columns))
         spark = dataset.sparkSession
         if onnx:
             model = self._onnx_bytes()
@@ -156,6 +160,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
             fn = functools.partial(score_batches_onnx, spec=spec, key=key,
                                    model=share_model(spark, model, key), columns=out)
         else:
+            session.report_worker_crashes(spark)
             key = weights_key(self._weights)
             fn = functools.partial(score_batches, spec=spec, key=key,
                                    weights=share_weights(spark, self._weights, key),
@@ -194,14 +199,28 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         from ..persistence.onnx_file import write_onnx
         write_onnx(path, self._onnx_bytes(includeTransform), overwrite)
 
-    def saveCaffeModel(self, directory: str) -> None:
+    def saveCaffeModel(self, directory: str, overwrite: bool = False) -> None:
         """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:
         ``caffe.Net("deploy.prototxt", caffe.TEST, weights="weights.caffemodel")``, and
-        ``mean.binaryproto`` when the net subtracts a mean image. ``directory`` is any
-        storage location (hdfs://, s3a://, local ...)."""
-        from ..persistence import write_model_files
-        write_model_files(directory, self._meta["deploy_text"], self._weights,
-                          self._mean_image)
+        ``mean.binaryproto`` when the net subtracts a mean image.
+
+        Parameters
+        ----------
+        directory : str
+            A new folder (or an empty one), any storage location (hdfs://, s3a://, local ...);
+            written beside it and renamed into place.
+        overwrite : bool
+            Replace an existing folder (default: refuse); even then only a folder that holds
+            nothing but these files.
+
+        Raises
+        ------
+        sparknet_ml.storage.StorageError
+            When ``directory`` exists and may not be replaced, or cannot be written.
+        """
+        from ..persistence import save_caffe_model
+        save_caffe_model(directory, self._meta["deploy_text"], self._weights,
+                         self._mean_image, overwrite)
 
     @classmethod
     def read(cls):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasMaxIter,
@@ -46,18 +47,27 @@ def takes_params(method):
     return checked
 
 
-def _prototxt_text(value) -> str:
-    """Prototxt text from text, a file path (any storage location) or a protobuf message."""
+def _prototxt_text(value, kind: str) -> str:
+    """Prototxt text from text, a file path (any storage location) or a protobuf message;
+    ``kind`` ("net" or "solver") says what a file should hold."""
     if hasattr(value, "SerializeToString"):
         from google.protobuf import text_format
         return text_format.MessageToString(value)
     from ..net.prototxt import names_a_file, read_prototxt_file
     if names_a_file(value):
         try:
-            return read_prototxt_file(value)
+            return read_prototxt_file(value, kind)
         except ValueError as err:
             raise TypeError(str(err)) from None
     return TypeConverters.toString(value)
+
+
+def _net_text(value) -> str:
+    return _prototxt_text(value, "net")
+
+
+def _solver_text(value) -> str:
+    return _prototxt_text(value, "solver")
 
 
 # Converters raise TypeError: pyspark then names the param in the message.
@@ -91,10 +101,10 @@ def _choice(*choices):
     return convert
 
 
-def _positive_float(value) -> float:
+def _positive_finite_float(value) -> float:
     value = TypeConverters.toFloat(value)
-    if not value > 0:  # also rejects NaN
-        raise TypeError(f"must be a positive number, got {value}")
+    if not 0 < value < math.inf:  # also rejects NaN
+        raise TypeError(f"must be a positive finite number, got {value}")
     return value
 
 
@@ -105,11 +115,11 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
     netPrototxt = Param(Params._dummy(), "netPrototxt",
                         "Caffe net prototxt text (the setter also takes a file path or a "
                         "caffe_pb2.NetParameter); data layers are replaced by DataFrame inputs",
-                        typeConverter=_prototxt_text)
+                        typeConverter=_net_text)
     solverPrototxt = Param(Params._dummy(), "solverPrototxt",
                            "Caffe solver prototxt text (or a file path, or a SolverParameter); "
                            "net and snapshot paths in it are ignored",
-                           typeConverter=_prototxt_text)
+                           typeConverter=_solver_text)
     inputShape = Param(Params._dummy(), "inputShape",
                        "shape of one example, e.g. [C, H, W]; inferred from the net when it "
                        "states one", typeConverter=_optional(TypeConverters.toListInt))
@@ -157,9 +167,11 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
                                "the last round), when validationCol is set",
                                typeConverter=_positive_int)
     handleInvalid = Param(Params._dummy(), "handleInvalid",
-                          "rows with a null or NaN/Inf feature or label: 'error' (default) "
-                          "stops before round 1, 'skip' trains without them",
-                          typeConverter=_choice("error", "skip"))
+                          "rows with a null or NaN/Inf feature (or label, at fit): 'error' "
+                          "(default) stops the fit before round 1, or transform's task naming "
+                          "the row; 'skip' leaves them out of training, or of transform's "
+                          "output; 'keep' (transform only: a fit refuses it) scores them NaN "
+                          "in every output column", typeConverter=_choice("error", "skip", "keep"))
     checkpointDir = Param(Params._dummy(), "checkpointDir",
                           "folder for checkpoints (weights, solver state, round, history); a "
                           "fit given the same folder resumes from its latest checkpoint",
@@ -169,7 +181,7 @@ class _SparkNetParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabil
                                typeConverter=_positive_int)
     baseLr = Param(Params._dummy(), "baseLr",
                    "overrides the solver's base_lr (for parameter grids)",
-                   typeConverter=_optional(_positive_float))
+                   typeConverter=_optional(_positive_finite_float))
     showProgress = Param(Params._dummy(), "showProgress",
                          "show a progress bar of rounds (loss, samples/s, ETA) on the driver's "
                          "stderr when it is a terminal", typeConverter=TypeConverters.toBoolean)
@@ -304,3 +316,7 @@ class _ScoringSetters:
     def setScoringBackend(self, value):
         """Sets scoringBackend ('caffe', 'onnxruntime')."""
         return self._set(scoringBackend=value)
+
+    def setHandleInvalid(self, value):
+        """Sets handleInvalid ('error', 'skip'; 'keep' for transform only)."""
+        return self._set(handleInvalid=value)

@@ -47,6 +47,33 @@ def _check_prototxt_params(path: str, metadata: dict) -> None:
                              "holding prototxt text; refusing to read it")
 
 
+def is_saved_stage(uri: str) -> bool:
+    """Whether ``uri`` is a folder a Spark ML writer saved (it has a ``metadata`` folder)."""
+    return storage.is_dir(storage.join(uri, "metadata"))
+
+
+def is_caffe_model_folder(uri: str) -> bool:
+    """Whether ``uri`` is a folder holding only what :func:`write_model_files` writes."""
+    return storage.is_dir(uri) and set(storage.list_names(uri)) <= {_DEPLOY, _WEIGHTS, _MEAN}
+
+
+def save_caffe_model(directory: str, deploy_text: str, weights, mean_image,
+                     overwrite: bool) -> None:
+    """:func:`write_model_files` into ``directory``, staged and renamed into place; an
+    existing ``directory`` is replaced only with ``overwrite`` and only when it holds
+    nothing but those files.
+
+    Raises
+    ------
+    sparknet_ml.storage.StorageError
+        When ``directory`` exists and may not be replaced, or cannot be written.
+    """
+    with storage.replacing(directory, overwrite, how="overwrite=True",
+                           ours=is_caffe_model_folder,
+                           what=f"a folder of {_DEPLOY} and {_WEIGHTS}") as staged:
+        write_model_files(staged, deploy_text, weights, mean_image)
+
+
 def write_model_files(directory: str, deploy_text: str, weights, mean_image) -> None:
     """``deploy.prototxt``, ``weights.caffemodel`` and, with a mean image,
     ``mean.binaryproto`` in ``directory``: the files plain pycaffe loads."""
@@ -67,14 +94,17 @@ class StageWriter(MLWriter):
 
     def save(self, path: str) -> None:
         """Save to ``path`` (any storage location); an existing ``path`` needs
-        ``write().overwrite()`` and is replaced only once the new folder is complete.
+        ``write().overwrite()``, must be a saved stage, and is replaced only once the new
+        folder is complete.
 
         Raises
         ------
         sparknet_ml.storage.StorageError
-            When ``path`` exists without overwrite, or cannot be written.
+            When ``path`` exists without overwrite, is not a saved stage, or cannot be
+            written.
         """
-        with storage.replacing(path, self.shouldOverwrite) as staged:
+        with storage.replacing(path, self.shouldOverwrite, ours=is_saved_stage,
+                               what="a saved Spark ML stage (no metadata folder)") as staged:
             self.saveImpl(staged)
 
     def saveImpl(self, path: str) -> None:
@@ -90,6 +120,23 @@ class StageWriter(MLWriter):
             storage.write_bytes(storage.join(directory, _META),
                                 json.dumps(meta, indent=1).encode())
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
+
+
+def _first_difference(found: dict, expected: dict) -> str | None:
+    """Where the blob shapes of the caffemodel (``found``) and of model.json (``expected``),
+    both ``{layer: [shape, ...]}``, first differ, in the net's order: a layer or blob that
+    only one of them has, or a blob's two shapes; None where they hold the same."""
+    for name in [*expected, *(name for name in found if name not in expected)]:
+        if name not in found or name not in expected:
+            return f"layer {name!r} is in {_META if name in expected else _WEIGHTS} only"
+        for index in range(max(len(found[name]), len(expected[name]))):
+            ours, theirs = found[name][index:index + 1], expected[name][index:index + 1]
+            if ours != theirs:
+                where = f"layer {name!r} blob {index}"
+                if not (ours and theirs):
+                    return f"{where} is in {_WEIGHTS if ours else _META} only"
+                return f"{where} has shape {ours[0]} in {_WEIGHTS}, {theirs[0]} in {_META}"
+    return None
 
 
 class StageReader(MLReader):
@@ -135,10 +182,10 @@ class StageReader(MLReader):
                 storage.join(directory, _DEPLOY), MAX_PROTOTXT_BYTES, "MAX_PROTOTXT_BYTES",
                 inside=path).decode()
             weights = read_caffemodel(storage.join(directory, _WEIGHTS), inside=path)
-            found = {name: [list(b.shape) for b in blobs] for name, blobs in weights.items()}
-            if found != shapes:
-                raise ValueError(f"{directory}/{_WEIGHTS} does not match {_META}: "
-                                 f"layers {sorted(found)} vs {sorted(shapes)}")
+            difference = _first_difference(
+                {name: [list(b.shape) for b in blobs] for name, blobs in weights.items()}, shapes)
+            if difference:
+                raise ValueError(f"{directory}/{_WEIGHTS} does not match {_META}: {difference}")
             mean_image = None
             if meta.pop("mean_image", False):
                 mean_image = read_mean_file(storage.join(directory, _MEAN), inside=path)

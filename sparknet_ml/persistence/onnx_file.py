@@ -87,7 +87,8 @@ def write_onnx(path: str, data: bytes, overwrite: bool = False) -> None:
     Raises
     ------
     StorageError
-        When ``path`` exists and ``overwrite`` is False, or the write fails.
+        When ``path`` exists and ``overwrite`` is False, is a folder, or the write fails.
     """
-    with storage.replacing(path, overwrite, how="overwrite=True") as staged:
+    with storage.replacing(path, overwrite, how="overwrite=True",
+                           ours=lambda uri: not storage.is_dir(uri), what="a file") as staged:
         storage.write_bytes(staged, data)

@@ -13,8 +13,8 @@ No Spark imports: a Spark task builds an :class:`Averager` from addresses the ta
 through the driver's state server (Spark's ``BarrierTaskContext.allGather`` answers on a
 one-second poll: up to a second a job); unit tests build them over loopback sockets in
 threads.
-Connections are :mod:`.transport`'s: authenticated with the job's key, deadlines per hello
-and per message, and no array larger than a chunk accepted.
+Connections are :mod:`.transport`'s: authenticated with the job's key, sealed when the fit
+encrypts, deadlines per hello and per message, and no array larger than a chunk accepted.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.state import RoundResult, weighted_mean
-from .transport import CONNECT_TIMEOUT, admit, connect, receive, send
+from .transport import CONNECT_TIMEOUT, Connection, admit, connect, receive, send
 
 MAX_PENDING = 64  # connections a task authenticates at once; more strangers are closed
 
@@ -53,7 +53,7 @@ def _summary(header: dict) -> RoundResult:
 
 
 def _accept_peers(rank: int, world: int, listener: socket.socket, key: str,
-                  deadline: float) -> dict[int, socket.socket]:
+                  deadline: float, encrypt: bool) -> dict[int, Connection]:
     """Every higher rank's authenticated connection on ``listener``. Each connection is
     authenticated in a thread of its own, so a stranger that talks slowly delays no peer;
     at most :data:`MAX_PENDING` at once."""
@@ -62,9 +62,10 @@ def _accept_peers(rank: int, world: int, listener: socket.socket, key: str,
 
     def authenticate(sock):
         try:
-            other = admit(sock, key).get("rank")
+            conn, identity = admit(sock, lambda _: key, encrypt=encrypt)
+            other = identity.get("rank")
             if isinstance(other, int) and rank < other < world:
-                admitted.put((other, sock))
+                admitted.put((other, conn))
                 return
             sock.close()
         except Exception:  # noqa: BLE001 - whatever a stranger sends: not a peer
@@ -85,21 +86,21 @@ def _accept_peers(rank: int, world: int, listener: socket.socket, key: str,
 
     listener.settimeout(None)
     threading.Thread(target=accept_all, daemon=True, name="sparknet-mesh-accept").start()
-    peers: dict[int, socket.socket] = {}
+    peers: dict[int, Connection] = {}
     try:
         while len(peers) < world - 1 - rank:
             try:
-                other, sock = admitted.get(timeout=max(deadline - time.monotonic(), 0.001))
+                other, conn = admitted.get(timeout=max(deadline - time.monotonic(), 0.001))
             except queue.Empty:
                 raise TimeoutError(f"{rank + 1 + len(peers)} of this SparkNet job's {world} "
                                    "tasks connected in time") from None
             if other in peers:
-                sock.close()
+                conn.close()
             else:
-                peers[other] = sock
+                peers[other] = conn
     except BaseException:
-        for sock in peers.values():
-            sock.close()
+        for conn in peers.values():
+            conn.close()
         raise
     finally:
         listener.close()
@@ -114,31 +115,33 @@ class Averager:
     rank, world : int
         This task's place in the job and the job's number of tasks.
     peers : dict
-        An authenticated connection to every other task, by rank.
+        An authenticated :class:`~.transport.Connection` to every other task, by rank.
     """
 
-    def __init__(self, rank: int, world: int, peers: dict[int, socket.socket]):
+    def __init__(self, rank: int, world: int, peers: dict[int, Connection]):
         self.rank, self.world, self._peers = rank, world, peers
         self._senders = ThreadPoolExecutor(max_workers=max(world - 1, 1),
                                            thread_name_prefix="sparknet-averaging")
 
     @classmethod
     def connect(cls, rank: int, listener: socket.socket, addresses: list[tuple[str, int]],
-                key: str, timeout: float = CONNECT_TIMEOUT) -> "Averager":
+                key: str, timeout: float = CONNECT_TIMEOUT,
+                encrypt: bool = False) -> "Averager":
         """Join the mesh: connect to every lower rank at ``addresses``, then accept every
         higher rank on ``listener`` (which is closed after); a connection that does not
-        authenticate with the job's ``key`` is closed and does not count."""
+        authenticate with the job's ``key`` is closed and does not count. With ``encrypt``
+        every connection is sealed."""
         world, peers = len(addresses), {}
         deadline = time.monotonic() + timeout
         try:
             for other in range(rank):
                 peers[other] = connect(addresses[other], key, {"rank": rank},
-                                       max(deadline - time.monotonic(), 0.001))
-            peers.update(_accept_peers(rank, world, listener, key, deadline))
+                                       max(deadline - time.monotonic(), 0.001), encrypt)
+            peers.update(_accept_peers(rank, world, listener, key, deadline, encrypt))
         except BaseException:
             listener.close()
-            for sock in peers.values():
-                sock.close()
+            for conn in peers.values():
+                conn.close()
             raise
         return cls(rank, world, peers)
 
@@ -151,8 +154,8 @@ class Averager:
                 for other, message in messages.items()]
         into = into or {}
         try:
-            return {other: receive(sock, limit, wait=None, into=into.get(other))
-                    for other, sock in self._peers.items()}
+            return {other: receive(conn, limit, wait=None, into=into.get(other))
+                    for other, conn in self._peers.items()}
         finally:
             for future in sent:
                 future.result()
@@ -213,8 +216,8 @@ class Averager:
     def close(self) -> None:
         """Close this task's connections."""
         self._senders.shutdown(wait=False)
-        for sock in self._peers.values():
-            sock.close()
+        for conn in self._peers.values():
+            conn.close()
 
     def __enter__(self) -> "Averager":
         return self

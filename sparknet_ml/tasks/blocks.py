@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.caches import BoundedCache
 from ..engine.devices import TaskDevice, task_device
 
 
@@ -192,35 +193,40 @@ def write_block(index: int, batches, input_shape: tuple[int, ...], fit_id: str,
     return handle
 
 
-_OPEN: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+MAX_OPEN_BLOCKS = 4
+"""Blocks a Python worker keeps open (a training and a validation block of two partitions):
+a worker runs tasks of any partition its executor holds, and a block of a finished fit stays
+on disk while it is mapped."""
+_OPEN = BoundedCache(MAX_OPEN_BLOCKS)
 
 
 def load_block(handle: BlockHandle) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-map a block's features and labels (once per Python worker).
+    """Memory-map a block's features and load its labels (kept open for the worker's next
+    tasks, up to :data:`MAX_OPEN_BLOCKS` blocks).
 
     Raises
     ------
     FileNotFoundError
         When the task runs on another host than the one holding the block.
     """
-    block = _OPEN.get(handle.features_path)
-    if block is None:
-        if not os.path.exists(handle.features_path):
-            raise FileNotFoundError(
-                f"the training block of partition {handle.partition} is on host "
-                f"{handle.host}, not on {socket.gethostname()}: SparkNet rounds run where "
-                f"their block was cached (raise spark.locality.wait if tasks move)")
-        block = (np.load(handle.features_path, mmap_mode="r", allow_pickle=False),
-                 np.load(handle.labels_path, allow_pickle=False))
-        _OPEN[handle.features_path] = block
-    return block
+    return _OPEN.get_or_make(handle.features_path, lambda: _open_block(handle))
+
+
+def _open_block(handle: BlockHandle) -> tuple[np.ndarray, np.ndarray]:
+    if not os.path.exists(handle.features_path):
+        raise FileNotFoundError(
+            f"the training block of partition {handle.partition} is on host "
+            f"{handle.host}, not on {socket.gethostname()}: SparkNet rounds run where "
+            f"their block was cached (raise spark.locality.wait if tasks move)")
+    return (np.load(handle.features_path, mmap_mode="r", allow_pickle=False),
+            np.load(handle.labels_path, allow_pickle=False))
 
 
 def drop_blocks(batches):
     """mapInArrow function: delete the blocks whose handles ``batches`` hold, on this host
     (best effort; Spark also removes its local dirs); yields nothing."""
     for handle in handles_of(batches):
-        _OPEN.pop(handle.features_path, None)
+        _OPEN.discard(handle.features_path)
         for path in (handle.features_path, handle.labels_path):
             if os.path.exists(path):
                 os.remove(path)

@@ -60,15 +60,16 @@ def round_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
     serves; the resulting state goes back to the driver, the row carries its summary."""
     spec = on_task_gpu(spec)
     with caffe_messages_to_spark():
-        job = served.job()
+        job = None
         for handle in handles_of(batches):
+            job = job or served.job(handle.partition)
             started = time.perf_counter()
             features, labels = load_block(handle)
             result = train_round(spec, features, labels, job.state, job.first, tau, seed,
                                  handle.partition)
             result = dataclasses.replace(result, seconds=time.perf_counter() - started)
             if result.state is not None:
-                served.send(job, str(handle.partition), result.state)
+                served.send(job, handle.partition, result.state)
             yield summary_rows(handle.partition, {"job": job.id, **summary(result)})
 
 
@@ -112,12 +113,12 @@ def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed
     context = BarrierTaskContext.get()
     spec = on_task_gpu(spec)
     (handle,) = handles_of(batches)
-    job = served.job()
+    job = served.job(handle.partition)
     with caffe_messages_to_spark(), connect_averager(context, served, job) as averager:
         rounds, state = train_job(spec, *load_block(handle), handle.partition, job, tau, seed,
                                   averager)
     if handle.partition == 0:
-        served.send(job, "final", state)
+        served.send(job, 0, state, final=True)
         yield summary_rows(0, {"job": job.id, "rounds": [job_round.to_json()
                                                          for job_round in rounds]})
 
@@ -133,7 +134,8 @@ def connect_averager(context, served: Served, job: Job) -> Averager:
     host = tasks[rank].address.rsplit(":", 1)[0]
     listener = socket.create_server((host, 0), backlog=len(tasks))
     addresses = served.meet(job, rank, len(tasks), (host, listener.getsockname()[1]))
-    return Averager.connect(rank, listener, addresses, derive_key(served.key, job.id))
+    return Averager.connect(rank, listener, addresses, derive_key(served.key, job.id),
+                            encrypt=served.encrypt)
 
 
 def validate_task(batches, spec, key: str, weights):
@@ -144,6 +146,23 @@ def validate_task(batches, spec, key: str, weights):
     from ..engine.scoring import cached_net, forward
     from ..engine.solver import packable
     spec = on_task_gpu(spec)
+    with caffe_messages_to_spark():
+        for handle in handles_of(batches):
+            features, labels = load_block(handle)
+            top1 = top5 = 0
+            if len(labels):
+                net = cached_net(spec, key, lambda: weights.value,
+                                 packable(spec.transform, features))
+                logits = forward(net, spec, features)[0]
+                best = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+                top1 = int((best[:, 0] == labels).sum())
+                top5 = int((best == labels[:, None]).any(axis=1).sum())
+            yield pa.RecordBatch.from_pydict({"top1": [top1], "top5": [top5],
+                                              "rows": [len(labels)]})
+def _validate(batches, spec, key: str, weights):
+    import pyarrow as pa
+    from ..engine.scoring import cached_net, forward
+    from ..engine.solver import packable
     for handle in handles_of(batches):
         features, labels = load_block(handle)
         top1 = top5 = 0

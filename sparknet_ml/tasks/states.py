@@ -3,8 +3,10 @@
 
 - :class:`Served`: the driver's state server. A task asks it for the current job (its first
   and last round and the start state, fetched once per Python worker and job) and sends its
-  state back to it, over :mod:`.transport`'s authenticated TCP: states never enter a JVM, and
-  the task function is the same for every job of a fit. The rows a task yields carry only
+  state back to it, over :mod:`.transport`'s authenticated (and, when asked, sealed) TCP:
+  states never enter a JVM, and the task function is the same for every job of a fit. Each
+  task proves its partition with a key derived from the fit's (:func:`task_key`) and can put
+  only its own partition's state. The rows a task yields carry only
   JSON summaries (:data:`RESULTS_SCHEMA`).
 - :class:`Inline`: weights to score or validate with, inside the task function itself.
 - :class:`Shipped`: weights, or an exported ONNX model, in a file Spark ships to every
@@ -17,12 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .transport import connect, decode, encode, receive, send
+from ..engine.caches import BoundedCache
+from .transport import connect, decode, derive_key, encode, receive, send
 
 RESULTS_SCHEMA = "partition long, summary string"
+FINAL = "final"  # the name of a barrier job's final state (partition 0 sends it)
 
 # The start state or weights a Python worker fetched last: its tasks of one job share them.
-_FETCHED: dict[str, object] = {}
+_FETCHED = BoundedCache(1)
 
 
 @dataclass(frozen=True)
@@ -38,53 +42,62 @@ class Job:
     state: np.ndarray
 
 
+def task_key(key: str, partition: int) -> str:
+    """The key the task of ``partition`` proves itself with, derived from the fit's ``key``."""
+    return derive_key(key, f"task {partition}")
+
+
 @dataclass(frozen=True)
 class Served:
-    """The driver's state server of one fit: its address, key and the fit's state size
-    (float32 values: no message from the server may be larger)."""
+    """The driver's state server of one fit: its address, the fit's key, the fit's state size
+    (float32 values: no message from the server may be larger) and whether connections are
+    sealed (the barrier tasks' mesh too)."""
 
     host: str
     port: int
     key: str
     size: int
+    encrypt: bool = False
 
-    def _connect(self):
-        return connect((self.host, self.port), self.key, {"role": "task"})
+    def _connect(self, partition: int):
+        return connect((self.host, self.port), task_key(self.key, partition),
+                       {"partition": partition}, encrypt=self.encrypt)
 
-    def job(self) -> Job:
-        """The job this task belongs to, its start state fetched once per Python worker."""
+    def job(self, partition: int) -> Job:
+        """The job the task of ``partition`` belongs to, its start state fetched once per
+        Python worker."""
         held = _FETCHED.get(self.key)
-        with self._connect() as sock:
-            send(sock, {"get": held.id if isinstance(held, Job) else None})
-            header, arrays = receive(sock, limit=4 * self.size)
+        with self._connect(partition) as conn:
+            send(conn, {"get": held.id if isinstance(held, Job) else None})
+            header, arrays = receive(conn, limit=4 * self.size)
         if "error" in header:
             raise RuntimeError(f"the driver's state server: {header['error']}")
         if not arrays:  # the state this worker holds already
             return held
         job = Job(header["job"], header["first"], header["stop"], header["weights"], arrays[0])
-        _FETCHED.clear()
-        _FETCHED[self.key] = job
+        _FETCHED.put(self.key, job)
         return job
 
     def meet(self, job: Job, rank: int, world: int, address: tuple[str, int]) -> list:
-        """Every task's listening address of barrier ``job`` (by rank), once all ``world``
-        gave theirs to the driver."""
-        with self._connect() as sock:
-            send(sock, {"meet": {"rank": rank, "world": world, "address": list(address)},
+        """Every task's listening address of barrier ``job`` (by rank: its partition), once
+        all ``world`` gave theirs to the driver."""
+        with self._connect(rank) as conn:
+            send(conn, {"meet": {"rank": rank, "world": world, "address": list(address)},
                         "job": job.id})
-            header, _ = receive(sock, wait=None)
+            header, _ = receive(conn, wait=None)
         if "error" in header:
             raise RuntimeError(f"the driver's state server: {header['error']}")
         return [(host, int(port)) for host, port in header["addresses"]]
 
-    def send(self, job: Job, name: str, flat: np.ndarray) -> None:
-        """Send the state vector ``flat`` to the driver as ``name`` of ``job``."""
-        with self._connect() as sock:
-            send(sock, {"put": name, "job": job.id})
-            header, _ = receive(sock)  # the driver takes states of its current job only
+    def send(self, job: Job, partition: int, flat: np.ndarray, final: bool = False) -> None:
+        """Send the state vector ``flat`` of ``partition`` to the driver, or with ``final``
+        (partition 0 only) a barrier job's final state."""
+        with self._connect(partition) as conn:
+            send(conn, {"put": FINAL if final else partition, "job": job.id})
+            header, _ = receive(conn)  # the driver takes states of its current job only
             if "error" not in header:
-                send(sock, {}, [flat])
-                header, _ = receive(sock)  # the driver's receipt: the state is stored
+                send(conn, {}, [flat])
+                header, _ = receive(conn)  # the driver's receipt: the state is stored
         if "error" in header:
             raise RuntimeError(f"the driver's state server: {header['error']}")
 
@@ -114,19 +127,19 @@ class Shipped:
     def value(self):
         """The weights, ``{layer: [blobs]}`` (or the file's bytes), read once per Python
         worker."""
-        value = _FETCHED.get(self.name)
-        if value is None:
-            from pyspark import SparkFiles
-            with open(SparkFiles.get(self.name), "rb") as f:
-                value = f.read()
-            if not self.raw:
-                header, arrays = decode(value)
-                value, at = {}, 0
-                for name, count in header["layers"]:
-                    value[name], at = arrays[at:at + count], at + count
-            _FETCHED.clear()
-            _FETCHED[self.name] = value
-        return value
+        return _FETCHED.get_or_make(self.name, self._read)
+
+    def _read(self):
+        from pyspark import SparkFiles
+        with open(SparkFiles.get(self.name), "rb") as f:
+            value = f.read()
+        if self.raw:
+            return value
+        header, arrays = decode(value)
+        weights, at = {}, 0
+        for name, count in header["layers"]:
+            weights[name], at = arrays[at:at + count], at + count
+        return weights
 
 
 def summary_rows(partition: int, summary: dict):

@@ -1,5 +1,5 @@
 """The one transport of states between SparkNet's processes: framing, authentication,
-deadlines and size limits, used by the driver's state server
+encryption, deadlines and size limits, used by the driver's state server
 (:mod:`sparknet_ml.driver.exchange`, :mod:`.states`) and the in-job mesh (:mod:`.averaging`).
 
 Framing: a message is an 8-byte little-endian length, a JSON header of that length, then the
@@ -9,9 +9,17 @@ float32. The same bytes, joined, are the file format of shipped weights (:func:`
 
 Authentication: challenge and response. The side that accepts sends a fresh nonce; the side
 that connects answers with its own nonce, who it is, and an HMAC-SHA256 over both nonces and
-its identity under the shared key; the accepting side answers with its own HMAC, so each
-side knows the other holds the key. The key itself never crosses the wire, and a recorded
-answer is useless against the next nonce.
+its identity under its key; the accepting side answers with its own HMAC, so each side knows
+the other holds the key. The key itself never crosses the wire, and a recorded answer is
+useless against the next nonce. The accepting side may hold a key per identity (the driver:
+one per task, derived from the fit's key and the task's partition).
+
+Encryption (when asked: Spark's own traffic is encrypted, or the user asks always): after the
+handshake each direction is sealed with AES-256-GCM (the ``cryptography`` package) under a
+key derived from the shared key and both nonces, in records of at most :data:`RECORD_BYTES`
+with a counter nonce; a record that does not open (altered, replayed, reordered) ends the
+connection. Each direction has its own key and counter, so one thread may send while another
+receives.
 
 Deadlines: every receive has one (a peer that sends a byte at a time cannot hold a
 connection past it). Size limits: a header is at most :data:`MAX_HEADER` bytes, and the
@@ -32,7 +40,10 @@ import time
 import numpy as np
 
 _LENGTH = struct.Struct("<Q")
+_RECORD = struct.Struct("<I")
 MAX_HEADER = 1 << 20
+RECORD_BYTES = 1 << 20  # plaintext bytes in one sealed record
+_TAG = 16               # AES-GCM's authentication tag
 HELLO_TIMEOUT = 10.0     # seconds a new connection has to authenticate
 CONNECT_TIMEOUT = 300.0  # seconds to reach a peer, or for a barrier's peers to arrive
 # Seconds a peer may take to send one message once it began: a state of GiBs over a slow link.
@@ -61,13 +72,96 @@ def _array_bytes(shapes) -> int:
     return sum(4 * int(np.prod(shape, dtype=np.int64)) for shape in shapes)
 
 
-def send(sock: socket.socket, header: dict, arrays=()) -> None:
+class Connection:
+    """A socket of this transport and, once :meth:`seal` ed, one AEAD per direction.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A connected, blocking socket (every receive has its own deadline).
+    """
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._sealer = self._opener = None
+        self._sent = self._opened = 0  # records sealed and opened: the nonces' counters
+        self._plain = memoryview(b"")  # what is left of the last record opened
+
+    def seal(self, send_key: bytes, receive_key: bytes) -> None:
+        """Encrypt and authenticate everything from now on (AES-256-GCM, 32-byte keys)."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._sealer, self._opener = AESGCM(send_key), AESGCM(receive_key)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the connection is encrypted."""
+        return self._sealer is not None
+
+    def write(self, data) -> None:
+        """Send ``data`` (bytes-like), sealed in records when the connection is."""
+        if self._sealer is None:
+            self.sock.sendall(data)
+            return
+        view = memoryview(data).cast("B")
+        for at in range(0, len(view), RECORD_BYTES):
+            nonce = self._sent.to_bytes(12, "little")
+            self._sent += 1
+            record = self._sealer.encrypt(nonce, view[at:at + RECORD_BYTES], None)
+            self.sock.sendall(_RECORD.pack(len(record)) + record)
+
+    def read_into(self, view: memoryview, deadline: float) -> None:
+        """Fill ``view`` by ``deadline`` (``time.monotonic()``)."""
+        if self._opener is None:
+            _recv_exact(self.sock, view, deadline)
+            return
+        while len(view):
+            if not len(self._plain):
+                self._plain = memoryview(self._open_record(deadline))
+            count = min(len(view), len(self._plain))
+            view[:count] = self._plain[:count]
+            view, self._plain = view[count:], self._plain[count:]
+
+    def _open_record(self, deadline: float) -> bytes:
+        length = bytearray(_RECORD.size)
+        _recv_exact(self.sock, memoryview(length), deadline)
+        (size,) = _RECORD.unpack(length)
+        if not _TAG < size <= RECORD_BYTES + _TAG:
+            raise PeerError(f"a sealed record of {size} bytes: not a SparkNet peer")
+        record = bytearray(size)
+        _recv_exact(self.sock, memoryview(record), deadline)
+        from cryptography.exceptions import InvalidTag
+        nonce = self._opened.to_bytes(12, "little")
+        self._opened += 1
+        try:
+            return self._opener.decrypt(nonce, bytes(record), None)
+        except InvalidTag:
+            raise PeerError("a sealed record that does not open: altered or not from this "
+                            "SparkNet fit") from None
+
+    def wait(self, seconds: float | None) -> None:
+        """Wait until a message has begun to arrive, at most ``seconds`` (None: as long as it
+        takes)."""
+        if not len(self._plain):
+            _wait(self.sock, seconds)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def send(conn: Connection, header: dict, arrays=()) -> None:
     """Send ``header`` (JSON) and ``arrays`` (raw float32) as one message."""
     header = {**header, "shapes": [list(a.shape) for a in arrays]}
     text = json.dumps(header).encode()
-    sock.sendall(_LENGTH.pack(len(text)) + text)
+    conn.write(_LENGTH.pack(len(text)) + text)
     for array in arrays:
-        sock.sendall(memoryview(np.ascontiguousarray(array, np.float32)).cast("B"))
+        conn.write(memoryview(np.ascontiguousarray(array, np.float32)).cast("B"))
 
 
 def _wait(sock: socket.socket, seconds: float | None) -> None:
@@ -89,7 +183,7 @@ def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
         view = view[got:]
 
 
-def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOUT,
+def receive(conn: Connection, limit: int = 0, timeout: float = MESSAGE_TIMEOUT,
             wait: float | None = -1.0,
             into: np.ndarray | None = None) -> tuple[dict, list[np.ndarray]]:
     """Receive one message.
@@ -110,22 +204,19 @@ def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOU
     Raises
     ------
     PeerError
-        A header over :data:`MAX_HEADER`, not JSON, arrays over ``limit``, or not the one
-        array ``into`` takes.
+        A header over :data:`MAX_HEADER`, not JSON, arrays over ``limit``, not the one
+        array ``into`` takes, or a sealed record that does not open.
     TimeoutError, ConnectionError
     """
-    length = bytearray(_LENGTH.size)
-    _wait(sock, timeout if wait is not None and wait < 0 else wait)
-    got = sock.recv_into(length)
-    if not got:
-        raise ConnectionError("a peer of this SparkNet fit closed its connection")
+    conn.wait(timeout if wait is not None and wait < 0 else wait)
     deadline = time.monotonic() + timeout
-    _recv_exact(sock, memoryview(length)[got:], deadline)
+    length = bytearray(_LENGTH.size)
+    conn.read_into(memoryview(length), deadline)
     (size,) = _LENGTH.unpack(length)
     if size > MAX_HEADER:
         raise PeerError(f"a {size}-byte message header: not a SparkNet peer")
     text = bytearray(size)
-    _recv_exact(sock, memoryview(text), deadline)
+    conn.read_into(memoryview(text), deadline)
     try:
         header = json.loads(text)
         shapes = header.pop("shapes")
@@ -141,14 +232,21 @@ def receive(sock: socket.socket, limit: int = 0, timeout: float = MESSAGE_TIMEOU
     arrays = []
     for shape in shapes:
         array = np.empty(shape, np.float32) if into is None else into.reshape(shape)
-        _recv_exact(sock, memoryview(array).cast("B"), deadline)
+        conn.read_into(memoryview(array).cast("B"), deadline)
         arrays.append(array)
     return header, arrays
 
 
+def _session_keys(key: str, accepted: str, connected: str) -> tuple[bytes, bytes]:
+    """The sealing keys (accepting side to connecting side, and back) of one connection."""
+    return tuple(hmac.new(key.encode(), "\0".join(("seal", way, accepted, connected)).encode(),
+                          hashlib.sha256).digest() for way in ("accept", "connect"))
+
+
 def connect(address: tuple[str, int], key: str, identity: dict,
-            timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    """Open an authenticated connection to ``address`` as ``identity`` (JSON values).
+            timeout: float = CONNECT_TIMEOUT, encrypt: bool = False) -> Connection:
+    """Open an authenticated connection to ``address`` as ``identity`` (JSON values), sealed
+    when ``encrypt`` (the other side must ask the same).
 
     Raises
     ------
@@ -156,45 +254,69 @@ def connect(address: tuple[str, int], key: str, identity: dict,
         When the other side does not prove it holds ``key``.
     """
     sock = socket.create_connection(address, timeout=timeout)
+    conn = Connection(sock)
     try:
         sock.settimeout(None)  # blocking; every receive has its own deadline
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        challenge, _ = receive(sock, timeout=HELLO_TIMEOUT)
-        mine = secrets.token_hex(16)
+        challenge, _ = receive(conn, timeout=HELLO_TIMEOUT)
+        theirs, mine = str(challenge.get("nonce")), secrets.token_hex(16)
         said = json.dumps(identity, sort_keys=True)
-        send(sock, {"nonce": mine, "identity": identity,
-                    "mac": _mac(key, "connect", str(challenge.get("nonce")), mine, said)})
-        answer, _ = receive(sock, timeout=HELLO_TIMEOUT)
-        if not hmac.compare_digest(str(answer.get("mac")),
-                                   _mac(key, "accept", mine, str(challenge.get("nonce")))):
+        send(conn, {"nonce": mine, "identity": identity,
+                    "mac": _mac(key, "connect", theirs, mine, said)})
+        answer, _ = receive(conn, timeout=HELLO_TIMEOUT)
+        if not hmac.compare_digest(str(answer.get("mac")), _mac(key, "accept", mine, theirs)):
             raise PeerError(f"{address[0]}:{address[1]} is not this SparkNet fit's peer")
-        return sock
+        if encrypt:
+            incoming, outgoing = _session_keys(key, theirs, mine)
+            conn.seal(outgoing, incoming)
+        return conn
     except BaseException:
-        sock.close()
+        conn.close()
         raise
 
 
-def admit(sock: socket.socket, key: str, timeout: float = HELLO_TIMEOUT) -> dict:
-    """Authenticate a connection that was accepted; returns who it says it is.
+def admit(sock: socket.socket, key_for, timeout: float = HELLO_TIMEOUT,
+          encrypt: bool = False) -> tuple[Connection, dict]:
+    """Authenticate a connection that was accepted, sealed when ``encrypt``.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        The accepted socket.
+    key_for : callable
+        ``key_for(identity) -> str``: the key the peer that says it is ``identity`` must
+        hold (None: no such peer).
+    timeout : float
+        Seconds the peer has to prove it.
+
+    Returns
+    -------
+    conn : Connection
+    identity : dict
+        Who the peer proved it is.
 
     Raises
     ------
     PeerError, TimeoutError, ConnectionError
-        When it does not prove it holds ``key`` within ``timeout`` seconds.
+        When it does not prove it holds its key within ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
     sock.settimeout(None)  # blocking; every receive has its own deadline
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    nonce = secrets.token_hex(16)
-    send(sock, {"nonce": nonce})
-    hello, _ = receive(sock, timeout=max(deadline - time.monotonic(), 0.001))
+    conn = Connection(sock)
+    mine = secrets.token_hex(16)
+    send(conn, {"nonce": mine})
+    hello, _ = receive(conn, timeout=max(deadline - time.monotonic(), 0.001))
     identity, theirs = hello.get("identity"), str(hello.get("nonce"))
+    key = key_for(identity) if isinstance(identity, dict) else None
     said = json.dumps(identity, sort_keys=True)
-    if not (isinstance(identity, dict) and hmac.compare_digest(
-            str(hello.get("mac")), _mac(key, "connect", nonce, theirs, said))):
+    if key is None or not hmac.compare_digest(str(hello.get("mac")),
+                                              _mac(key, "connect", mine, theirs, said)):
         raise PeerError("a connection without this fit's key")
-    send(sock, {"mac": _mac(key, "accept", theirs, nonce)})
-    return identity
+    send(conn, {"mac": _mac(key, "accept", theirs, mine)})
+    if encrypt:
+        conn.seal(*_session_keys(key, mine, theirs))
+    return conn, identity
 
 
 def encode(header: dict, arrays=()) -> bytes:

@@ -59,10 +59,12 @@ def test_a_task_failing_past_max_failures_fails_the_fit_with_its_cause():
     assert "injected failure in round 2, partition 0" in err
 
 
-def test_a_caffe_abort_reaches_the_driver_with_glogs_message():
-    code, _, err = run_job("local[2]", "--fail-rounds", "2",
-                           "--fail-mode", "abort",
-                           "--conf", "spark.python.worker.faulthandler.enabled=true")
+@pytest.mark.parametrize("conf", [["--conf", "spark.python.worker.faulthandler.enabled=true"],
+                                  []], ids=["faulthandler-set", "default"])
+def test_a_caffe_abort_reaches_the_driver_with_glogs_message(conf):
+    """With the default settings too (hardening round 2, item 3): sparknet_ml turns on
+    Spark's crash reports for Python workers unless the user set them."""
+    code, _, err = run_job("local[2]", "--fail-rounds", "2", "--fail-mode", "abort", *conf)
     assert code != 0
     assert "Python worker exited unexpectedly (crashed)" in err
     assert "Check failed: shape[i] >= 0 (-1 vs. 0)" in err

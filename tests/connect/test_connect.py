@@ -152,6 +152,7 @@ def test_bad_input_fails_with_the_classic_message(df, params, match):
 def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatch):
     # the test lowers the share so LeNet's weights take the file route
     from sparknet_ml.driver import exchange
+    from sparknet_ml.engine.caches import clear_caches
     from sparknet_ml.engine.scoring import weights_key
     from sparknet_ml.tasks.states import Shipped
     inline = outputs(model, df)[0]
@@ -160,6 +161,10 @@ def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatc
                                             weights_key(model.weights)), Shipped)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)
     np.testing.assert_array_equal(outputs(model, df)[0], inline)  # shipped once, used again
+    clear_caches()  # the record of shipped files forgotten: the same file is shipped again
+    shipped = exchange.share_weights(df.sparkSession, model.weights, weights_key(model.weights))
+    assert isinstance(shipped, Shipped)
+    np.testing.assert_array_equal(outputs(model, df)[0], inline)
 
 
 def test_onnxruntime_scoring_gives_the_classic_outputs_inline_and_shipped(classic, df, model,

@@ -50,7 +50,9 @@ def test_read_image_folder_labels_by_sorted_sub_folder(spark, image_folder):
     assert counts == {("bag", 0.0): 100, ("trouser", 1.0): 100, ("tshirt", 2.0): 100}
 
 
-def test_read_image_folder_refuses_one_class_and_mixed_sizes(spark, tmp_path):
+def test_read_image_folder_refuses_one_class_and_resizes_mixed_sizes(spark, tmp_path):
+    """Hardening round 2, item 11: mixed sizes ended in a traceback; they are resized as the
+    ImageNet app does, to the most common size (a tie: the larger), gray to colour."""
     one = tmp_path / "one"
     write_image_folder(one, per_class=2)
     for name in ("trouser", "bag"):
@@ -60,9 +62,41 @@ def test_read_image_folder_refuses_one_class_and_mixed_sizes(spark, tmp_path):
         read_image_folder(spark, str(one))
     mixed = tmp_path / "mixed"
     write_image_folder(mixed, per_class=2)
-    write_image_folder(mixed, per_class=1, size=30)  # replaces one image per class
-    with pytest.raises(ValueError, match="3x30x30, 3x32x32"):
-        read_image_folder(spark, str(mixed))
+    write_image_folder(mixed, per_class=1, size=30, channels=1)  # one image per class, gray
+    data, classes, shape = read_image_folder(spark, str(mixed))
+    assert classes == ["bag", "trouser", "tshirt"] and shape == [3, 32, 32]
+    rows = data.collect()
+    assert len(rows) == 6 and {len(r.image) for r in rows} == {3 * 32 * 32}
+    gray = [np.frombuffer(r.image, np.uint8).reshape(3, 32, 32) for r in rows]
+    assert all((g[0] == g[1]).all() and (g[1] == g[2]).all() for g in gray)
+
+
+def test_class_folders_with_spaces_and_escapes_keep_their_names(spark, tmp_path):
+    """Item 11: folders ``a b``, ``c#1`` and ``ü%20x`` came out URI-encoded in classes.json
+    (``a%20b``, ``c%231``, ``ü%2520x``)."""
+    root = write_image_folder(tmp_path / "images", per_class=2)
+    for old, new in (("bag", "a b"), ("trouser", "c#1"), ("tshirt", "ü%20x")):
+        os.rename(os.path.join(root, old), os.path.join(root, new))
+    data, classes, _ = read_image_folder(spark, root)
+    assert classes == ["a b", "c#1", "ü%20x"]
+    assert sorted(r.label for r in data.collect()) == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("app", ["imagenet", "image_folder"])
+def test_apps_end_bad_input_in_one_line_and_exit_code_2(app, tmp_path):
+    """Item 11: the apps on a single-class folder ended in a Python traceback, exit 1."""
+    one = write_image_folder(tmp_path / "one", per_class=1)
+    for name in ("trouser", "bag"):
+        for f in (tmp_path / "one" / name).iterdir():
+            f.unlink()
+    done = subprocess.run([sys.executable, "-m", f"sparknet_ml.apps.{app}", "--data", one,
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[-1] == (f"{app}: error: {one}: an image folder needs at least two sub-folders "
+                         "of images (one per class), found ['tshirt']")
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_net_for_classes_sets_the_output_layer():

@@ -99,9 +99,9 @@ def test_max_iter_and_solver_base_lr_are_checked_at_fit(spark, df):
         fails_before_any_job(spark, df, tiny(maxIter=value), ValueError,
                              f"maxIter must be a positive integer, got {value}")
     fails_before_any_job(spark, df, tiny(solverPrototxt='base_lr: nan lr_policy: "fixed"'),
-                         ValueError, "solver base_lr must be positive, got nan")
+                         ValueError, "solver base_lr must be positive and finite, got nan")
     fails_before_any_job(spark, df, tiny(solverPrototxt='base_lr: 0 lr_policy: "fixed"'),
-                         ValueError, "solver base_lr must be positive, got 0")
+                         ValueError, "solver base_lr must be positive and finite, got 0.0")
 
 
 @pytest.mark.parametrize("solver, match", [
@@ -114,6 +114,35 @@ def test_max_iter_and_solver_base_lr_are_checked_at_fit(spark, df):
 ])
 def test_solvers_caffe_would_abort_on_fail_before_any_job(spark, df, solver, match):
     fails_before_any_job(spark, df, tiny(solverPrototxt=solver), ValueError, match)
+
+
+@pytest.mark.parametrize("solver, params, match", [
+    ('base_lr: 1 lr_policy: "fixed" type: "AdaDelta" momentum: 0.95 delta: 0', {},
+     "solver delta must be positive and finite with type 'AdaDelta', got 0.0"),
+    ('base_lr: 0.01 lr_policy: "fixed" type: "RMSProp" rms_decay: 1.5', {},
+     "solver rms_decay must be in \\[0, 1\\) with type 'RMSProp', got 1.5"),
+    ('base_lr: 0.01 lr_policy: "inv" gamma: -0.001 power: 0.75', {"maxIter": 1000},
+     "solver lr_policy 'inv' \\(base_lr 0.01, gamma -0.001, power 0.75\\) gives a learning "
+     "rate of inf at iteration 1000 of the fit's 2000 \\(maxIter x syncInterval\\)"),
+    ('base_lr: 0.01 lr_policy: "exp" gamma: -0.5', {},
+     "gamma -0.5\\) gives a learning rate of -0.005 at iteration 1"),
+    ('base_lr: inf lr_policy: "fixed"', {}, "solver base_lr must be positive and finite, got inf"),
+    ('base_lr: 0.01 lr_policy: "exp" gamma: 1.5', {"baseLr": 1e30, "maxIter": 100},
+     "base_lr 1e\\+30, gamma 1.5\\) gives a learning rate of inf at iteration 199"),
+])
+def test_solver_values_that_make_every_step_nan_fail_before_any_job(
+        spark, df, solver, params, match):
+    """Hardening round 2, item 4: Caffe checks none of these, and every step was NaN, then
+    blamed on base_lr after round 1. The baseLr param's value is the schedule's base_lr."""
+    fails_before_any_job(spark, df, tiny(solverPrototxt=solver, **params), ValueError, match)
+
+
+def test_handle_invalid_keep_is_for_transform_only(spark, df, model):
+    """Hardening round 2, item 5: a fit cannot train on NaN; the model takes 'keep'."""
+    fails_before_any_job(spark, df, tiny(handleInvalid="keep"), ValueError,
+                         "handleInvalid='keep' is for transform .*: a fit cannot train on null "
+                         "or NaN/Inf values; set 'error' or 'skip' to fit, and 'keep' on the model")
+    assert model.copy().setHandleInvalid("keep").getHandleInvalid() == "keep"
 
 
 def test_negative_seeds_train(df):
@@ -258,6 +287,31 @@ def test_load_names_a_damaged_model_json(saved, text, message):
         f.write(text)
     with pytest.raises(ValueError, match=message):
         SparkNetModel.load(saved)
+
+
+@pytest.mark.parametrize("blobs, difference", [
+    ({"ip": [np.zeros((4, 16)), np.zeros(4)]},
+     "layer 'ip' blob 0 has shape [4, 16] in weights.caffemodel, [3, 16] in model.json"),
+    ({"ip": [np.zeros((3, 16))]}, "layer 'ip' blob 1 is in model.json only"),
+    ({"ip": [np.zeros((3, 16)), np.zeros(3)], "extra": [np.zeros(2)]},
+     "layer 'extra' is in weights.caffemodel only"),
+    ({}, "layer 'ip' is in model.json only"),
+])
+def test_load_names_the_first_blob_where_the_caffemodel_and_model_json_differ(
+        saved, blobs, difference):
+    """Hardening round 2, item 9: a caffemodel of another net was reported as
+    ``does not match model.json: layers ['ip'] vs ['ip']``."""
+    from caffe.proto import caffe_pb2
+    from sparknet_ml.persistence.caffemodel import caffemodel_bytes
+    net = caffe_pb2.NetParameter()
+    for name in blobs:
+        net.layer.add(name=name)
+    with open(os.path.join(saved, "model", "weights.caffemodel"), "wb") as f:
+        f.write(caffemodel_bytes(net, blobs))
+    with pytest.raises(ValueError) as refused:
+        SparkNetModel.load(saved)
+    assert str(refused.value) == (f"{saved}/model/weights.caffemodel does not match model.json: "
+                                  f"{difference}")
 
 
 def test_load_says_a_missing_model_folder_is_missing(saved):

@@ -55,6 +55,42 @@ def test_train_then_score_parquet(spark, tmp_path):
     assert "scored 600 rows" in done.stdout
     columns = spark.read.parquet(scored).columns
     assert {"features", "label", "rawPrediction", "probability", "prediction"} <= set(columns)
+    # Hardening round 2, item 1, variants: our own outputs are replaced only when asked.
+    done = cli("score", "--model", model, "--data", data, "--out", scored)
+    assert error_line(done) == (f"sparknet-ml: error: --out {scored} already exists; use "
+                                "--overwrite to replace it")
+    done = cli("score", "--model", model, "--data", data, "--out", scored, "--overwrite")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [n for n in os.listdir(tmp_path) if ".staged-" in n or ".replaced-" in n] == []
+    done = cli("train", "--net", str(tmp_path / "net.prototxt"), "--solver",
+               str(tmp_path / "solver.prototxt"), "--data", data, "--out", model,
+               "--rounds", "1", "--sync-interval", "2", "--overwrite")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained 1 rounds" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "score"])
+def test_out_never_replaces_a_folder_of_the_users(command, tmp_path):
+    """Hardening round 2, item 1: ``--out DIR`` naming the user's pictures deleted them (train)
+    or replaced them with parquet (score), exit 0. Refused, with or without --overwrite, before
+    any training or scoring."""
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "holiday.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "net.prototxt").write_text(zoo.prototxt("lenet_train"))
+    (tmp_path / "solver.prototxt").write_text(zoo.prototxt("lenet_solver"))
+    inputs = ["--net", str(tmp_path / "net.prototxt"), "--solver",
+              str(tmp_path / "solver.prototxt"), "--data", "fashion-mnist"]
+    if command == "score":  # the model is checked first: make a folder look like one
+        (tmp_path / "metadata").mkdir()
+        inputs = ["--model", str(tmp_path), "--data", "fashion-mnist-test"]
+    done = cli(command, *inputs, "--out", str(pictures))
+    assert error_line(done) == (f"sparknet-ml: error: --out {pictures} already exists; use "
+                                "--overwrite to replace it")
+    done = cli(command, *inputs, "--out", str(pictures), "--overwrite")
+    assert f"--out {pictures} exists and is not a " in error_line(done)
+    assert "refusing to replace it, even with --overwrite" in error_line(done)
+    assert os.listdir(pictures) == ["holiday.jpg"]
 
 
 def test_errors_are_one_line_and_exit_code_2(tmp_path):
@@ -114,6 +150,8 @@ def test_train_stock_imagenet_nets_and_net_files_say_what_they_need(args, messag
     (["--master", "local[abc]"], "--master local[abc]: not a Spark master URL"),
     (["--master", "foo://bar"], "--master foo://bar: not a Spark master URL"),
     (["--out", "/proc/sparknet-model"], "--out /proc/sparknet-model: cannot write there"),
+    (["--master", "spark://127.0.0.1:1"],
+     "--master spark://127.0.0.1:1: no Spark master answered (127.0.0.1:1: Connection refused)"),
 ])
 def test_bad_master_and_unwritable_out_fail_before_training(args, message, tmp_path):
     """Hardening issue, item 13: a Java trace and a misleading JAVA_GATEWAY_EXITED, or a full
@@ -125,6 +163,16 @@ def test_bad_master_and_unwritable_out_fail_before_training(args, message, tmp_p
     base.update(zip(args[::2], args[1::2]))
     done = cli("train", *[x for pair in base.items() for x in pair])
     assert message in error_line(done)
+
+
+def test_a_bad_input_shape_names_the_option(tmp_path):
+    """Hardening round 2, item 10: ``--input-shape 1,x,28`` said ``invalid literal for int()``."""
+    for shape in ("1,x,28", "1,0,28"):
+        done = cli("train", "--net", "n", "--solver", "s", "--data", "fashion-mnist", "--out",
+                   str(tmp_path / "m"), "--input-shape", shape)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert (f"sparknet-ml train: error: argument --input-shape: '{shape}' is not C,H,W: "
+                "positive integers separated by commas") in done.stderr
 
 
 def test_a_py4j_level_failure_is_one_line(tmp_path):

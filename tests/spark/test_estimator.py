@@ -134,6 +134,26 @@ def test_save_caffe_model_loads_in_plain_pycaffe(model, test_df, tmp_path):
     np.testing.assert_allclose(logits, np.stack(spark_logits), rtol=1e-5, atol=1e-5)
 
 
+def test_save_caffe_model_replaces_only_its_own_files_and_only_when_asked(model, tmp_path):
+    """Hardening round 2, item 1: saveCaffeModel silently overwrote an existing
+    deploy.prototxt (no overwrite flag, unlike save and saveOnnx)."""
+    from sparknet_ml.storage import StorageError
+    folder = tmp_path / "caffe"
+    folder.mkdir()  # an empty folder loses nothing
+    model.saveCaffeModel(str(folder))
+    (folder / "deploy.prototxt").write_text("the user's own edits")
+    with pytest.raises(StorageError, match="caffe already exists; use overwrite=True"):
+        model.saveCaffeModel(str(folder))
+    assert (folder / "deploy.prototxt").read_text() == "the user's own edits"
+    model.saveCaffeModel(str(folder), overwrite=True)
+    assert (folder / "deploy.prototxt").read_text() == model._meta["deploy_text"]
+    (folder / "notes.txt").write_text("not ours")  # a variant: a folder with more in it
+    with pytest.raises(StorageError, match="exists and is not a folder of deploy.prototxt and "
+                                           "weights.caffemodel; refusing to replace it"):
+        model.saveCaffeModel(str(folder), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["caffe"]
+
+
 def test_estimator_save_load_keeps_params(tmp_path):
     est = lenet(batchSize=32, outputBlobs=["ip1"])
     est.write().save(str(tmp_path / "est"))
@@ -194,7 +214,8 @@ def test_bad_columns_fail_before_any_spark_job(spark, train_df):
         lenet(labelCol="features").fit(train_df)
     with pytest.raises(TypeError, match='param "syncInterval". must be a positive integer'):
         lenet(syncInterval=0)
-    with pytest.raises(TypeError, match='param "baseLr". must be a positive number, got nan'):
+    with pytest.raises(TypeError,
+                       match='param "baseLr". must be a positive finite number, got nan'):
         lenet(baseLr=float("nan"))
     assert len(tracker.getJobIdsForGroup()) == jobs
 
@@ -239,6 +260,27 @@ def test_barrier_jobs_checkpoint_and_resume_to_the_same_model(train_df, model, t
         for mine, theirs in zip(blobs, resumed.weights[name]):
             np.testing.assert_array_equal(mine, theirs)
     assert list(resumed.history["round"]) == list(range(1, 9))
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous_to_the_same_model(
+        train_df, model, tmp_path, caplog):
+    """Hardening round 2, item 8: a round folder whose checkpoint.json holds random bytes
+    failed every later fit with a bare UnicodeDecodeError."""
+    import logging
+    import shutil
+    folder = tmp_path / "checkpoints"
+    lenet(maxIter=2, checkpointDir=str(folder), checkpointInterval=1).fit(train_df)
+    shutil.copytree(folder / "round-000002", folder / "round-000003")
+    damaged = folder / "round-000003" / "checkpoint.json"
+    damaged.write_bytes(np.random.default_rng(0).bytes(64))
+    with caplog.at_level(logging.INFO, logger="sparknet_ml"):
+        resumed = lenet(checkpointDir=str(folder), checkpointInterval=4).fit(train_df)
+    assert f"passing over a damaged checkpoint: {damaged} is damaged (not JSON" in caplog.text
+    assert "resuming from the checkpoint after round 2" in caplog.text
+    for name, blobs in model.weights.items():
+        for mine, theirs in zip(blobs, resumed.weights[name]):
+            np.testing.assert_array_equal(mine, theirs)
+    assert os.listdir(folder) == ["round-000008"]
 
 
 def test_a_barrier_job_needing_more_slots_than_the_cluster_has_fails_before_any_job(

@@ -101,6 +101,18 @@ def test_a_binary_file_as_net_prototxt_says_what_it_is(tmp_path):
         SparkNetEstimator().setSolverPrototxt(str(path))
 
 
+def test_a_picture_as_solver_prototxt_gets_the_solvers_hint(tmp_path):
+    """Hardening round 2, item 10: a PNG as solverPrototxt was told to give the net's
+    .prototxt (and a caffemodel as initialWeights)."""
+    picture = tmp_path / "loss.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(TypeError, match="loss.png is binary, not prototxt text .*: give the "
+                                        "solver's .prototxt here"):
+        SparkNetEstimator(solverPrototxt=str(picture))
+    with pytest.raises(TypeError, match="give the net's .prototxt here"):
+        SparkNetEstimator(netPrototxt=str(picture))
+
+
 AUTOENCODER = """
 name: "autoencoder"
 layer { name: "data" type: "Input" top: "data"
@@ -179,3 +191,33 @@ def test_an_output_blob_whose_first_axis_is_not_the_batch_is_refused(spark, pict
         model.copy().setOutputBlobs(["flat_all"]).transform(pictures)
     rows = model.copy().setOutputBlobs(["ip1"]).transform(pictures).select("ip1").collect()
     assert len(rows[0].ip1) == 500  # a blob with the batch first is one array per row
+
+
+@pytest.mark.parametrize("layer", ["pool1", "pool2"])
+def test_a_net_caffe_cannot_run_is_refused_with_caffes_message_before_any_job(spark, pictures,
+                                                                             layer):
+    """Hardening round 2, item 3: ``pool: STOCHASTIC`` (no CPU implementation) passed the
+    probe, which only built the net, then aborted every Python worker in round 1 with a bare
+    Py4JJavaError. The probe now takes a training step with Caffe in its child process."""
+    from .test_bad_input import no_spark_job
+    head, _, tail = LENET.partition(f'name: "{layer}"')
+    stochastic = head + f'name: "{layer}"' + tail.replace("pool: MAX", "pool: STOCHASTIC", 1)
+    with no_spark_job(spark), pytest.raises(
+            ValueError, match=rf"Caffe cannot run this net \(a training step on 2 examples\): "
+                              rf"layer '{layer}': Not Implemented Yet"):
+        lenet(stochastic).fit(pictures)
+
+
+def test_a_saved_deploy_net_caffe_cannot_run_is_refused_at_transform(spark, pictures, tmp_path):
+    """Item 3, scoring: a saved model whose deploy net was edited to STOCHASTIC crashed the
+    scoring workers and Caffe's message was lost."""
+    from .test_bad_input import no_spark_job
+    path = tmp_path / "model"
+    lenet().fit(pictures).write().save(str(path))
+    deploy = path / "model" / "deploy.prototxt"
+    deploy.write_text(deploy.read_text().replace("pool: MAX", "pool: STOCHASTIC", 1))
+    model = SparkNetModel.load(str(path))
+    with no_spark_job(spark), pytest.raises(
+            ValueError, match=r"Caffe cannot run this net \(a forward pass on 2 examples\): "
+                              r"layer 'pool1': Not Implemented Yet"):
+        model.transform(pictures)

@@ -11,7 +11,7 @@ import pytest
 
 from sparknet_ml.tasks import averaging
 from sparknet_ml.tasks.averaging import Averager
-from sparknet_ml.tasks.transport import receive
+from sparknet_ml.tasks.transport import Connection, receive
 from sparknet_ml.driver import rounds as driver_rounds
 from sparknet_ml.driver.planning import FitPlan
 from sparknet_ml.driver.rounds import job_end, next_stop
@@ -33,11 +33,13 @@ def result(partition, samples, seed):
     return RoundResult(flatten(state), samples, float(rng.random()), partition, 0.5 + partition)
 
 
-def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None, in_place=False):
+def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None, in_place=False,
+              encrypt=False):
     """Each result's task (rank = its place in ``results``) averages ``rounds`` times; returns
     what every task got, by partition, and the errors raised. ``fail``: a rank that closes its
     connections after the reduce-scatter of round 1, as a task dying mid-average would.
-    ``in_place``: each task's average goes into (a copy of) its own state vector."""
+    ``in_place``: each task's average goes into (a copy of) its own state vector.
+    ``encrypt``: the mesh's connections are sealed."""
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in results]
     addresses = [listener.getsockname()[:2] for listener in listeners]
     secrets = secrets or [SECRET] * len(results)
@@ -46,7 +48,7 @@ def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None, in_place
     def task(rank, r):
         try:
             with Averager.connect(rank, listeners[rank], addresses, secrets[rank],
-                                  timeout) as averager:
+                                  timeout, encrypt) as averager:
                 if rank == fail:
                     averager._exchange({other: ({"partition": r.partition, "samples": 0,
                                                  "loss": 0.0, "seconds": 0.0}, [])
@@ -69,11 +71,13 @@ def run_tasks(results, rounds=1, secrets=None, timeout=10.0, fail=None, in_place
     return got, errors
 
 
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "sealed"])
 @pytest.mark.parametrize("samples", [[640], [640, 320], [640, 0, 320], [0, 640, 320, 0, 64]])
-def test_every_task_gets_the_drivers_average_bit_for_bit(samples):
-    """1, 2, 3 and 5 tasks, empty ones among them, ranks not in partition order."""
+def test_every_task_gets_the_drivers_average_bit_for_bit(samples, encrypt):
+    """1, 2, 3 and 5 tasks, empty ones among them, ranks not in partition order; over plain
+    and sealed connections."""
     results = [result(p, n, p + 1) for p, n in enumerate(samples)][::-1]
-    got, errors = run_tasks(results, rounds=2)
+    got, errors = run_tasks(results, rounds=2, encrypt=encrypt)
     assert not errors
     state, total, loss = average_results(results, LIKE)
     for partition in range(len(samples)):
@@ -177,7 +181,7 @@ def test_arrays_over_the_receivers_limit_are_refused_unallocated():
     header = b'{"shapes": [[1000000000000]]}'  # 4 TB of float32
     theirs.sendall(struct.pack("<Q", len(header)) + header)
     with pytest.raises(ConnectionError, match="4000000000000 bytes of arrays where at most 48"):
-        receive(mine, limit=48, timeout=1.0)
+        receive(Connection(mine), limit=48, timeout=1.0)
     mine.close(), theirs.close()
 
 

@@ -121,9 +121,9 @@ def test_positive_int_params_reject_non_positive_values(name, value):
         lenet(**{name: value})
 
 
-@pytest.mark.parametrize("value", [0.0, -0.01, float("nan")])
-def test_base_lr_param_rejects_non_positive_and_nan(value):
-    with pytest.raises(TypeError, match=f'param "baseLr". must be a positive number, '
+@pytest.mark.parametrize("value", [0.0, -0.01, float("nan"), float("inf"), float("-inf")])
+def test_base_lr_param_rejects_non_positive_nan_and_inf(value):
+    with pytest.raises(TypeError, match=f'param "baseLr". must be a positive finite number, '
                                         f"got {value}"):
         lenet(baseLr=value)
 
@@ -134,10 +134,10 @@ def test_max_iter_must_be_positive(value):
         plan_nets(lenet(maxIter=value))
 
 
-@pytest.mark.parametrize("base_lr", ["0", "-0.1", "nan", "-inf"])
+@pytest.mark.parametrize("base_lr", ["0", "-0.1", "nan", "-inf", "inf"])
 def test_solver_base_lr_must_be_positive(base_lr):
     est = lenet(solverPrototxt=f'base_lr: {base_lr} lr_policy: "fixed"')
-    with pytest.raises(ValueError, match="solver base_lr must be positive, got "
+    with pytest.raises(ValueError, match="solver base_lr must be positive and finite, got "
                                          f"{float(base_lr)}"):
         plan_nets(est)
     assert plan_nets(est.copy({est.baseLr: 0.5})).train.solver_text.startswith("base_lr: 0.5")

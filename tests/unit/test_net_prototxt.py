@@ -1,12 +1,15 @@
 """Safe prototxt parsing and the layer allowlist."""
 import pathlib
+import re
 
+import numpy as np
 import pytest
 from caffe.proto import caffe_pb2
 
 from sparknet_ml import zoo
 from sparknet_ml.net import (ALLOWED_LAYER_TYPES, DATA_LAYER_TYPES, NetSpecError, check_bottoms,
                              check_layers, check_solver, net_to_text, parse_net, parse_solver)
+from sparknet_ml.net.prototxt import check_learning_rates, divergence_hint, learning_rates
 
 TINY = 'name: "tiny"\nlayer { name: "data" type: "Input" top: "data" }\n'
 
@@ -103,10 +106,29 @@ def test_check_bottoms_names_the_missing_blob():
     ('lr_policy: "fixed" momentum: 5', None, "momentum must be in \\[0, 1\\), got 5"),
     ('lr_policy: "fixed" type: "Adam" momentum2: -0.5', None, "momentum2 must be in"),
     ('lr_policy: "fixed" clip_gradients: -3', None, "clip_gradients must be at least 0"),
+    # hardening round 2, item 4: every step NaN, then blamed on base_lr
+    ('lr_policy: "fixed" type: "AdaDelta" momentum: 0.95 delta: 0', None,
+     "delta must be positive and finite with type 'AdaDelta', got 0.0"),       # the issue's case
+    ('lr_policy: "fixed" type: "Adam" delta: nan', None, "delta must be positive and finite"),
+    ('lr_policy: "fixed" type: "RMSProp" rms_decay: 1', None,
+     "rms_decay must be in \\[0, 1\\) with type 'RMSProp', got 1.0"),
+    ('lr_policy: "fixed" type: "AdaGrad" momentum: 0.9', None,
+     "momentum must be 0 with type 'AdaGrad', got 0.9"),
+    ('lr_policy: "fixed" weight_decay: inf', None, "weight_decay must be at least 0 and finite"),
+    ('lr_policy: "inv" gamma: -0.001 power: 0.75', 2000,                      # the issue's case
+     "lr_policy 'inv' \\(base_lr 0.01, gamma -0.001, power 0.75\\) gives a learning rate of "
+     "inf at iteration 1000 of the fit's 2000"),
+    ('lr_policy: "inv" gamma: -0.003 power: 0.5', 2000, "gives a learning rate of nan at "
+                                                        "iteration 334"),
+    ('lr_policy: "exp" gamma: -0.5', 10, "gamma -0.5\\) gives a learning rate of -0.005 at "
+                                         "iteration 1"),
+    ('lr_policy: "step" gamma: 10 stepsize: 10', 2000, "gives a learning rate of inf"),
+    ('lr_policy: "multistep" gamma: -0.1 stepvalue: 5 stepvalue: 8', 10,
+     "stepvalue \\[5, 8\\]\\) gives a learning rate of -0.001 at iteration 5"),
 ])
 def test_solver_fields_caffe_would_check_are_refused_by_name(text, iterations, message):
-    """Hardening issue, items 6 and 8: each of these aborted a task, trained with a negative
-    learning rate, or was blamed on base_lr."""
+    """Hardening issue, items 6 and 8, and round 2, item 4: each of these aborted a task,
+    trained with a negative learning rate or on NaN, or was blamed on base_lr."""
     with pytest.raises(NetSpecError, match=message):
         check_solver(parse_solver("base_lr: 0.01 " + text), iterations)
 
@@ -116,3 +138,80 @@ def test_stock_solvers_pass_the_solver_checks():
                  "bvlc_reference_caffenet_solver"):
         check_solver(parse_solver(zoo.prototxt(name)), 40 * 50)
     check_solver(parse_solver('base_lr: 0.01 lr_policy: "poly" power: 1 max_iter: 2000'), 2000)
+
+
+RATE_NET = """name: "rate"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 1 bias_term: false } }
+layer { name: "loss" type: "Reduction" bottom: "ip" top: "loss" loss_weight: 1 }
+"""
+
+
+@pytest.mark.parametrize("schedule", [
+    'lr_policy: "fixed"', 'lr_policy: "step" gamma: 0.5 stepsize: 10',
+    'lr_policy: "exp" gamma: 0.99', 'lr_policy: "inv" gamma: 0.001 power: 0.75',
+    'lr_policy: "multistep" gamma: 0.1 stepvalue: 5 stepvalue: 12',
+    'lr_policy: "poly" power: 2 max_iter: 100', 'lr_policy: "sigmoid" gamma: -0.1 stepsize: 50',
+    'lr_policy: "exp" gamma: -0.5', 'lr_policy: "inv" gamma: -0.1 power: 1',
+])
+def test_learning_rates_are_the_rates_caffe_steps_with(schedule):
+    """The loss is w * 1, so its gradient is 1 and Caffe's SGD update (momentum 0), left in
+    the weight's diff, is the learning rate itself."""
+    caffe = pytest.importorskip("caffe")
+    from sparknet_ml.engine.solver import make_solver
+    caffe.set_mode_cpu()
+    text = "base_lr: 0.01 " + schedule
+    solver = make_solver(RATE_NET, text, 1)
+    iterations = [0, 1, 4, 5, 7, 11, 12, 15, 60, 99]
+    stepped = []
+    for i in iterations:
+        solver.iter = i
+        solver.net.blobs["data"].data[...] = 1
+        solver.step(1)
+        stepped.append(solver.net.params["ip"][0].diff.item())
+    np.testing.assert_allclose(learning_rates(parse_solver(text), iterations), stepped,
+                               rtol=1e-6)
+
+
+def test_the_schedule_check_finds_every_iteration_a_dense_scan_finds():
+    """check_learning_rates evaluates a few turning points; a scan of every iteration agrees
+    over a grid of policies, signs and sizes, both ends of NaN and overflow."""
+    gammas = (-2, -1, -0.5, -0.1, -0.013, 0, 0.5, 1, 1.5, 10, "nan")
+    powers = (-3, -2, -1, -0.5, 0, 0.75, 1, 2, 3)
+    schedules = ['lr_policy: "fixed"']
+    schedules += [f'lr_policy: "{p}" gamma: {g} stepsize: 7' for p in ("step", "sigmoid")
+                  for g in gammas]
+    schedules += [f'lr_policy: "exp" gamma: {g}' for g in gammas]
+    schedules += [f'lr_policy: "multistep" gamma: {g} stepvalue: 3 stepvalue: 40 stepvalue: 41'
+                  for g in gammas]
+    schedules += [f'lr_policy: "inv" gamma: {g} power: {p}' for g in gammas for p in powers]
+    schedules += [f'lr_policy: "poly" power: {p} max_iter: 300' for p in powers]
+    for schedule in schedules:
+        for base_lr in (0.01, 1e30):
+            solver = parse_solver(f"base_lr: {base_lr} {schedule}")
+            for iterations in (1, 2, 8, 77, 300):
+                rates = learning_rates(solver, np.arange(iterations))
+                ordinary = (np.isfinite(rates) & (rates >= 0)).all()
+                try:
+                    check_learning_rates(solver, iterations)
+                    refused = False
+                except NetSpecError:
+                    refused = True
+                assert refused != ordinary, (schedule, base_lr, iterations)
+
+
+@pytest.mark.parametrize("schedule, first, stop, hint", [
+    ('base_lr: 100 lr_policy: "fixed"', 50, 100,
+     "the learning rate was at most base_lr 100 \\(lr_policy 'fixed'\\): lower base_lr"),
+    ('base_lr: 0.1 lr_policy: "step" gamma: 0.1 stepsize: 10', 50, 100, "lower base_lr"),
+    ('base_lr: 0.01 lr_policy: "exp" gamma: 2', 40, 50,
+     "lr_policy 'exp' \\(base_lr 0.01, gamma 2.0\\) raised the learning rate to 5.629e\\+12, "
+     "5.629e\\+14 x base_lr: make the schedule decay"),
+    ('base_lr: 0.01 lr_policy: "inv" gamma: -0.009 power: 1', 100, 111, "raised the learning"),
+])
+def test_divergence_hint_blames_base_lr_only_when_the_schedule_does_not_rise(
+        schedule, first, stop, hint):
+    message = divergence_hint(parse_solver(schedule), first, stop)
+    assert re.search(hint, message), message
+    assert ("lower base_lr" in message) == ("raised" not in message)

@@ -41,3 +41,26 @@ def test_connect_answers_come_from_the_settings():
     assert session.task_slots(yarn) == 8 and session.max_task_failures(yarn) == 8
     assert session.registration_wait(yarn) == 0.5
     assert session.task_slots(ConnectLike(spark_master="yarn")) is None  # not stated
+
+
+def test_states_are_sealed_when_sparks_own_traffic_is_encrypted_or_when_asked():
+    """Hardening round 2, item 6: states travelled in clear even with Spark's encryption on."""
+    assert not session.encrypts_states(ConnectLike())
+    assert session.encrypts_states(ConnectLike(spark_network_crypto_enabled="true"))
+    assert session.encrypts_states(ConnectLike(spark_ssl_enabled="true"))
+    assert session.encrypts_states(ConnectLike(spark_sparknet_encryption_enabled="true"))
+    assert not session.encrypts_states(ConnectLike(spark_ssl_enabled="true",
+                                                   spark_sparknet_encryption_enabled="false"))
+
+
+def test_crash_reports_are_turned_on_unless_the_user_set_them():
+    """Item 3: a task's Caffe abort reaches the driver with glog's line."""
+    class Settable(ConnectLike):
+        def set(self, key, value):
+            self._settings[key] = value
+    spark = Settable()
+    session.report_worker_crashes(spark)
+    assert spark.conf.get(session.CRASH_REPORTS) == "true"
+    chosen = Settable(spark_python_worker_faulthandler_enabled="false")
+    session.report_worker_crashes(chosen)
+    assert chosen.conf.get(session.CRASH_REPORTS) is None

@@ -77,3 +77,109 @@ def test_a_connect_client_reaches_its_own_files_and_says_so_for_others(tmp_path,
     with pytest.raises(storage.StorageError, match="s3a://b/m: on a Spark Connect client "
                                                    "sparknet_ml reaches this machine's files only"):
         storage.exists("s3a://b/m")
+
+
+def test_nothing_is_replaced_that_the_user_did_not_ask_to_lose(tmp_path):
+    """Hardening round 2, item 1: ``--out`` naming a folder of the user's pictures deleted it."""
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "cat.png").write_bytes(b"\x89PNG")
+    ours = lambda uri: os.path.isdir(os.path.join(uri, "metadata"))  # noqa: E731
+    with pytest.raises(storage.StorageError, match="pictures already exists; use --overwrite"):
+        storage.check_replaceable(str(pictures), False, "--overwrite", ours, "a saved model")
+    with pytest.raises(storage.StorageError, match="pictures exists and is not a saved model; "
+                                                   "refusing to replace it, even with "
+                                                   "--overwrite"):
+        with storage.replacing(str(pictures), True, "--overwrite", ours, "a saved model"):
+            pytest.fail("staged a save over the user's pictures")
+    assert os.listdir(pictures) == ["cat.png"] and os.listdir(tmp_path) == ["pictures"]
+    empty = tmp_path / "empty"  # a variant: an empty folder loses nothing, no flag needed
+    empty.mkdir()
+    with storage.replacing(str(empty), False, "--overwrite", ours, "a saved model") as staged:
+        storage.write_bytes(storage.join(staged, "metadata", "part-0"), b"{}")
+    with storage.replacing(str(empty), True, "--overwrite", ours, "a saved model") as staged:
+        storage.write_bytes(storage.join(staged, "metadata", "part-1"), b"{}")
+    assert os.listdir(empty / "metadata") == ["part-1"]
+
+
+def test_check_writable_leaves_nothing_behind(tmp_path):
+    storage.check_writable(str(tmp_path / "new" / "deeper" / "out"))
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(storage.StorageError, match="permission denied|cannot create"):
+        storage.check_writable("/proc/sparknet-out")
+
+
+def _racing_rename(monkeypatch, before):
+    """storage.rename calling ``before(source, target)`` once, before the first rename."""
+    rename, calls = storage.rename, []
+
+    def racing(source, target):
+        if not calls:
+            calls.append(target)
+            before(source, target)
+        rename(source, target)
+    monkeypatch.setattr(storage, "rename", racing)
+
+
+def _leftovers(folder) -> list[str]:
+    return [n for n in os.listdir(folder) if ".staged-" in n or ".replaced-" in n]
+
+
+def test_a_save_that_loses_a_race_says_so_and_leaves_no_staging(tmp_path, monkeypatch):
+    """Item 2: the loser failed with ``cannot rename ...: no such file or folder`` and left
+    ``.<name>.staged-<uuid>`` behind. Another writer completes its save onto a new path in the
+    moment between our check and our rename."""
+    target = str(tmp_path / "model")
+
+    def other_writer(source, destination):
+        monkeypatch.undo()
+        with storage.replacing(target, True) as staged:
+            storage.write_bytes(storage.join(staged, "v"), b"theirs")
+    _racing_rename(monkeypatch, other_writer)
+    with pytest.raises(storage.StorageError, match="cannot save .*model: another writer got "
+                                                   "there first"):
+        with storage.replacing(target, True) as staged:
+            storage.write_bytes(storage.join(staged, "v"), b"ours")
+    assert _leftovers(tmp_path) == [] and (tmp_path / "model" / "v").read_bytes() == b"theirs"
+
+
+def test_a_save_over_a_model_another_writer_is_moving_aside_says_so(tmp_path, monkeypatch):
+    """Item 2, a variant: over an existing model, the other writer has just renamed it aside
+    (the step of its swap the issue's loser tripped on)."""
+    target, theirs = str(tmp_path / "model"), str(tmp_path / ".model.replaced-theirs")
+    storage.write_bytes(storage.join(target, "v"), b"old")
+    _racing_rename(monkeypatch, lambda source, destination: os.rename(target, theirs))
+    with pytest.raises(storage.StorageError, match="another writer got there first"):
+        with storage.replacing(target, True) as staged:
+            storage.write_bytes(storage.join(staged, "v"), b"ours")
+    assert sorted(os.listdir(tmp_path)) == [".model.replaced-theirs"]  # nothing of ours
+
+
+def _save_repeatedly(target: str, mark: str, times: int, errors) -> None:
+    for i in range(times):
+        try:
+            with storage.replacing(target, True) as staged:
+                for name in ("a", "b", "c"):
+                    storage.write_bytes(storage.join(staged, name), f"{mark}{i}".encode())
+        except storage.StorageError as err:
+            errors.put(str(err))
+
+
+def test_saves_racing_in_two_processes_each_complete_or_say_so(tmp_path):
+    """Item 2, as it happens: two processes saving to one path 30 times each."""
+    import multiprocessing
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    target = str(tmp_path / "model")
+    writers = [context.Process(target=_save_repeatedly, args=(target, mark, 30, errors))
+               for mark in "xy"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    while not errors.empty():
+        assert "another writer got there first" in errors.get()
+    assert _leftovers(tmp_path) == [] and os.listdir(tmp_path) == ["model"]
+    contents = {(tmp_path / "model" / n).read_bytes() for n in "abc"}
+    assert len(contents) == 1  # one save's files, never a mix
