@@ -342,8 +342,14 @@ def test_save_over_an_existing_path_needs_overwrite(model, saved, tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         tiny().write().save(saved)
     (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "photo.jpg").write_bytes(b"mine")
     with pytest.raises(ValueError, match="stranger already exists"):
         model.write().save(str(tmp_path / "stranger"))
+    with pytest.raises(ValueError, match="stranger exists and is not a saved"):
+        model.write().overwrite().save(str(tmp_path / "stranger"))
+    assert (tmp_path / "stranger" / "photo.jpg").read_bytes() == b"mine"
+    (tmp_path / "empty").mkdir()  # an empty folder holds nothing to lose
+    model.write().save(str(tmp_path / "empty"))
     model.write().overwrite().save(saved)
     assert SparkNetModel.load(saved).uid == model.uid
 

@@ -34,7 +34,9 @@ def test_fit_shows_progress_on_a_terminal_and_plots_its_history(small_df, monkey
     assert history["wall_seconds"].is_monotonic_increasing
     assert (history["wall_seconds"] >= history["seconds"].cumsum() - 1e-6).all()
     parts = history[["compute_seconds", "broadcast_seconds", "average_seconds"]]
-    assert (parts.sum(axis=1) < history["seconds"]).all()
+    # the slowest task's compute may have begun a moment before the task that timed the
+    # round got its start state, so the parts may exceed the round by that skew
+    assert (parts.sum(axis=1) < history["seconds"] + 0.02).all()
     assert (history[["compute_seconds", "average_seconds"]] > 0).all().all()
     # the start state is shared once a job: in its first round (jobs of rounds 1, 2, 3-4)
     assert (history["broadcast_seconds"] > 0).tolist() == [True, True, True, False]

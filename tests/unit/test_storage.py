@@ -168,7 +168,9 @@ def _save_repeatedly(target: str, mark: str, times: int, errors) -> None:
 def test_saves_racing_in_two_processes_each_complete_or_say_so(tmp_path):
     """Item 2, as it happens: two processes saving to one path 30 times each."""
     import multiprocessing
-    context = multiprocessing.get_context("fork")
+    # spawned, not forked: a forked child would inherit the test process's SparkContext
+    # (whose JVM link does not survive a fork) and reach plain paths through it
+    context = multiprocessing.get_context("spawn")
     errors = context.Queue()
     target = str(tmp_path / "model")
     writers = [context.Process(target=_save_repeatedly, args=(target, mark, 30, errors))
