@@ -4,10 +4,13 @@ net (batch 64).
 
 "caffe" is the cuDNN build with every layer's engine set to CAFFE: the code a build without
 cuDNN runs (im2col + one GEMM per image). "cudnn" is the same build with its default engines.
-The "_tf32" columns switch TensorFloat-32 on (``caffe.set_tf32``; PyTorch's allow_tf32 flags);
-the plain columns are IEEE fp32 on both sides. Caffe times ``solver.step`` with the batch
-already in the input blobs; PyTorch times zero_grad/forward/cross-entropy/backward/SGD step
-with the batch on the GPU (cudnn.benchmark on, as our port's cudnnFind*), in a child process
+"cudnn_no_graph" is the same with Caffe's plain iterations (``caffe.set_cuda_graph(False)``:
+no CUDA-graph replay). The "_tf32" columns switch TensorFloat-32 on (``caffe.set_tf32``;
+PyTorch's allow_tf32 flags); the plain columns are IEEE fp32 on both sides. Caffe times
+``solver.step`` with the batch already in the input blobs; PyTorch times
+zero_grad/forward/cross-entropy/backward/SGD step with the batch on the GPU (cudnn.benchmark
+on, as our port's cudnnFind*), eager and as a CUDA graph of the whole step replayed
+("_graph"); ``*_vs_torch_best`` divides by the faster of the two. PyTorch runs in a child process
 with its own bundled cuDNN (one process cannot load two cuDNN versions). LeNet and
 cifar10_quick train on Fashion-MNIST images (cifar10_quick: padded to 32x32, 3 channels);
 CaffeNet on random 227x227 images and labels (speed only). Needs a CUDA + cuDNN pycaffe, a
@@ -144,7 +147,8 @@ def rate(step, batch, seconds):
     return steps * batch / (time.perf_counter() - started)
 
 
-def caffe_rate(net, batch, gpu, engines, tf32, data, seconds):
+def caffe_rate(net, batch, gpu, engines, tf32, data, seconds, graph=True):
+    """img/s of ``solver.step``; ``graph=False``: Caffe's plain iterations, no CUDA graph."""
     import caffe
     from sparknet_ml import zoo
     from sparknet_ml.engine.solver import make_solver, set_device
@@ -156,10 +160,12 @@ def caffe_rate(net, batch, gpu, engines, tf32, data, seconds):
         net_text = caffe_engines(net_text)
     solver = make_solver(net_text, solver_text, batch)
     solver.net.blobs["data"].data[...], solver.net.blobs["label"].data[...] = data
+    caffe.set_cuda_graph(graph)
     try:
         return rate(lambda: solver.step(5), batch, seconds)
     finally:
         caffe.set_tf32(False)
+        caffe.set_cuda_graph(True)
 
 
 def torch_model(net):
@@ -199,13 +205,34 @@ def torch_rate(net, batch, gpu, tf32, data, seconds):
     x = torch.from_numpy(data[0]).to(device)
     y = torch.from_numpy(data[1]).long().to(device)
 
+    def one():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
     def step():
         for _ in range(5):
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
+            one()
         torch.cuda.synchronize(device)
-    return rate(step, batch, seconds)
+    eager = rate(step, batch, seconds)
+    # the whole step captured once and replayed (torch.cuda.graphs' recipe)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            one()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    def replay():
+        for _ in range(5):
+            graph.replay()
+        torch.cuda.synchronize(device)
+    return eager, rate(replay, batch, seconds)
 
 
 def torch_rows(args, seconds):
@@ -219,10 +246,12 @@ def torch_rows(args, seconds):
 
 def torch_child(args, seconds):
     import torch
-    rows = {f"{net}/{batch}": {
-        "torch_img_s": torch_rate(net, batch, args.gpu, False, data_for(net, batch), seconds),
-        "torch_tf32_img_s": torch_rate(net, batch, args.gpu, True, data_for(net, batch), seconds)}
-        for net, batch in CASES}
+    rows = {}
+    for net, batch in CASES:
+        row = rows[f"{net}/{batch}"] = {}
+        for tf32, suffix in ((False, ""), (True, "_tf32")):
+            eager, graph = torch_rate(net, batch, args.gpu, tf32, data_for(net, batch), seconds)
+            row[f"torch{suffix}_img_s"], row[f"torch{suffix}_graph_img_s"] = eager, graph
     rows["versions"] = {"torch": torch.__version__, "torch_cudnn": torch.backends.cudnn.version()}
     print(json.dumps(rows))
 
@@ -249,13 +278,18 @@ def main():
         row = {"net": net, "batch": batch,
                "caffe_img_s": caffe_rate(net, batch, args.gpu, "caffe", False, data, seconds),
                "cudnn_img_s": caffe_rate(net, batch, args.gpu, "default", False, data, seconds),
+               "cudnn_no_graph_img_s": caffe_rate(net, batch, args.gpu, "default", False, data,
+                                                  seconds, graph=False),
                "cudnn_tf32_img_s": caffe_rate(net, batch, args.gpu, "default", True, data,
                                               seconds),
                **torch[f"{net}/{batch}"]}
         row = {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
         row["cudnn_vs_caffe"] = round(row["cudnn_img_s"] / row["caffe_img_s"], 2)
-        row["cudnn_vs_torch"] = round(row["cudnn_img_s"] / row["torch_img_s"], 3)
-        row["cudnn_tf32_vs_torch_tf32"] = round(row["cudnn_tf32_img_s"] / row["torch_tf32_img_s"], 3)
+        row["cudnn_vs_torch_best"] = round(
+            row["cudnn_img_s"] / max(row["torch_img_s"], row["torch_graph_img_s"]), 3)
+        row["cudnn_tf32_vs_torch_tf32_best"] = round(
+            row["cudnn_tf32_img_s"] / max(row["torch_tf32_img_s"], row["torch_tf32_graph_img_s"]),
+            3)
         rows.append(row)
         print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     write({"benchmark": "gpu_caffe", "caffe_build": info, **torch["versions"],

@@ -7,7 +7,9 @@ rounded-up pooling, LRN, grouped convolutions, GoogLeNet's two auxiliary classif
 loss weight 0.3, SGD with momentum 0.9 and the solver's weight decay) in a child process with
 its own cuDNN, two ways: eager (cudnn.benchmark on) and CUDA-graph replay of the whole step
 (forward, backward, SGD). ``caffe_vs_torch_best`` is Caffe against the faster of the two
-(goal >= 1.0). Needs a CUDA + cuDNN pycaffe, a GPU and torch; elsewhere it says so and exits 0.
+(goal >= 1.0), in IEEE fp32 on both sides and with TF32 on both ("_tf32": ``caffe.set_tf32``,
+PyTorch's allow_tf32 flags); ``caffe_unfused_update_img_s`` is Caffe with its per-blob solver update
+(``caffe.set_fused_update(False)``). Needs a CUDA + cuDNN pycaffe, a GPU and torch; elsewhere it says so and exits 0.
 
     python benchmarks/imagenet_torch.py [--quick] [--gpu 0] [--out FILE]
 """
@@ -42,7 +44,9 @@ def data_for(net, batch):
             rng.integers(0, 1000, batch).astype(np.float32))
 
 
-def caffe_rate(net, batch, gpu, seconds):
+def caffe_rate(net, batch, gpu, seconds, fused=True, tf32=False):
+    """Raw ``solver.step`` img/s; ``fused=False``: Caffe's per-blob solver update;
+    ``tf32``: TensorFloat-32 in cuBLAS and cuDNN."""
     import caffe
     from sparknet_ml import net as netlib, zoo
     from sparknet_ml.engine.solver import make_solver
@@ -55,7 +59,13 @@ def caffe_rate(net, batch, gpu, seconds):
     x, y = data_for(net, batch)
     solver.net.blobs["data"].data[...] = x
     solver.net.blobs["label"].data[...] = y
-    return rate(lambda: solver.step(5), batch, seconds)
+    caffe.set_fused_update(fused)
+    caffe.set_tf32(tf32)  # before the first step: cudnnFind runs per math mode
+    try:
+        return rate(lambda: solver.step(5), batch, seconds)
+    finally:
+        caffe.set_fused_update(True)
+        caffe.set_tf32(False)
 
 
 def torch_model(net):
@@ -120,11 +130,11 @@ def torch_model(net):
     return GoogLeNet()
 
 
-def torch_rates(net, batch, gpu, seconds):
+def torch_rates(net, batch, gpu, seconds, tf32=False):
     """Eager and CUDA-graph img/s of one training step of ``net``."""
     import torch
     torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(0)
     torch.cuda.empty_cache()
     device = torch.device("cuda", gpu)
@@ -177,7 +187,10 @@ def torch_child(args, seconds):
     rows = {}
     for net, batch in CASES:
         eager, graph = torch_rates(net, batch, args.gpu, seconds)
-        rows[f"{net}/{batch}"] = {"torch_eager_img_s": eager, "torch_graph_img_s": graph}
+        eager_tf32, graph_tf32 = torch_rates(net, batch, args.gpu, seconds, tf32=True)
+        rows[f"{net}/{batch}"] = {"torch_eager_img_s": eager, "torch_graph_img_s": graph,
+                                  "torch_tf32_eager_img_s": eager_tf32,
+                                  "torch_tf32_graph_img_s": graph_tf32}
     rows["versions"] = {"torch": torch.__version__, "torch_cudnn": torch.backends.cudnn.version()}
     print(json.dumps(rows))
 
@@ -215,10 +228,15 @@ def main():
     rows = []
     for net, batch in CASES:
         row = {"net": net, "batch": batch,
-               "caffe_img_s": caffe_rate(net, batch, args.gpu, seconds), **torch[f"{net}/{batch}"]}
+               "caffe_img_s": caffe_rate(net, batch, args.gpu, seconds),
+               "caffe_unfused_update_img_s": caffe_rate(net, batch, args.gpu, seconds, False),
+               "caffe_tf32_img_s": caffe_rate(net, batch, args.gpu, seconds, tf32=True),
+               **torch[f"{net}/{batch}"]}
         best = max(row["torch_eager_img_s"], row["torch_graph_img_s"])
+        best_tf32 = max(row["torch_tf32_eager_img_s"], row["torch_tf32_graph_img_s"])
         row = {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
         row["caffe_vs_torch_best"] = round(row["caffe_img_s"] / best, 3)
+        row["caffe_tf32_vs_torch_tf32_best"] = round(row["caffe_tf32_img_s"] / best_tf32, 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
     write({"benchmark": "imagenet_torch", "caffe_build": info, **torch["versions"],

@@ -31,86 +31,6 @@ void classname<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top, \
 #endif  // CAFFE_UTIL_DEVICE_ALTERNATE_H_
 """
 
-_CONV_ALGORITHMS_OLD = """    // choose forward and backward algorithms + workspace(s)
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm(handle_[0],
-      bottom_descs_[i],
-      filter_desc_,
-      conv_descs_[i],
-      top_descs_[i],
-      CUDNN_CONVOLUTION_FWD_SPECIFY_WORKSPACE_LIMIT,
-      workspace_limit_bytes,
-      &fwd_algo_[i]));
-
-    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle_[0],
-      bottom_descs_[i],
-      filter_desc_,
-      conv_descs_[i],
-      top_descs_[i],
-      fwd_algo_[i],
-      &(workspace_fwd_sizes_[i])));
-
-    // choose backward algorithm for filter
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm(handle_[0],
-          bottom_descs_[i], top_descs_[i], conv_descs_[i], filter_desc_,
-          CUDNN_CONVOLUTION_BWD_FILTER_SPECIFY_WORKSPACE_LIMIT,
-          workspace_limit_bytes, &bwd_filter_algo_[i]) );
-
-    // get workspace for backwards filter algorithm
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle_[0],
-          bottom_descs_[i], top_descs_[i], conv_descs_[i], filter_desc_,
-          bwd_filter_algo_[i], &workspace_bwd_filter_sizes_[i]));
-
-    // choose backward algo for data
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm(handle_[0],
-          filter_desc_, top_descs_[i], conv_descs_[i], bottom_descs_[i],
-          CUDNN_CONVOLUTION_BWD_DATA_SPECIFY_WORKSPACE_LIMIT,
-        workspace_limit_bytes, &bwd_data_algo_[i]));
-
-    // get workspace size
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle_[0],
-          filter_desc_, top_descs_[i], conv_descs_[i], bottom_descs_[i],
-          bwd_data_algo_[i], &workspace_bwd_data_sizes_[i]) );
-"""
-
-_CONV_ALGORITHMS_NEW = """    // sparknet_ml patch cudnn9: cuDNN 8 removed cudnnGet*Algorithm. The algorithms are
-    // timed with cudnnFind* (as PyTorch's benchmark mode does) once per input shape and
-    // math mode, and the fastest whose workspace fits the limit is kept.
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv_descs_[i],
-        Caffe::tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-    std::ostringstream algo_key;
-    algo_key << this->num_ << "x" << this->channels_ << "x" << height << "x" << width
-             << (Caffe::tf32() ? " tf32" : " fp32");
-    if (algo_keys_.size() <= i) { algo_keys_.resize(i + 1); }
-    if (algo_keys_[i] == algo_key.str()) { continue; }
-    algo_keys_[i] = algo_key.str();
-    const string& name = this->layer_param_.name();
-    int found = 0;
-    cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(handle_[0], bottom_descs_[i],
-        filter_desc_, conv_descs_[i], top_descs_[i], CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-        &found, fwd));
-    const cudnnConvolutionFwdAlgoPerf_t& f =
-        cudnn::fastestWithin(fwd, found, workspace_limit_bytes, name, "forward");
-    fwd_algo_[i] = f.algo;
-    workspace_fwd_sizes_[i] = f.memory;
-    cudnnConvolutionBwdFilterAlgoPerf_t bwf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(handle_[0], bottom_descs_[i],
-        top_descs_[i], conv_descs_[i], filter_desc_, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-        &found, bwf));
-    const cudnnConvolutionBwdFilterAlgoPerf_t& bf =
-        cudnn::fastestWithin(bwf, found, workspace_limit_bytes, name, "backward filter");
-    bwd_filter_algo_[i] = bf.algo;
-    workspace_bwd_filter_sizes_[i] = bf.memory;
-    cudnnConvolutionBwdDataAlgoPerf_t bwd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(handle_[0], filter_desc_,
-        top_descs_[i], conv_descs_[i], bottom_descs_[i], CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-        &found, bwd));
-    const cudnnConvolutionBwdDataAlgoPerf_t& bd =
-        cudnn::fastestWithin(bwd, found, workspace_limit_bytes, name, "backward data");
-    bwd_data_algo_[i] = bd.algo;
-    workspace_bwd_data_sizes_[i] = bd.memory;
-"""
-
 _FASTEST_WITHIN = """
 // sparknet_ml patch cudnn9: the fastest algorithm cudnnFind* measured (it sorts them by
 // time) whose workspace fits in limit bytes.
@@ -161,8 +81,8 @@ class Edit:
 
 @dataclass(frozen=True)
 class Patch:
-    """A named fix: text edits, files removed because the recipe regenerates them, and files
-    added (``(source path, file in sparknet_ml/build/layers/)``)."""
+    """A named fix: text edits, then files removed (the recipe regenerates them, or the patch
+    replaces them), then files added (``(source path, file in sparknet_ml/build/layers/)``)."""
 
     name: str
     why: str
@@ -343,23 +263,240 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         name="cudnn9",
         why="Caffe's cuDNN layers target cuDNN <= 7; cuDNN 8 removed the cudnnGet*Algorithm "
-            "calls its convolution uses. Convolution now times its algorithms with cudnnFind* "
-            "once per input shape and math mode (64 MiB workspace limit instead of 8), honours "
-            "the TF32 switch, and the build may use cuDNN 9 (its other calls still exist there).",
+            "calls its convolution used. cudnn::fastestWithin picks the fastest of what "
+            "cudnnFind* measured within a workspace limit (the convolution that uses it is "
+            "cudnn-conv-one-call's); Caffe's other cuDNN calls still exist in cuDNN 9.",
+        edits=(Edit("include/caffe/util/cudnn.hpp", "\n}  // namespace cudnn\n", _FASTEST_WITHIN),),
+    ),
+    Patch(
+        name="cudnn-conv-one-call",
+        why="BVLC's cuDNN convolution made one cuDNN call per group, each group on three "
+            "streams with handles and workspaces of its own, joined by an empty kernel. The "
+            "layer is replaced: one call per pass for all groups (cudnnSetConvolutionGroupCount), "
+            "on the thread's one cuDNN handle and the default stream, one workspace per thread "
+            "and device shared by every convolution, algorithms timed with cudnnFind* once per "
+            "input shape and math mode and the fastest within 1 GiB of workspace kept.",
+        removes=("include/caffe/layers/cudnn_conv_layer.hpp",
+                 "src/caffe/layers/cudnn_conv_layer.cpp", "src/caffe/layers/cudnn_conv_layer.cu"),
+        adds=(("include/caffe/layers/cudnn_conv_layer.hpp", "cudnn_conv_layer.hpp"),
+              ("src/caffe/layers/cudnn_conv_layer.cpp", "cudnn_conv_layer.cpp"),
+              ("src/caffe/layers/cudnn_conv_layer.cu", "cudnn_conv_layer.cu")),
+    ),
+    Patch(
+        name="fused-solver-update",
+        why="SGDSolver::ApplyUpdate launched three kernels per learnable blob (weight decay, "
+            "the solver's update, Blob::Update): 384 launches a GoogLeNet iteration. On a GPU "
+            "every blob's normalisation, decay, update (all six SGD-family solvers, lr_mult and "
+            "decay_mult honoured) and data -= diff now run in one launch, each element's "
+            "arithmetic as Caffe's kernels write it; caffe.set_fused_update(False) keeps "
+            "Caffe's launches.",
         edits=(
-            Edit("include/caffe/util/cudnn.hpp", "\n}  // namespace cudnn\n", _FASTEST_WITHIN),
-            Edit("include/caffe/layers/cudnn_conv_layer.hpp",
-                 "  vector<cudnnConvolutionDescriptor_t> conv_descs_;\n",
-                 "  vector<cudnnConvolutionDescriptor_t> conv_descs_;\n"
-                 "  vector<string> algo_keys_;  // sparknet_ml patch cudnn9: shape of the last Find\n"),
-            Edit("src/caffe/layers/cudnn_conv_layer.cpp", "#include <algorithm>\n#include <vector>\n",
-                 "#include <algorithm>\n#include <sstream>\n#include <vector>\n"),
-            Edit("src/caffe/layers/cudnn_conv_layer.cpp",
-                 "  size_t workspace_limit_bytes = 8*1024*1024;\n",
-                 "  size_t workspace_limit_bytes = 64*1024*1024;\n"),
-            Edit("src/caffe/layers/cudnn_conv_layer.cpp", _CONV_ALGORITHMS_OLD,
-                 _CONV_ALGORITHMS_NEW),
+            Edit("include/caffe/common.hpp", "  inline static bool tf32() { return Get().tf32_; }\n",
+                 "  inline static bool tf32() { return Get().tf32_; }\n"
+                 "  // sparknet_ml patch fused-solver-update: the SGD-family solvers' GPU update in\n"
+                 "  // one launch for all blobs (on by default, per thread)\n"
+                 "  inline static void set_fused_update(bool on) { Get().fused_update_ = on; }\n"
+                 "  inline static bool fused_update() { return Get().fused_update_; }\n"),
+            Edit("include/caffe/common.hpp", "  bool tf32_ = false;\n",
+                 "  bool tf32_ = false;\n  bool fused_update_ = true;\n"),
+            Edit("include/caffe/sgd_solvers.hpp", '#include "caffe/solver.hpp"\n',
+                 '#include "caffe/fused_update.hpp"  // sparknet_ml patch fused-solver-update\n'
+                 '#include "caffe/solver.hpp"\n'),
+            Edit("include/caffe/sgd_solvers.hpp",
+                 "  vector<shared_ptr<Blob<Dtype> > > history_, update_, temp_;\n\n"
+                 "  DISABLE_COPY_AND_ASSIGN(SGDSolver);\n",
+                 "  vector<shared_ptr<Blob<Dtype> > > history_, update_, temp_;\n"
+                 "#ifndef CPU_ONLY\n  FusedUpdate<Dtype> fused_;  // sparknet_ml patch fused-solver-update\n"
+                 "#endif\n\n  DISABLE_COPY_AND_ASSIGN(SGDSolver);\n"),
+            Edit("src/caffe/solvers/sgd_solver.cpp",
+                 "  ClipGradients();\n  for (int param_id = 0;",
+                 "  ClipGradients();\n"
+                 "#ifndef CPU_ONLY\n"
+                 "  // sparknet_ml patch fused-solver-update: every blob in one launch\n"
+                 "  if (Caffe::mode() == Caffe::GPU && Caffe::fused_update() &&\n"
+                 "      fused_.Apply(this->type(), this->param_, this->net_->learnable_params(),\n"
+                 "                   this->net_->params_lr(), this->net_->params_weight_decay(),\n"
+                 "                   history_, rate, this->iter_)) {\n"
+                 "    return;\n  }\n"
+                 "#endif\n"
+                 "  for (int param_id = 0;"),
+            Edit("python/caffe/_caffe.cpp", '  bp::def("tf32", &Caffe::tf32);\n',
+                 '  bp::def("tf32", &Caffe::tf32);\n'
+                 '  // sparknet_ml patch fused-solver-update\n'
+                 '  bp::def("set_fused_update", &Caffe::set_fused_update);\n'
+                 '  bp::def("fused_update", &Caffe::fused_update);\n'),
+            Edit("python/caffe/__init__.py", "from ._caffe import set_tf32, tf32\n",
+                 "from ._caffe import set_tf32, tf32\n"
+                 "from ._caffe import set_fused_update, fused_update\n"),
         ),
+        adds=(("include/caffe/fused_update.hpp", "fused_update.hpp"),
+              ("src/caffe/solvers/fused_update.cu", "fused_update.cu")),
+    ),
+    Patch(
+        name="cuda-graph-step",
+        why="A small net's iteration is bound by kernel launches and by the host reading its "
+            "loss back. Solver::Step(n) now replays the iterations after its first as a CUDA "
+            "graph of one iteration (gradients cleared, forward, backward, fused update) "
+            "where every layer and the solver allow it, the rate written into the graph's "
+            "device buffer before each replay and the losses read once per n; elsewhere the "
+            "plain iterations run and the reason is logged once. The build uses the "
+            "per-thread default stream (capturable) for Caffe's kernels, cuBLAS, cuRAND and "
+            "cuDNN; while capturing, loss layers keep their loss on the device and copies "
+            "and memsets are enqueued; the bias multipliers (ones) are refilled only when "
+            "their size changes. caffe.set_cuda_graph(False) keeps the plain iterations.",
+        edits=(
+            Edit("include/caffe/common.hpp",
+                 "  inline static bool fused_update() { return Get().fused_update_; }\n",
+                 "  inline static bool fused_update() { return Get().fused_update_; }\n"
+                 "  // sparknet_ml patch cuda-graph-step: Solver::Step replays a CUDA graph where it\n"
+                 "  // can (on by default, per thread); while one is captured, graph_loss() is the\n"
+                 "  // device scalar the loss layers add their loss to\n"
+                 "  inline static void set_cuda_graph(bool on) { Get().cuda_graph_ = on; }\n"
+                 "  inline static bool cuda_graph() { return Get().cuda_graph_; }\n"
+                 "  inline static void set_graph_loss(void* loss) { Get().graph_loss_ = loss; }\n"
+                 "  inline static void* graph_loss() { return Get().graph_loss_; }\n"),
+            Edit("include/caffe/common.hpp", "  bool fused_update_ = true;\n",
+                 "  bool fused_update_ = true;\n  bool cuda_graph_ = true;\n"
+                 "  void* graph_loss_ = NULL;\n"),
+            Edit("src/caffe/common.cpp",
+                 "    LOG(ERROR) << \"Cannot create Curand generator. Curand won't be available.\";\n"
+                 "  }\n",
+                 "    LOG(ERROR) << \"Cannot create Curand generator. Curand won't be available.\";\n"
+                 "  }\n"
+                 "  // sparknet_ml patch cuda-graph-step: the thread's default stream\n"
+                 "  if (cublas_handle_) { cublasSetStream(cublas_handle_, cudaStreamPerThread); }\n"
+                 "  if (curand_generator_) {\n"
+                 "    curandSetStream(curand_generator_, cudaStreamPerThread);\n  }\n"),
+            Edit("src/caffe/common.cpp",
+                 "  set_tf32(Get().tf32_);  // sparknet_ml patch tf32-switch: the new handle\n",
+                 "  set_tf32(Get().tf32_);  // sparknet_ml patch tf32-switch: the new handle\n"
+                 "  // sparknet_ml patch cuda-graph-step: the thread's default stream\n"
+                 "  CUBLAS_CHECK(cublasSetStream(Get().cublas_handle_, cudaStreamPerThread));\n"),
+            Edit("src/caffe/common.cpp",
+                 "  CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(Get().curand_generator_,\n"
+                 "      cluster_seedgen()));\n}\n",
+                 "  CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(Get().curand_generator_,\n"
+                 "      cluster_seedgen()));\n"
+                 "  CURAND_CHECK(curandSetStream(Get().curand_generator_, cudaStreamPerThread));\n"
+                 "}\n"),
+            Edit("include/caffe/layer.hpp",
+                 "      Dtype blob_loss = 0;\n      caffe_gpu_dot(count, data, loss_weights, &blob_loss);\n",
+                 "      // sparknet_ml patch cuda-graph-step: a captured iteration sums the net's loss\n"
+                 "      // on the device itself\n"
+                 "      if (Caffe::graph_loss()) { continue; }\n"
+                 "      Dtype blob_loss = 0;\n      caffe_gpu_dot(count, data, loss_weights, &blob_loss);\n"),
+            Edit("src/caffe/layers/softmax_loss_layer.cu",
+                 '#include "caffe/layers/softmax_loss_layer.hpp"\n',
+                 '#include "caffe/layers/softmax_loss_layer.hpp"\n'
+                 '#include "caffe/graph_step.hpp"  // sparknet_ml patch cuda-graph-step\n'),
+            Edit("src/caffe/layers/softmax_loss_layer.cu",
+                 "  Dtype loss;\n  caffe_gpu_asum(nthreads, loss_data, &loss);\n",
+                 "  if (Caffe::graph_loss()) {  // sparknet_ml patch cuda-graph-step: on the device\n"
+                 "    caffe_gpu_sum_divided(nthreads, loss_data, LossLayer<Dtype>::GetNormalizer(\n"
+                 "        normalization_, outer_num_, inner_num_, -1), top[0]->mutable_gpu_data());\n"
+                 "    if (top.size() == 2) { top[1]->ShareData(prob_); }\n"
+                 "    return;\n  }\n"
+                 "  Dtype loss;\n  caffe_gpu_asum(nthreads, loss_data, &loss);\n"),
+            Edit("src/caffe/util/math_functions.cu",
+                 "    CUDA_CHECK(cudaMemcpy(Y, X, N, cudaMemcpyDefault));  // NOLINT(caffe/alt_fn)\n",
+                 "    if (Caffe::graph_loss()) {  // sparknet_ml patch cuda-graph-step: captured\n"
+                 "      CUDA_CHECK(cudaMemcpyAsync(Y, X, N, cudaMemcpyDefault, cudaStreamPerThread));\n"
+                 "      return;\n    }\n"
+                 "    CUDA_CHECK(cudaMemcpy(Y, X, N, cudaMemcpyDefault));  // NOLINT(caffe/alt_fn)\n"),
+            Edit("src/caffe/util/math_functions.cu",
+                 "    CUDA_CHECK(cudaMemset(Y, 0, sizeof(Dtype) * N));  // NOLINT(caffe/alt_fn)\n",
+                 "    if (Caffe::graph_loss()) {  // sparknet_ml patch cuda-graph-step: captured\n"
+                 "      CUDA_CHECK(cudaMemsetAsync(Y, 0, sizeof(Dtype) * N, cudaStreamPerThread));\n"
+                 "      return;\n    }\n"
+                 "    CUDA_CHECK(cudaMemset(Y, 0, sizeof(Dtype) * N));  // NOLINT(caffe/alt_fn)\n"),
+            Edit("src/caffe/util/math_functions.cpp",
+                 "      CUDA_CHECK(cudaMemcpy(Y, X, sizeof(Dtype) * N, cudaMemcpyDefault));\n",
+                 "      if (Caffe::graph_loss()) {  // sparknet_ml patch cuda-graph-step: captured\n"
+                 "        CUDA_CHECK(cudaMemcpyAsync(Y, X, sizeof(Dtype) * N, cudaMemcpyDefault,\n"
+                 "                                   cudaStreamPerThread));\n"
+                 "        return;\n      }\n"
+                 "      CUDA_CHECK(cudaMemcpy(Y, X, sizeof(Dtype) * N, cudaMemcpyDefault));\n"),
+            Edit("src/caffe/layers/inner_product_layer.cpp",
+                 "    bias_multiplier_.Reshape(bias_shape);\n"
+                 "    caffe_set(M_, Dtype(1), bias_multiplier_.mutable_cpu_data());\n",
+                 "    if (bias_multiplier_.shape() != bias_shape) {  // sparknet_ml cuda-graph-step\n"
+                 "      bias_multiplier_.Reshape(bias_shape);\n"
+                 "      caffe_set(M_, Dtype(1), bias_multiplier_.mutable_cpu_data());\n    }\n"),
+            Edit("src/caffe/layers/base_conv_layer.cpp",
+                 "    bias_multiplier_.Reshape(bias_multiplier_shape);\n"
+                 "    caffe_set(bias_multiplier_.count(), Dtype(1),\n"
+                 "        bias_multiplier_.mutable_cpu_data());\n",
+                 "    if (bias_multiplier_.shape() != bias_multiplier_shape) {  // cuda-graph-step\n"
+                 "      bias_multiplier_.Reshape(bias_multiplier_shape);\n"
+                 "      caffe_set(bias_multiplier_.count(), Dtype(1),\n"
+                 "          bias_multiplier_.mutable_cpu_data());\n    }\n"),
+            Edit("include/caffe/solver.hpp",
+                 "  void UpdateSmoothedLoss(Dtype loss, int start_iter, int average_loss);\n",
+                 "  void UpdateSmoothedLoss(Dtype loss, int start_iter, int average_loss);\n"
+                 "  // sparknet_ml patch cuda-graph-step: runs the rest of Step's iterations (true)\n"
+                 "  virtual bool ReplayGraph(int start_iter, int stop_iter, int average_loss) {\n"
+                 "    return false;\n  }\n"),
+            Edit("src/caffe/solver.cpp",
+                 "  while (iter_ < stop_iter) {\n    // zero-init the params\n",
+                 "  while (iter_ < stop_iter) {\n"
+                 "    // sparknet_ml patch cuda-graph-step: the rest as replays of a CUDA graph\n"
+                 "    if (ReplayGraph(start_iter, stop_iter, average_loss)) { break; }\n"
+                 "    // zero-init the params\n"),
+            Edit("include/caffe/sgd_solvers.hpp",
+                 '#include "caffe/fused_update.hpp"  // sparknet_ml patch fused-solver-update\n',
+                 '#include "caffe/fused_update.hpp"  // sparknet_ml patch fused-solver-update\n'
+                 '#include "caffe/graph_step.hpp"  // sparknet_ml patch cuda-graph-step\n'),
+            Edit("include/caffe/sgd_solvers.hpp",
+                 "  FusedUpdate<Dtype> fused_;  // sparknet_ml patch fused-solver-update\n",
+                 "  FusedUpdate<Dtype> fused_;  // sparknet_ml patch fused-solver-update\n"
+                 "  // sparknet_ml patch cuda-graph-step\n"
+                 "  GraphStep<Dtype> graph_;\n"
+                 "  virtual bool ReplayGraph(int start_iter, int stop_iter, int average_loss);\n"
+                 "  std::string GraphRefusal();  // why the iterations are not captured, or \"\"\n"
+                 " public:\n"
+                 "  long graph_replays() const { return graph_.replays; }\n"
+                 "  std::string graph_refusal() const { return graph_.refusal; }\n"
+                 " protected:\n"),
+            Edit("python/caffe/_caffe.cpp", "  return sgd->history();\n}\n",
+                 "  return sgd->history();\n}\n\n"
+                 "// sparknet_ml patch cuda-graph-step: iterations replayed, and why none are\n"
+                 "template <typename Dtype>\n"
+                 "long Solver_graph_replays(Solver<Dtype>* solver) {\n"
+                 "#ifndef CPU_ONLY\n"
+                 "  SGDSolver<Dtype>* sgd = dynamic_cast<SGDSolver<Dtype>*>(solver);\n"
+                 "  if (sgd) { return sgd->graph_replays(); }\n"
+                 "#endif\n"
+                 "  return 0;\n}\n\n"
+                 "template <typename Dtype>\n"
+                 "std::string Solver_graph_refusal(Solver<Dtype>* solver) {\n"
+                 "#ifndef CPU_ONLY\n"
+                 "  SGDSolver<Dtype>* sgd = dynamic_cast<SGDSolver<Dtype>*>(solver);\n"
+                 "  if (sgd) { return sgd->graph_refusal(); }\n"
+                 "#endif\n"
+                 "  return \"no CUDA\";\n}\n"),
+            Edit("python/caffe/_caffe.cpp",
+                 '    .add_property("history", bp::make_function(&Solver_history<Dtype>,\n'
+                 '          bp::return_internal_reference<>()))\n',
+                 '    .add_property("history", bp::make_function(&Solver_history<Dtype>,\n'
+                 '          bp::return_internal_reference<>()))\n'
+                 '    .add_property("cuda_graph_replays", &Solver_graph_replays<Dtype>)\n'
+                 '    .add_property("cuda_graph_refusal", &Solver_graph_refusal<Dtype>)\n'),
+            Edit("python/caffe/_caffe.cpp", '  bp::def("fused_update", &Caffe::fused_update);\n',
+                 '  bp::def("fused_update", &Caffe::fused_update);\n'
+                 '  // sparknet_ml patch cuda-graph-step\n'
+                 '  bp::def("set_cuda_graph", &Caffe::set_cuda_graph);\n'
+                 '  bp::def("cuda_graph", &Caffe::cuda_graph);\n'),
+            Edit("python/caffe/__init__.py", "from ._caffe import set_fused_update, fused_update\n",
+                 "from ._caffe import set_fused_update, fused_update\n"
+                 "from ._caffe import set_cuda_graph, cuda_graph\n"),
+        ) + tuple(Edit(f"src/caffe/layers/cudnn_{stem}_layer.cpp",
+                       "  CUDNN_CHECK(cudnnCreate(&handle_));\n",
+                       "  CUDNN_CHECK(cudnnCreate(&handle_));\n"
+                       "  CUDNN_CHECK(cudnnSetStream(handle_, cudaStreamPerThread));  // cuda-graph-step\n")
+                  for stem in ("bn", "lcn", "lrn", "pooling", "relu", "sigmoid", "softmax", "tanh")),
+        adds=(("include/caffe/graph_step.hpp", "graph_step.hpp"),
+              ("src/caffe/solvers/graph_step.cpp", "graph_step.cpp"),
+              ("src/caffe/solvers/graph_step.cu", "graph_step.cu")),
     ),
     Patch(
         name="cudnn-pooling-caffe-shapes",
@@ -529,6 +666,11 @@ def apply_patches(source_dir: str) -> list[str]:
                                  f"found {count}: {edit.old[:60]!r}")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text.replace(edit.old, edit.new))
+        for rel in patch.removes:
+            path = os.path.join(source_dir, rel)
+            if not os.path.exists(path):
+                raise PatchError(f"patch {patch.name!r}: {rel} is not in the source tree")
+            os.remove(path)
         for rel, name in patch.adds:
             path = os.path.join(source_dir, rel)
             if os.path.exists(path):
@@ -537,10 +679,5 @@ def apply_patches(source_dir: str) -> list[str]:
                 text = f.read()
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
-        for rel in patch.removes:
-            path = os.path.join(source_dir, rel)
-            if not os.path.exists(path):
-                raise PatchError(f"patch {patch.name!r}: {rel} is not in the source tree")
-            os.remove(path)
         applied.append(patch.name)
     return applied

@@ -115,8 +115,8 @@ def _compile_jobs(src: str, obj_dir: str, target: Target, version: str) -> list[
     defines = [f"-DCAFFE_VERSION={version}"]
     if not target.cuda:
         defines += ["-DCPU_ONLY"]
-    else:
-        defines += [f"-I{target.cuda_home}/include"]
+    else:  # the per-thread default stream, which a CUDA graph can capture (cuda-graph-step)
+        defines += [f"-I{target.cuda_home}/include", "-DCUDA_API_PER_THREAD_DEFAULT_STREAM"]
     if target.cudnn:
         defines += ["-DUSE_CUDNN", f"-I{target.cudnn_include}"]
     jobs = []
@@ -129,7 +129,8 @@ def _compile_jobs(src: str, obj_dir: str, target: Target, version: str) -> list[
                 f"code=[sm_{target.cuda_arch},compute_{target.cuda_arch}]")
         nvcc = os.path.join(target.cuda_home, "bin/nvcc")
         for path in _sources(src, _CU_DIRS, ".cu"):
-            jobs.append(([nvcc, "-c", *_NVCC_FLAGS, arch, *defines, *includes, path], path))
+            jobs.append(([nvcc, "-c", *_NVCC_FLAGS, "--default-stream=per-thread", arch, *defines,
+                          *includes, path], path))
     return [_Compile(cmd, path,
                      os.path.join(obj_dir, os.path.relpath(path, src).replace("/", "__") + ".o"))
             for cmd, path in jobs]

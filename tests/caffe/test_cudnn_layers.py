@@ -1,4 +1,5 @@
-"""Caffe's cuDNN layers, ported to cuDNN 9 (patches ``cudnn9``, ``cudnn-pooling-caffe-shapes``),
+"""Caffe's cuDNN layers, ported to cuDNN 9 (patches ``cudnn9``, ``cudnn-conv-one-call``,
+``cudnn-pooling-caffe-shapes``),
 against Caffe's own CPU layers on random inputs: forward output, gradient of the input and of
 the parameters. Runs only with a cuDNN build and a visible GPU (the GPU machine).
 
@@ -28,6 +29,13 @@ LAYERS = [
     ("conv-batch256", 'type: "Convolution" convolution_param { num_output: 32 kernel_size: 5 '
                       'pad: 2 weight_filler { type: "gaussian" std: 0.05 } bias_filler { type: '
                       '"constant" value: 0.1 } }', "convolution_param", (256, 3, 32, 32)),
+    ("conv-depthwise", 'type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 '
+                       'pad: 1 group: 6 weight_filler { type: "gaussian" std: 0.1 } '
+                       'bias_filler { type: "gaussian" } }', "convolution_param", (8, 6, 9, 9)),
+    ("conv-group4-batch64", 'type: "Convolution" convolution_param { num_output: 32 '
+                            'kernel_size: 3 pad: 1 group: 4 weight_filler { type: "gaussian" '
+                            'std: 0.05 } bias_filler { type: "constant" value: 0.1 } }',
+     "convolution_param", (64, 16, 13, 13)),
     ("avepool-cudnn-shape", 'type: "Pooling" pooling_param { pool: AVE kernel_size: 2 stride: 2 }',
      "pooling_param", (4, 5, 8, 8)),
     ("avepool-caffe-shape", 'type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 }',
@@ -119,3 +127,39 @@ def test_cudnn_layer_matches_caffe_cpu(layer_id, layer, engine_field, shape, tf3
     for k, (g, c) in enumerate(zip(gpu[2], cpu[2])):
         assert_close(g, c, rtol, f"{layer_id} parameter {k} gradient")
 
+
+
+TWO_CONVS = """force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 4 dim: 12 dim: 12 } } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 8
+  kernel_size: 5 pad: 2 group: 2 engine: ENGINE weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "b" type: "Convolution" bottom: "a" top: "out" convolution_param { num_output: 6
+  kernel_size: 3 stride: 2 engine: ENGINE weight_filler { type: "gaussian" std: 0.1 } } }
+"""
+
+
+def test_convolutions_sharing_one_workspace_follow_a_reshape(tmp_path):
+    """cudnn-conv-one-call: every convolution of a thread uses one workspace, grown as a new
+    input shape's algorithms need; a net reshaped to another batch still matches the CPU."""
+    caffe.set_device(0)
+    try:
+        caffe.set_mode_cpu()
+        cpu_net = make_net(TWO_CONVS.replace("ENGINE", "CAFFE"), tmp_path, "cpu")
+        caffe.set_mode_gpu()
+        gpu_net = make_net(TWO_CONVS.replace("ENGINE", "CUDNN"), tmp_path, "gpu")
+        for name in ("a", "b"):
+            for g, c in zip(gpu_net.params[name], cpu_net.params[name]):
+                g.data[...] = c.data
+        rng = np.random.default_rng(11)
+        for batch in (4, 32, 4):
+            for net in (cpu_net, gpu_net):
+                net.blobs["data"].reshape(batch, 4, 12, 12)
+                net.reshape()
+            x = rng.standard_normal((batch, 4, 12, 12)).astype(np.float32)
+            top_diff = rng.standard_normal(cpu_net.blobs["out"].data.shape).astype(np.float32)
+            cpu = run(cpu_net, x, top_diff, gpu=False)
+            gpu = run(gpu_net, x, top_diff, gpu=True)
+            assert_close(gpu[0], cpu[0], FP32_RTOL, f"batch {batch} forward")
+            assert_close(gpu[1], cpu[1], FP32_RTOL, f"batch {batch} input gradient")
+    finally:
+        caffe.set_mode_cpu()

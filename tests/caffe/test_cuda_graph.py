@@ -1,0 +1,91 @@
+"""Solver.step replaying a CUDA graph (patch ``cuda-graph-step``) against Caffe's plain
+iterations on the same GPU: LeNet and cifar10_quick trained both ways from the same weights on
+the same batches (a new batch written between step calls, a FlatState moving the blobs, which
+makes the graph be captured again) end with the same weights and history within cuDNN's
+run-to-run tolerance, the same smoothed loss, and the replays counted; a net with a layer the
+graph cannot hold (Dropout draws random numbers) runs plain iterations and says why. Runs only
+with a CUDA build.
+"""
+import numpy as np
+import pytest
+
+from sparknet_ml import zoo
+from sparknet_ml.engine.solver import make_solver
+
+from .conftest import build_info, caffe
+
+pytestmark = pytest.mark.skipif(not build_info()["cuda"], reason="this pycaffe has no CUDA")
+
+RTOL = 1e-4  # of the largest value: the two solvers' cuDNN algorithms are timed separately
+
+
+def batches(net, batch, count):
+    rng = np.random.default_rng(4)
+    channels, size = (1, 28) if net == "lenet" else (3, 32)
+    return [(rng.random((batch, channels, size, size), dtype=np.float32),
+             rng.integers(0, 10, batch).astype(np.float32)) for _ in range(count)]
+
+
+def trained(net, plain, data):
+    from caffe._caffe import FlatState
+    caffe.set_cuda_graph(not plain)
+    try:
+        caffe.set_random_seed(9)
+        solver = make_solver(zoo.prototxt(f"{net}_train"), zoo.prototxt(f"{net}_solver"),
+                             len(data[0][1]))
+        losses = []
+        for k, (x, y) in enumerate(data):
+            solver.net.blobs["data"].data[...] = x
+            solver.net.blobs["label"].data[...] = y
+            if k == 1:
+                solver.flat_state = FlatState(solver)  # every blob moves: captured again
+            solver.step(7)
+            losses.append(solver.smoothed_loss)
+        return solver, losses
+    finally:
+        caffe.set_cuda_graph(True)
+
+
+def close(a, b, what):
+    scale = max(1.0, float(np.abs(b).max()))
+    assert float(np.abs(a - b).max()) <= RTOL * scale, what
+
+
+@pytest.mark.parametrize("net", ["lenet", "cifar10_quick"])
+def test_replayed_iterations_train_as_the_plain_ones(net):
+    caffe.set_device(0)
+    caffe.set_mode_gpu()
+    try:
+        data = batches(net, 64, 3)
+        plain, plain_losses = trained(net, True, data)
+        graph, graph_losses = trained(net, False, data)
+    finally:
+        caffe.set_mode_cpu()
+    assert plain.cuda_graph_replays == 0
+    assert graph.cuda_graph_refusal == "" and graph.cuda_graph_replays == 3 * 7 - 2
+    assert graph.iter == plain.iter == 21
+    np.testing.assert_allclose(graph_losses, plain_losses, rtol=1e-4)
+    for name in plain.net.params:
+        for k, (p, g) in enumerate(zip(plain.net.params[name], graph.net.params[name])):
+            close(g.data, p.data, f"{name}[{k}]")
+    for k, (p, g) in enumerate(zip(plain.history, graph.history)):
+        close(g.data, p.data, f"history {k}")
+    start = make_solver(zoo.prototxt(f"{net}_train"), zoo.prototxt(f"{net}_solver"), 64)
+    name = next(iter(start.net.params))
+    assert np.abs(graph.net.params[name][0].data - start.net.params[name][0].data).max() > 0
+
+
+def test_a_net_with_dropout_runs_plain_iterations_and_says_why():
+    caffe.set_device(0)
+    caffe.set_mode_gpu()
+    try:
+        text = zoo.prototxt("lenet_train").replace(
+            'layer { name: "relu1"',
+            'layer { name: "drop" type: "Dropout" bottom: "ip1" top: "ip1" }\nlayer { name: "relu1"')
+        assert '"Dropout"' in text
+        solver = make_solver(text, zoo.prototxt("lenet_solver"), 16)
+        solver.step(3)
+    finally:
+        caffe.set_mode_cpu()
+    assert solver.cuda_graph_replays == 0
+    assert solver.cuda_graph_refusal == "layer 'drop' (Dropout)"
