@@ -205,34 +205,9 @@ def torch_rate(net, batch, gpu, tf32, data, seconds):
     x = torch.from_numpy(data[0]).to(device)
     y = torch.from_numpy(data[1]).long().to(device)
 
-    def one():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    def step():
-        for _ in range(5):
-            one()
-        torch.cuda.synchronize(device)
-    eager = rate(step, batch, seconds)
-    # the whole step captured once and replayed (torch.cuda.graphs' recipe)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            one()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    def replay():
-        for _ in range(5):
-            graph.replay()
-        torch.cuda.synchronize(device)
-    return eager, rate(replay, batch, seconds)
+    from _torch_step import eager_and_graph_rates
+    return eager_and_graph_rates(lambda: torch.nn.functional.cross_entropy(model(x), y),
+                                 optimizer, device, batch, seconds, rate)
 
 
 def torch_rows(args, seconds):

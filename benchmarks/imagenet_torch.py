@@ -153,33 +153,8 @@ def torch_rates(net, batch, gpu, seconds, tf32=False):
                     + 0.3 * torch.nn.functional.cross_entropy(aux2, y))
         return torch.nn.functional.cross_entropy(out, y)
 
-    def one():
-        optimizer.zero_grad(set_to_none=True)
-        loss_of().backward()
-        optimizer.step()
-
-    def eager():
-        for _ in range(5):
-            one()
-        torch.cuda.synchronize(device)
-    eager_rate = rate(eager, batch, seconds)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            one()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        loss_of().backward()
-        optimizer.step()
-
-    def replay():
-        for _ in range(5):
-            graph.replay()
-        torch.cuda.synchronize(device)
-    return eager_rate, rate(replay, batch, seconds)
+    from _torch_step import eager_and_graph_rates
+    return eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate)
 
 
 def torch_child(args, seconds):
