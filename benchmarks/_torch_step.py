@@ -2,10 +2,10 @@
 imagenet_torch.py (each passes its own ``rate``: how it times 5 synchronized steps)."""
 
 
-def eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate):
-    """img/s of zero_grad / ``loss_of().backward()`` / ``optimizer.step()`` run eagerly, and
-    of the whole step captured once as a CUDA graph and replayed (torch.cuda.graphs' recipe:
-    warm-up on a side stream, then capture)."""
+def eager_and_graph(loss_of, optimizer, device):
+    """(one eager step, one replay) of zero_grad / ``loss_of().backward()`` /
+    ``optimizer.step()``: the replay is of the whole step captured once as a CUDA graph
+    (torch.cuda.graphs' recipe: warm-up on a side stream, then capture)."""
     import torch
 
     def one():
@@ -13,11 +13,7 @@ def eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate):
         loss_of().backward()
         optimizer.step()
 
-    def eager():
-        for _ in range(5):
-            one()
-        torch.cuda.synchronize(device)
-    eager_rate = rate(eager, batch, seconds)
+    one()  # the eager warm-up: allocation, cudnn.benchmark's search
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -29,9 +25,17 @@ def eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate):
     with torch.cuda.graph(graph):
         loss_of().backward()
         optimizer.step()
+    return one, graph.replay
 
-    def replay():
+
+def eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate):
+    """img/s of :func:`eager_and_graph`'s eager step and of its replay, each timed by
+    ``rate`` over 5 synchronized steps."""
+    import torch
+    one, replay = eager_and_graph(loss_of, optimizer, device)
+
+    def run(step):
         for _ in range(5):
-            graph.replay()
+            step()
         torch.cuda.synchronize(device)
-    return eager_rate, rate(replay, batch, seconds)
+    return rate(lambda: run(one), batch, seconds), rate(lambda: run(replay), batch, seconds)

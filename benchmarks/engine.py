@@ -9,7 +9,9 @@ has no Java): what Spark tasks run, fed the way Spark feeds them.
    runs it there, with the block resident in the net (``TrainSpec.resident``), and
    ``host_fed_vs_raw`` gives the batch-by-batch feed for contrast and
    ``resident_step_vs_raw`` the resident net's bare ``solver.step`` (its feed without the
-   round's state load, read-out and per-iteration loss).
+   round's state load, read-out and per-iteration loss); ``graph_gain_raw`` and
+   ``graph_gain_engine``: raw and engine img/s over the same with Caffe's plain iterations
+   (``*_no_graph_img_s``, ``caffe.set_cuda_graph(False)``), the CUDA-graph replay's gain.
 2. score: an Arrow RecordBatch → ``features_to_array`` → transform → batched ``forward`` →
    logits/probability/prediction Arrow columns (``SparkNetModel``'s task, without Spark) vs a
    raw pycaffe forward loop over in-memory float32 batches; ``scoring_vs_raw``, plus the
@@ -100,6 +102,9 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
     if spec.resident:  # the host-fed path, and the resident solver's bare step(tau)
         calls += [lambda: train_round(host_fed, block_x, block_y, state, 0, tau, 0, 0),
                   lambda: cached_solver(spec).step(tau)]
+    if gpu is not None:  # raw and the engine again, in Caffe's plain iterations
+        calls += [lambda: plain(lambda: solver.step(tau)), lambda: plain(
+            lambda: train_round(spec, block_x, block_y, None, 0, tau, 0, 0, keep=True))]
     # Reading a blob Caffe last wrote on the device waits for the device: every timing
     # includes the work its call queued (not the loss blob, written on the host).
     first = next(iter(solver.net.params.values()))[0]
@@ -114,7 +119,22 @@ def bench_train(net, batch, gpu, tau, rounds, directory):
     if spec.resident:
         row["host_fed_vs_raw"] = round(seconds[0] / seconds[4], 3)
         row["resident_step_vs_raw"] = round(seconds[0] / seconds[5], 3)
+    if gpu is not None:
+        row.update(raw_no_graph_img_s=round(batch * tau / seconds[-2], 1),
+                   engine_no_graph_img_s=round(batch * tau / seconds[-1], 1),
+                   graph_gain_raw=round(seconds[-2] / seconds[0], 3),
+                   graph_gain_engine=round(seconds[-1] / seconds[1], 3))
     return row
+
+
+def plain(call):
+    """``call()`` with Caffe's plain iterations (no CUDA-graph replay)."""
+    import caffe
+    caffe.set_cuda_graph(False)
+    try:
+        return call()
+    finally:
+        caffe.set_cuda_graph(True)
 
 
 def bench_score(net, batch, gpu, rows, repeat):

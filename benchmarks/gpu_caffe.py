@@ -147,8 +147,9 @@ def rate(step, batch, seconds):
     return steps * batch / (time.perf_counter() - started)
 
 
-def caffe_rate(net, batch, gpu, engines, tf32, data, seconds, graph=True):
-    """img/s of ``solver.step``; ``graph=False``: Caffe's plain iterations, no CUDA graph."""
+def caffe_solver(net, batch, gpu, engines, tf32, data):
+    """The net's solver on GPU ``gpu`` (TF32 math when ``tf32``; ``engines="caffe"``: no
+    cuDNN layers) with the batch ``data`` in its input blobs."""
     import caffe
     from sparknet_ml import zoo
     from sparknet_ml.engine.solver import make_solver, set_device
@@ -160,6 +161,13 @@ def caffe_rate(net, batch, gpu, engines, tf32, data, seconds, graph=True):
         net_text = caffe_engines(net_text)
     solver = make_solver(net_text, solver_text, batch)
     solver.net.blobs["data"].data[...], solver.net.blobs["label"].data[...] = data
+    return solver
+
+
+def caffe_rate(net, batch, gpu, engines, tf32, data, seconds, graph=True):
+    """img/s of ``solver.step``; ``graph=False``: Caffe's plain iterations, no CUDA graph."""
+    import caffe
+    solver = caffe_solver(net, batch, gpu, engines, tf32, data)
     caffe.set_cuda_graph(graph)
     try:
         return rate(lambda: solver.step(5), batch, seconds)
@@ -193,7 +201,9 @@ def torch_model(net):
         nn.ReLU(), nn.Dropout(), nn.Linear(4096, 1000))
 
 
-def torch_rate(net, batch, gpu, tf32, data, seconds):
+def torch_step(net, gpu, tf32, data):
+    """(loss function, optimizer, device) of the net's PyTorch training step on the batch
+    ``data`` (cudnn.benchmark on; TF32 when ``tf32``)."""
     import torch
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -204,10 +214,13 @@ def torch_rate(net, batch, gpu, tf32, data, seconds):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     x = torch.from_numpy(data[0]).to(device)
     y = torch.from_numpy(data[1]).long().to(device)
+    return lambda: torch.nn.functional.cross_entropy(model(x), y), optimizer, device
 
+
+def torch_rate(net, batch, gpu, tf32, data, seconds):
     from _torch_step import eager_and_graph_rates
-    return eager_and_graph_rates(lambda: torch.nn.functional.cross_entropy(model(x), y),
-                                 optimizer, device, batch, seconds, rate)
+    loss_of, optimizer, device = torch_step(net, gpu, tf32, data)
+    return eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate)
 
 
 def torch_rows(args, seconds):

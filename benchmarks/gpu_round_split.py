@@ -2,7 +2,7 @@
 interleaved passes, on one GPU, without Spark (the GPU machine has no Java).
 
 Per net and batch, in ms per round: raw ``step(tau)`` (one batch kept in the blobs); the
-resident net's bare ``step(tau)`` (its feed: MemoryData rows, BatchReindex gather); the same
+resident net's bare ``step(tau)`` (its feed: SparkNetRows rows, BatchReindex gather); the same
 as one ``step(1)`` and loss read per iteration (what ``train_round`` does); plus
 ``set_state``/``get_state``; and the whole ``train_round``. Needs a CUDA pycaffe and a GPU;
 elsewhere it says so and exits 0.

@@ -341,8 +341,9 @@ PATCHES: tuple[Patch, ...] = (
             "device buffer before each replay and the losses read once per n; elsewhere the "
             "plain iterations run and the reason is logged once. The build uses the "
             "per-thread default stream (capturable) for Caffe's kernels, cuBLAS, cuRAND and "
-            "cuDNN; while capturing, loss layers keep their loss on the device and copies "
-            "and memsets are enqueued; the bias multipliers (ones) are refilled only when "
+            "cuDNN; while capturing, loss layers keep their loss on the device, copies "
+            "and memsets are enqueued and BatchReindex leaves its host-side index check to "
+            "the plain iterations; the bias multipliers (ones) are refilled only when "
             "their size changes. caffe.set_cuda_graph(False) keeps the plain iterations.",
         edits=(
             Edit("include/caffe/common.hpp",
@@ -430,6 +431,12 @@ PATCHES: tuple[Patch, ...] = (
                  "      bias_multiplier_.Reshape(bias_multiplier_shape);\n"
                  "      caffe_set(bias_multiplier_.count(), Dtype(1),\n"
                  "          bias_multiplier_.mutable_cpu_data());\n    }\n"),
+            Edit("src/caffe/layers/batch_reindex_layer.cu",
+                 "  check_batch_reindex(bottom[0]->shape(0), bottom[1]->count(),\n"
+                 "                      bottom[1]->cpu_data());\n",
+                 "  if (!Caffe::graph_loss()) {  // sparknet_ml cuda-graph-step: no host read captured\n"
+                 "    check_batch_reindex(bottom[0]->shape(0), bottom[1]->count(),\n"
+                 "                        bottom[1]->cpu_data());\n  }\n"),
             Edit("include/caffe/solver.hpp",
                  "  void UpdateSmoothedLoss(Dtype loss, int start_iter, int average_loss);\n",
                  "  void UpdateSmoothedLoss(Dtype loss, int start_iter, int average_loss);\n"
@@ -575,6 +582,18 @@ PATCHES: tuple[Patch, ...] = (
                "sparknet_transform_layer.hpp"),
               ("src/caffe/layers/sparknet_transform_layer.cpp", "sparknet_transform_layer.cpp"),
               ("src/caffe/layers/sparknet_transform_layer.cu", "sparknet_transform_layer.cu")),
+    ),
+    Patch(
+        name="sparknet-rows-layer",
+        why="A resident training net took each iteration's rows from a MemoryData layer, "
+            "which points its top at host memory batch by batch: a CUDA graph cannot follow "
+            "that, so a SparkNet round never replayed one. The layer SparkNetRows hands out "
+            "the batches of a round's rows from a blob written once per round, its cursor in "
+            "device memory advanced by the kernel that copies the batch (on the CPU, the same "
+            "copy), so the round's tau iterations can be tau replays.",
+        adds=(("include/caffe/layers/sparknet_rows_layer.hpp", "sparknet_rows_layer.hpp"),
+              ("src/caffe/layers/sparknet_rows_layer.cpp", "sparknet_rows_layer.cpp"),
+              ("src/caffe/layers/sparknet_rows_layer.cu", "sparknet_rows_layer.cu")),
     ),
     Patch(
         name="pycaffe-flat-state",

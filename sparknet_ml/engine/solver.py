@@ -48,7 +48,7 @@ def net_with_batch(net_text: str, batch_size: int) -> caffe_pb2.NetParameter:
 
 # Blobs of a net whose training block lives inside it (see :func:`with_resident_block`).
 BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP = "sparknet_block", "sparknet_label_block", "sparknet_rows"
-MEAN_TOP = "sparknet_mean"
+MEAN_TOP, ROUND_TOP = "sparknet_mean", "sparknet_round"
 
 
 def transform_param(transform: Transform, packed: bool = False
@@ -123,7 +123,7 @@ def _split_inputs(net: caffe_pb2.NetParameter, tops) -> tuple[list, dict]:
 
 def _check_names(net: caffe_pb2.NetParameter) -> None:
     taken = {top for layer in net.layer for top in layer.top} & {
-        BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP, MEAN_TOP, ROWS_TOP + "_label", ROWS_TOP + "_flat",
+        BLOCK_TOP, LABEL_BLOCK_TOP, ROWS_TOP, MEAN_TOP, ROUND_TOP, ROWS_TOP + "_flat",
         ROWS_TOP + "_row", ROWS_TOP + "_crop"}
     if taken:
         raise ValueError(f"the net already has blobs {sorted(taken)}")
@@ -156,16 +156,18 @@ def with_resident_block(net: caffe_pb2.NetParameter, data_top: str, label_top: s
     """The net with its Input tops ``data_top`` (and ``label_top``) gathered from whole blocks.
 
     The blocks are Input blobs ``sparknet_block`` (and ``sparknet_label_block``), reshaped
-    to a partition's rows and filled once. A MemoryData layer, first as pycaffe's
-    ``set_input_arrays`` requires, hands out each iteration's rows, and BatchReindex layers
-    gather those rows into the original tops, so the solver's iterations need no host-side
-    work: on a GPU the block stays on the device.
+    to a partition's rows and filled once. The round's rows (the Input blob
+    ``sparknet_round``, written once per round) are handed out batch by batch by the
+    SparkNetRows layer (sparknet_ml's patch to Caffe; its cursor lives on the device), and
+    BatchReindex layers gather those rows into the original tops, so the solver's iterations
+    need no host-side work: on a GPU the block stays on the device and an iteration can be
+    replayed as a CUDA graph.
 
     With a ``transform`` that draws crops or flips, the block holds the stored examples as
-    they are (uint8 four to a float when ``packed``), the MemoryData rows are draws (row,
-    crop offset h, crop offset w, mirror), and the SparkNetTransform layer (sparknet_ml's
-    patch to Caffe) crops, mirrors, subtracts the mean (the Input blob ``sparknet_mean`` when
-    the transform has a mean image) and scales on the device, as
+    they are (uint8 four to a float when ``packed``), the rows are draws (row, crop offset
+    h, crop offset w, mirror), and the SparkNetTransform layer (sparknet_ml's patch to Caffe)
+    crops, mirrors, subtracts the mean (the Input blob ``sparknet_mean`` when the transform
+    has a mean image) and scales on the device, as
     :meth:`~sparknet_ml.engine.transform.Transform.apply` does on the host.
 
     Raises
@@ -181,12 +183,12 @@ def with_resident_block(net: caffe_pb2.NetParameter, data_top: str, label_top: s
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     del out.layer[:]
-    rows = out.layer.add(name="sparknet_rows", type="MemoryData",
-                         top=[ROWS_TOP, ROWS_TOP + "_label"])
-    rows.memory_data_param.batch_size = shapes[data_top].dim[0]
-    rows.memory_data_param.channels = rows.memory_data_param.height = 1
-    rows.memory_data_param.width = 4 if draws else 1
-    out.layer.add(name="sparknet_rows_silence", type="Silence", bottom=[ROWS_TOP + "_label"])
+    batch = shapes[data_top].dim[0]
+    out.layer.add(name=ROUND_TOP, type="Input", top=[ROUND_TOP]).input_param.shape.add(
+    ).dim.extend([batch, 1, 1, 4 if draws else 1])
+    rows = out.layer.add(name=ROWS_TOP, type="SparkNetRows", bottom=[ROUND_TOP],
+                         top=[ROWS_TOP])
+    rows.memory_data_param.batch_size = batch
     row_blob = ROWS_TOP
     if draws:  # the row column of the draws gathers the labels
         row_blob = ROWS_TOP + "_row"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .caches import BoundedCache
-from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, make_solver, pack_pixels,
+from .solver import (BLOCK_TOP, LABEL_BLOCK_TOP, MEAN_TOP, ROUND_TOP, make_solver, pack_pixels,
                      packable, packed_shape, set_device)
 from .state import RoundResult, SolverState, flatten, state_size, unflatten, weighted_mean
 from .transform import Transform
@@ -81,15 +81,13 @@ class TrainSpec:
 MAX_CACHED_SOLVERS = 2
 """Solvers a Python worker keeps: this fit's and one more (a Pipeline or a validation
 alternating two nets); older ones are released with their host and GPU memory."""
-# A resident solver's block (features, labels) and its MemoryData arrays (rows, unused
-# labels), by solver key; released with their solver.
+# The block (features, labels) a resident solver holds, by solver key; released with their
+# solver.
 _BLOCKS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-_ROWS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _release_resident(key: str, _solver) -> None:
     _BLOCKS.pop(key, None)
-    _ROWS.pop(key, None)
 
 
 # The solvers of a Python worker process, by solver key, reused across rounds and tasks: a
@@ -211,12 +209,13 @@ def feeds_resident(spec: TrainSpec, features: np.ndarray) -> bool:
 def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndarray,
                   rows: np.ndarray, packed: bool = False) -> None:
     """Put the block into a resident solver's net (only when it holds another one) and this
-    round's ``rows`` into its MemoryData layer: row indices, or with a transform that draws,
-    ``(row, crop offset h, crop offset w, mirror)`` per example; ``packed``: the block's
-    uint8 pixels go in four to a float (:func:`~sparknet_ml.engine.solver.pack_pixels`).
+    round's ``rows`` into its ``sparknet_round`` blob: row indices, or with a transform that
+    draws, ``(row, crop offset h, crop offset w, mirror)`` per example; ``packed``: the
+    block's uint8 pixels go in four to a float (:func:`~sparknet_ml.engine.solver.pack_pixels`).
 
-    The row array is handed to Caffe once per size: each round's ``tau`` iterations read
-    all of it, so the layer's cursor is back at its first row when the next round starts.
+    Each round's ``tau`` iterations hand out all of its rows, so the SparkNetRows layer's
+    cursor is back at its first row when the next round starts (and starts over when the
+    number of rows changes).
     """
     key = _solver_key(spec, packed)
     held = _BLOCKS.get(key)
@@ -241,15 +240,10 @@ def load_resident(solver, spec: TrainSpec, features: np.ndarray, labels: np.ndar
             label_block.reshape(len(labels), *label_block.shape[1:])
             label_block.data[...] = labels.reshape((-1,) + (1,) * (len(label_block.shape) - 1))
         _BLOCKS[key] = (features, labels)
-    arrays = _ROWS.get(key)
     count, width = (len(rows), rows.shape[1]) if rows.ndim == 2 else (rows.size, 1)
-    if arrays is None or len(arrays[0]) != count:
-        # Caffe keeps pointers to both arrays; they live here as long as the solver.
-        arrays = (np.empty((count, 1, 1, width), np.float32),
-                  np.zeros((count, 1, 1, 1), np.float32))
-        solver.net.set_input_arrays(*arrays)
-        _ROWS[key] = arrays
-    arrays[0].reshape(count, width)[:] = rows.reshape(count, width)
+    round_rows = blobs[ROUND_TOP]
+    round_rows.reshape(count, 1, 1, width)
+    round_rows.data.reshape(count, width)[:] = rows.reshape(count, width)
 
 
 def batch_indices(n: int, batch_size: int, first_iter: int, iters: int, seed: int,

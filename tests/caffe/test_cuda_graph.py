@@ -2,15 +2,20 @@
 iterations on the same GPU: LeNet and cifar10_quick trained both ways from the same weights on
 the same batches (a new batch written between step calls, a FlatState moving the blobs, which
 makes the graph be captured again) end with the same weights and history within cuDNN's
-run-to-run tolerance, the same smoothed loss, and the replays counted; a net with a layer the
-graph cannot hold (Dropout draws random numbers) runs plain iterations and says why. Runs only
-with a CUDA build.
+run-to-run tolerance, the same smoothed loss, and the replays counted; SparkNet rounds on a
+resident block (rows, or crops and mirrors drawn) run their tau iterations as tau replays and
+train as the plain iterations do; a net with a layer the graph cannot hold (Dropout draws
+random numbers) runs plain iterations and says why. Runs only with a CUDA build.
 """
 import numpy as np
 import pytest
 
 from sparknet_ml import zoo
+from sparknet_ml.data import fashion_mnist
 from sparknet_ml.engine.solver import make_solver
+from sparknet_ml.engine.state import flatten, unflatten
+from sparknet_ml.engine.transform import Transform
+from sparknet_ml.engine.worker import TrainSpec, cached_solver, get_state, train_round
 
 from .conftest import build_info, caffe
 
@@ -73,6 +78,46 @@ def test_replayed_iterations_train_as_the_plain_ones(net):
     start = make_solver(zoo.prototxt(f"{net}_train"), zoo.prototxt(f"{net}_solver"), 64)
     name = next(iter(start.net.params))
     assert np.abs(graph.net.params[name][0].data - start.net.params[name][0].data).max() > 0
+
+
+@pytest.mark.parametrize("crops", [False, True], ids=["rows", "crops and mirrors"])
+def test_sparknet_rounds_are_tau_replays_and_train_as_the_plain_iterations(crops):
+    images, labels = fashion_mnist.load("train")
+    x, y = images[:512, None].copy(), labels[:512].astype(np.float32)
+    transform = Transform(0.00390625)
+    if crops:  # 28x28 crops of 32x32 pictures, mirrored at random (the SparkNetTransform layer)
+        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+        transform = Transform(0.00390625, (33.0,), None, (28, 28), True)
+    spec = TrainSpec(zoo.prototxt("lenet_train"), zoo.prototxt("lenet_solver"), batch_size=64,
+                     transform=transform, gpu=0, resident=True)
+    try:
+        solver = cached_solver(spec)
+        start = get_state(solver)
+
+        def rounds(graph):
+            caffe.set_cuda_graph(graph)
+            try:
+                before, state, losses = solver.cuda_graph_replays, flatten(start), []
+                for r in range(3):
+                    result = train_round(spec, x, y, state, r, tau=5, seed=5, partition=0)
+                    state = result.state.copy()  # the solver's buffer: the next round rewrites it
+                    losses.append(result.loss)
+                return state, losses, solver.cuda_graph_replays - before
+            finally:
+                caffe.set_cuda_graph(True)
+
+        plain, graph = rounds(False), rounds(True)
+    finally:
+        caffe.set_mode_cpu()
+    assert plain[2] == 0
+    # the first iteration of the first round runs plain, then the graph is captured
+    assert solver.cuda_graph_refusal == "" and graph[2] == 3 * 5 - 1
+    np.testing.assert_allclose(graph[1], plain[1], rtol=1e-4)
+    replayed, iterated = unflatten(graph[0], start), unflatten(plain[0], start)
+    assert max(float(np.abs(w - s).max()) for w, s in zip(replayed.weights, start.weights)) > 1e-3
+    for k, (g, p) in enumerate(zip(replayed.weights + replayed.history,
+                                   iterated.weights + iterated.history)):
+        close(g, p, f"blob {k} after 3 rounds")
 
 
 def test_a_net_with_dropout_runs_plain_iterations_and_says_why():

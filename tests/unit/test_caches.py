@@ -53,10 +53,10 @@ def test_clear_caches_empties_every_process_cache():
     caches = [cache_and_bound(*where)[0] for where in CACHES]
     for cache in caches:
         cache.put("key", object())
-    worker._BLOCKS["key"] = worker._ROWS["key"] = (np.zeros(1), np.zeros(1))
+    worker._BLOCKS["key"] = (np.zeros(1), np.zeros(1))
     clear_caches()
     assert [len(cache) for cache in caches] == [0] * len(CACHES)
-    assert not worker._BLOCKS and not worker._ROWS  # released with their solver
+    assert not worker._BLOCKS  # released with its solver
 
 
 def test_a_worker_keeps_at_most_max_open_blocks_mapped(tmp_path, monkeypatch):

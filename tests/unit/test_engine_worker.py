@@ -133,7 +133,7 @@ def test_a_resident_block_trains_exactly_like_batches_fed_from_the_host(net, lab
         state = results[0].state.copy()  # the solver's own vector: its next round rewrites it
     from sparknet_ml.engine.worker import cached_solver
     layers = cached_solver(resident).net.layers
-    assert [layer.type for layer in layers[:2]] == ["MemoryData", "Silence"]
+    assert [layer.type for layer in layers[:2]] == ["Input", "SparkNetRows"]
 
 
 def test_the_resident_net_refuses_blob_names_it_needs_and_a_missing_data_top():
@@ -218,4 +218,3 @@ def test_a_worker_keeps_at_most_max_cached_solvers_releasing_the_least_recent(sp
     assert worker.cached_solver(sweep[3]) is built[3]()  # kept: reused, not rebuilt
     worker._SOLVERS.clear()
     worker._BLOCKS.clear()
-    worker._ROWS.clear()

@@ -16,12 +16,15 @@ namespace {
 
 // Layer types whose GPU forward and backward only enqueue device work once their blobs
 // live on the device (no host reads, no synchronous copies, no random numbers).
+// SparkNetRows, SparkNetTransform and BatchReindex feed a resident block (the last with no
+// gradient: its backward counts on the host).
 const char* const kCapturable[] = {"Input", "Convolution", "Pooling", "ReLU", "Sigmoid",
     "TanH", "InnerProduct", "Softmax", "SoftmaxWithLoss", "LRN", "Concat", "Flatten",
-    "Reshape"};
+    "Reshape", "Split", "Slice", "Silence", "SparkNetRows", "SparkNetTransform",
+    "BatchReindex"};
 
 template <typename Dtype>
-std::string LayerRefusal(const Layer<Dtype>& layer) {
+std::string LayerRefusal(const Layer<Dtype>& layer, bool backward) {
   const std::string type = layer.type();
   const LayerParameter& p = layer.layer_param();
   const std::set<std::string> capturable(std::begin(kCapturable), std::end(kCapturable));
@@ -33,6 +36,7 @@ std::string LayerRefusal(const Layer<Dtype>& layer) {
   if (type == "LRN" && p.lrn_param().norm_region() != LRNParameter_NormRegion_ACROSS_CHANNELS) {
     return named + ", within a channel";
   }
+  if (type == "BatchReindex" && backward) { return named + " with a gradient"; }
   if (type == "SoftmaxWithLoss" && p.loss_param().has_ignore_label()) {
     return named + " with ignore_label";  // its normaliser is counted on the host
   }
@@ -58,7 +62,7 @@ std::string SGDSolver<Dtype>::GraphRefusal() {
   if (!rules.count(this->type())) { return std::string("solver type ") + this->type(); }
   const vector<shared_ptr<Layer<Dtype> > >& layers = this->net_->layers();
   for (int i = 0; i < layers.size(); ++i) {
-    const std::string refusal = LayerRefusal(*layers[i]);
+    const std::string refusal = LayerRefusal(*layers[i], this->net_->layer_need_backward()[i]);
     if (!refusal.empty()) { return refusal; }
   }
   return "";
