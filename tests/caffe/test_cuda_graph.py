@@ -91,7 +91,7 @@ def test_sparknet_rounds_are_tau_replays_and_train_as_the_plain_iterations(crops
     spec = TrainSpec(zoo.prototxt("lenet_train"), zoo.prototxt("lenet_solver"), batch_size=64,
                      transform=transform, gpu=0, resident=True)
     try:
-        solver = cached_solver(spec)
+        solver = cached_solver(spec, packed=crops)  # crops: the uint8 block packed
         start = get_state(solver)
 
         def rounds(graph):

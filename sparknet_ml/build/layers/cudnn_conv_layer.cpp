@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "caffe/layers/cudnn_conv_layer.hpp"
+#include "caffe/util/math_functions.hpp"
 
 namespace caffe {
 
@@ -107,6 +108,14 @@ void CuDNNConvolutionLayer<Dtype>::Reshape(
       << "CuDNNConvolution input must have 2 spatial axes "
       << "(e.g., height and width). "
       << "Use 'engine: CAFFE' for general ND convolution.";
+  if (this->bias_term_) {
+    bias_partial_.Reshape(vector<int>(1, this->num_ * this->num_output_));
+    const int ones = std::max(this->num_, this->out_spatial_dim_);
+    if (ones_.count() != ones) {  // filled when the shape changes, not per iteration
+      ones_.Reshape(vector<int>(1, ones));
+      caffe_set(ones, Dtype(1), ones_.mutable_cpu_data());
+    }
+  }
   const int height = bottom[0]->shape(this->channel_axis_ + 1);
   const int width = bottom[0]->shape(this->channel_axis_ + 2);
   const int height_out = top[0]->shape(this->channel_axis_ + 1);

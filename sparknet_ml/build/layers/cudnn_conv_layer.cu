@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "caffe/layers/cudnn_conv_layer.hpp"
+#include "caffe/util/math_functions.hpp"
 
 namespace caffe {
 
@@ -31,9 +32,14 @@ void CuDNNConvolutionLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   for (int i = 0; i < top.size(); ++i) {
     const Dtype* top_diff = top[i]->gpu_diff();
     if (this->bias_term_ && this->param_propagate_down_[1]) {
-      CUDNN_CHECK(cudnnConvolutionBackwardBias(handle, cudnn::dataType<Dtype>::one,
-          top_descs_[i], top_diff, cudnn::dataType<Dtype>::one, bias_desc_,
-          this->blobs_[1]->mutable_gpu_diff()));
+      // the sum over each image's positions, then over the images: two bandwidth-bound
+      // gemv calls, in the order Caffe's own layer sums (per image, then across)
+      caffe_gpu_gemv<Dtype>(CblasNoTrans, this->num_ * this->num_output_,
+          this->out_spatial_dim_, Dtype(1), top_diff, ones_.gpu_data(),
+          Dtype(0), bias_partial_.mutable_gpu_data());
+      caffe_gpu_gemv<Dtype>(CblasTrans, this->num_, this->num_output_, Dtype(1),
+          bias_partial_.gpu_data(), ones_.gpu_data(), Dtype(1),
+          this->blobs_[1]->mutable_gpu_diff());
     }
     if (this->param_propagate_down_[0]) {
       CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, cudnn::dataType<Dtype>::one,

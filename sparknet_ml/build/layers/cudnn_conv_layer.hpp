@@ -6,7 +6,10 @@
 // thread's one cuDNN handle and the default stream, with one workspace per thread and device
 // shared by every convolution (they run one after the other). The algorithms are timed with
 // cudnnFind* over all of them, once per input shape and math mode (as PyTorch's
-// cudnn.benchmark), and the fastest whose workspace fits kWorkspaceLimit is kept.
+// cudnn.benchmark), and the fastest whose workspace fits kWorkspaceLimit is kept. The bias
+// gradient is two cuBLAS gemv calls (positions, then images): cuDNN's
+// cudnnConvolutionBackwardBias took 18% of a TF32 CaffeNet iteration on an H200
+// (benchmarks/gpu_step_profile.py).
 #ifndef CAFFE_CUDNN_CONV_LAYER_HPP_
 #define CAFFE_CUDNN_CONV_LAYER_HPP_
 
@@ -53,6 +56,8 @@ class CuDNNConvolutionLayer : public ConvolutionLayer<Dtype> {
 
   vector<cudnnTensorDescriptor_t> bottom_descs_, top_descs_;
   cudnnTensorDescriptor_t bias_desc_;
+  Blob<Dtype> bias_partial_;  // the bias gradient per image (num x num_output)
+  Blob<Dtype> ones_;          // max(num, output positions) ones
   cudnnFilterDescriptor_t filter_desc_;
   vector<cudnnConvolutionDescriptor_t> conv_descs_;
 };
