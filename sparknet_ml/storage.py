@@ -10,13 +10,17 @@ system is local or no SparkSession is active) are read and written with Python's
 
 Remote files travel through a private temporary copy inside Spark's local directory on the
 driver (Spark deletes it when the session stops): the JVM streams them, py4j never carries
-their bytes.
+their bytes. A Spark Connect client has no Hadoop FileSystem: there, a URI with a scheme goes
+through fsspec's implementation of that scheme (``pip install 'sparknet_ml[connect]'`` and the
+scheme's package: paramiko for ``sftp``, s3fs, adlfs, gcsfs), configured the way fsspec and
+those libraries configure themselves; the files and their layout are the same either way.
 
 Every error is a :class:`StorageError`, one line that names the location and what failed.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import posixpath
 import re
@@ -199,6 +203,78 @@ class _Hadoop:
         return True
 
 
+class _Fsspec:
+    """A location reached from a Spark Connect client (which has no Hadoop FileSystem of its
+    own) through fsspec's implementation of its scheme: ``sftp`` (paramiko), ``s3``/``s3a``
+    (s3fs), ``abfs``/``abfss`` (adlfs), ``gs`` (gcsfs), ``hdfs`` (pyarrow), ... Options and
+    credentials come from where fsspec and those libraries look: fsspec's configuration
+    (``~/.config/fsspec``, ``FSSPEC_<PROTOCOL>_<OPTION>`` variables), the URI itself, and each
+    library's own chain (AWS profiles, Azure identity, ssh keys)."""
+
+    @staticmethod
+    def _fs(uri: str):
+        try:
+            from fsspec.core import url_to_fs
+            return url_to_fs(uri)
+        except (ImportError, ValueError) as err:
+            raise StorageError(f"{uri}: a Spark Connect client reaches {scheme(uri)}:// "
+                               f"through fsspec (pip install 'sparknet_ml[connect]' and the "
+                               f"scheme's package), which cannot here: {err}") from None
+
+    def status(self, path: str) -> FileStatus | None:
+        fs, inner = self._fs(path)
+        try:
+            info = fs.info(inner)
+        except FileNotFoundError:
+            return None
+        link = bool(info.get("islink")) or info.get("type") == "link"
+        return FileStatus(info.get("type") == "directory", int(info.get("size") or 0), link)
+
+    def list_names(self, path: str) -> list[str]:
+        fs, inner = self._fs(path)
+        return sorted(posixpath.basename(name.rstrip("/")) for name in fs.ls(inner, detail=False))
+
+    def read(self, path: str) -> bytes:
+        fs, inner = self._fs(path)
+        return fs.cat_file(inner)
+
+    def write(self, path: str, data: bytes) -> None:
+        fs, inner = self._fs(path)
+        fs.makedirs(posixpath.dirname(inner), exist_ok=True)
+        fs.pipe_file(inner, data)
+
+    def makedirs(self, path: str) -> None:
+        fs, inner = self._fs(path)
+        fs.makedirs(inner, exist_ok=True)
+
+    def delete(self, path: str) -> None:
+        fs, inner = self._fs(path)
+        fs.rm(inner, recursive=True)
+
+    def rename(self, source: str, target: str) -> None:
+        fs, inner = self._fs(source)
+        _, inner_target = self._fs(target)
+        if fs.exists(inner_target):
+            raise FileExistsError(f"{target} exists")
+        # a folder: one rename where the store has them (sftp's mv takes no options), else
+        # a recursive copy and delete (object stores)
+        recursive = "recursive" in inspect.signature(fs.mv).parameters
+        fs.mv(inner, inner_target, **({"recursive": True} if recursive else {}))
+
+    def inside(self, root: str, path: str) -> bool:
+        # Each name below root must not be a link: folder listings describe an entry itself
+        # (sftp's READDIR, a local lstat), where a status may follow it.
+        fs, current = self._fs(root)
+        for name in posixpath.relpath(self._fs(path)[1], current).split("/"):
+            entries = {posixpath.basename(e["name"].rstrip("/")): e
+                       for e in fs.ls(current, detail=True)}
+            entry = entries.get(name)
+            if entry is None or entry.get("islink") or entry.get("type") == "link":
+                return False
+            current = posixpath.join(current, name)
+        return True
+
+
 _LOCAL = _Local()
 
 
@@ -220,11 +296,7 @@ def _backend(uri: str):
     if found == "file":
         return _LOCAL, urlparse(uri).path
     if is_remote():  # a Connect client has no Hadoop FileSystem of its own
-        if found is None:
-            return _LOCAL, uri
-        raise StorageError(f"{uri}: on a Spark Connect client sparknet_ml reaches this "
-                           f"machine's files only (plain paths, file:); a {found}:// location "
-                           "needs a classic SparkSession for now")
+        return (_LOCAL, uri) if found is None else (_Fsspec(), uri)
     spark = _session()
     if spark is None:
         if found is None:

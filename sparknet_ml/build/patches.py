@@ -179,19 +179,6 @@ PATCHES: tuple[Patch, ...] = (
                     "            }\n"),),
     ),
     Patch(
-        name="pooling-backward-writes-once",
-        why="The GPU pooling backward zeroed the whole bottom gradient with a memset before "
-            "its kernel, which then assigns every element of it (max, average and stochastic "
-            "alike): a full extra pass over the largest blob of a small net, and a graph node. "
-            "The memset is dropped.",
-        edits=(Edit("src/caffe/layers/pooling_layer.cu",
-                    "  caffe_gpu_set(count, Dtype(0.), bottom_diff);\n"
-                    "  // We'll output the mask to top[1] if it's of size >1.\n",
-                    "  // sparknet_ml patch pooling-backward-writes-once: each kernel below assigns\n"
-                    "  // every element of bottom_diff, so no memset first.\n"
-                    "  // We'll output the mask to top[1] if it's of size >1.\n"),),
-    ),
-    Patch(
         name="pycaffe-solver-state",
         why="SparkNet rounds restart a solver from averaged state: pycaffe gains a settable "
             "Solver.iter (which also places a multistep schedule) and Solver.history (the "

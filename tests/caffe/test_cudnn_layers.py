@@ -163,33 +163,3 @@ def test_convolutions_sharing_one_workspace_follow_a_reshape(tmp_path):
             assert_close(gpu[1], cpu[1], FP32_RTOL, f"batch {batch} input gradient")
     finally:
         caffe.set_mode_cpu()
-
-
-@pytest.mark.parametrize("pool", ["pool: MAX kernel_size: 3 stride: 2",
-                                  "pool: MAX kernel_size: 2 stride: 2",
-                                  "pool: AVE kernel_size: 3 stride: 2 pad: 1"],
-                         ids=["max-overlapping", "max", "ave-pad"])
-def test_caffe_gpu_pooling_backward_writes_every_input_gradient(pool, tmp_path):
-    """Patch pooling-backward-writes-once: with no memset before Caffe's own GPU pooling
-    kernels, each must assign every element of the input gradient. A gradient buffer full of
-    NaN before the backward comes out equal to the CPU's."""
-    text = one_layer_net(f'type: "Pooling" pooling_param {{ {pool} }}', "pooling_param",
-                         "CAFFE", (4, 5, 9, 9))
-    caffe.set_device(0)
-    try:
-        caffe.set_mode_cpu()
-        cpu_net = make_net(text, tmp_path, "cpu")
-        caffe.set_mode_gpu()
-        gpu_net = make_net(text, tmp_path, "gpu")
-        rng = np.random.default_rng(3)
-        x = rng.standard_normal((4, 5, 9, 9)).astype(np.float32)
-        top_diff = rng.standard_normal(cpu_net.blobs["out"].data.shape).astype(np.float32)
-        cpu = run(cpu_net, x, top_diff, gpu=False)
-        gpu_net.blobs["data"].diff[...] = np.nan
-        gpu = run(gpu_net, x, top_diff, gpu=True)
-    finally:
-        caffe.set_mode_cpu()
-    assert not np.isnan(gpu[1]).any()
-    assert np.abs(cpu[1]).max() > 0
-    assert_close(gpu[0], cpu[0], FP32_RTOL, f"{pool} forward")
-    assert_close(gpu[1], cpu[1], FP32_RTOL, f"{pool} input gradient")

@@ -16,8 +16,10 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 @pytest.fixture(scope="session")
 def connect_server(tmp_path_factory):
     """The server, for the whole test run; stopped by pid at the end."""
-    from .. import connect_server
-    server = connect_server.ConnectServer(str(tmp_path_factory.mktemp("connect")))
+    from .. import connect_server, sftp_server
+    conf = (sftp_server.spark_conf(sftp_server.key_path(str(tmp_path_factory.getbasetemp())))
+            if sftp_server.available() else {})  # its JVM reaches the tests' SFTP server
+    server = connect_server.ConnectServer(str(tmp_path_factory.mktemp("connect")), conf=conf)
     yield server
     server.stop()
 

@@ -70,12 +70,27 @@ def test_prototxt_text_is_not_a_file():
     assert not storage.is_file('type: "SGD"')
 
 
-def test_a_connect_client_reaches_its_own_files_and_says_so_for_others(tmp_path, monkeypatch):
+def test_a_connect_client_reaches_its_own_files_and_others_through_fsspec(tmp_path,
+                                                                          monkeypatch):
+    """On a Connect client a plain path is the client's disk and a URI with a scheme goes
+    through fsspec (here its in-memory file system; tests/connect/test_connect_storage.py
+    runs sftp://); a scheme whose package is missing is one line naming it."""
     monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")  # what pyspark sets for a client
     storage.write_bytes(str(tmp_path / "a.bin"), b"x")
     assert storage.read_bytes(str(tmp_path / "a.bin"), 10, "CAP") == b"x"
-    with pytest.raises(storage.StorageError, match="s3a://b/m: on a Spark Connect client "
-                                                   "sparknet_ml reaches this machine's files only"):
+    root = "memory://sparknet-unit/models"
+    with storage.replacing(storage.join(root, "m"), False) as staged:
+        storage.write_bytes(storage.join(staged, "metadata", "part"), b"meta")
+    assert storage.list_names(root) == ["m"] and storage.is_dir(storage.join(root, "m"))
+    assert storage.read_bytes(storage.join(root, "m", "metadata", "part"), 10, "CAP") == b"meta"
+    with pytest.raises(storage.StorageError, match="m already exists"):
+        storage.check_replaceable(storage.join(root, "m"), False, "overwrite()")
+    with pytest.raises(storage.StorageError, match=r"part: 4 bytes, over the 3 bytes cap"):
+        storage.read_bytes(storage.join(root, "m", "metadata", "part"), 3, "CAP")
+    storage.delete(root)
+    assert not storage.exists(root)
+    with pytest.raises(storage.StorageError, match=r"s3a://b/m: a Spark Connect client reaches "
+                                                   r"s3a:// through fsspec .*s3fs"):
         storage.exists("s3a://b/m")
 
 

@@ -113,15 +113,6 @@ __global__ void FusedUpdateKernel(const FusedTensor<Dtype>* tensors,
   }
 }
 
-template <typename Dtype>
-__global__ void FusedClearKernel(const FusedTensor<Dtype>* tensors, const FusedChunk* chunks) {
-  const FusedChunk c = chunks[blockIdx.x];
-  Dtype* diff = tensors[c.tensor].diff;
-  for (int i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    diff[i] = Dtype(0);
-  }
-}
-
 template <typename Dtype, int R>
 void Launch(void* tensors, void* chunks, int count, const Scalars<Dtype>& s) {
   FusedUpdateKernel<Dtype, R><<<count, kThreads>>>(  // NOLINT
@@ -220,21 +211,6 @@ bool FusedUpdate<Dtype>::Apply(const char* type, const SolverParameter& param,
     case RMSPROP: Launch<Dtype, RMSPROP>(tensors_, chunks_, chunk_count_, s); break;
     case ADADELTA: Launch<Dtype, ADADELTA>(tensors_, chunks_, chunk_count_, s); break;
     default: Launch<Dtype, ADAM>(tensors_, chunks_, chunk_count_, s); break;
-  }
-  return true;
-}
-
-template <typename Dtype>
-bool FusedUpdate<Dtype>::ClearDiffs(const vector<Blob<Dtype>*>& params) {
-  if (planned_.size() != 4 * params.size()) { return false; }
-  for (int i = 0; i < params.size(); ++i) {
-    if (planned_[4 * i + 1] != params[i]->mutable_gpu_diff()) { return false; }
-  }
-  if (chunk_count_) {
-    FusedClearKernel<Dtype><<<chunk_count_, kThreads>>>(  // NOLINT
-        static_cast<const FusedTensor<Dtype>*>(tensors_),
-        static_cast<const FusedChunk*>(chunks_));
-    CUDA_POST_KERNEL_CHECK;
   }
   return true;
 }

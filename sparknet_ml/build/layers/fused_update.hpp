@@ -34,11 +34,6 @@ class FusedUpdate {
       const vector<float>& decay_mult, const vector<shared_ptr<Blob<Dtype> > >& history,
       Dtype rate, int iter, const Dtype* step = NULL);
 
-  /// Zero every learnable blob's gradient in one launch (Net::ClearParamDiffs launches a
-  /// memset per blob), over the table of the last Apply; false (nothing done) when that
-  /// table does not hold these blobs' gradients.
-  bool ClearDiffs(const vector<Blob<Dtype>*>& params);
-
   /// Adam's bias correction at iteration iter, as AdamSolver computes it.
   static Dtype AdamCorrection(Dtype beta1, Dtype beta2, int iter);
 

@@ -108,7 +108,7 @@ bool SGDSolver<Dtype>::ReplayGraph(int start_iter, int stop_iter, int average_lo
     Caffe::set_graph_loss(g.loss);
     CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     CUDA_CHECK(cudaMemsetAsync(g.loss, 0, sizeof(Dtype), stream));
-    if (!fused_.ClearDiffs(params)) { this->net_->ClearParamDiffs(); }
+    this->net_->ClearParamDiffs();
     this->net_->ForwardBackward();
     // the net's loss, as Net::Forward sums it: each loss top times its weights (its diff)
     const vector<Dtype>& weights = this->net_->blob_loss_weights();
