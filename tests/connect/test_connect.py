@@ -1,7 +1,7 @@
 """The public API through a Spark Connect session gives what a classic session gives, bit for
 bit: fit, transform (by Caffe and by onnxruntime), evaluation, save/load, Pipeline,
-CrossValidator (parallelism 2), validation, checkpoints and resume, barrier jobs, and the same
-errors for bad input.
+CrossValidator (parallelism 2), TrainValidationSplit, validation, checkpoints and resume,
+barrier jobs, and the same errors for bad input; the progress bar and MLflow work there.
 
 The classic baselines are computed before the module's Connect session opens (pyspark switches
 a process to its Connect paths while a Connect session is open)."""
@@ -52,6 +52,16 @@ def cross_validator(parallelism):
                           parallelism=parallelism)
 
 
+def train_validation_split():
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+    est = lenet()
+    grid = ParamGridBuilder().addGrid(est.syncInterval, [2, 3]).build()
+    return TrainValidationSplit(estimator=est, estimatorParamMaps=grid, trainRatio=0.75, seed=5,
+                                evaluator=MulticlassClassificationEvaluator(
+                                    metricName="accuracy"))
+
+
 @pytest.fixture(scope="module")
 def classic(spark):
     """What the classic session gives (computed before the Connect session opens)."""
@@ -61,7 +71,8 @@ def classic(spark):
     return {"model": model, "outputs": outputs(model, df),
             "onnx_outputs": outputs(model.copy().setScoringBackend("onnxruntime"), df),
             "validation": [h["validation_accuracy"] for h in validated.history.to_dict("records")],
-            "cv": cross_validator(1).fit(df).avgMetrics}
+            "cv": cross_validator(1).fit(df).avgMetrics,
+            "tvs": train_validation_split().fit(df).validationMetrics}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +148,38 @@ def test_pipeline_saves_and_loads(df, model, tmp_path):
 
 def test_cross_validator_with_parallelism_2_gives_the_classic_metrics(classic, df):
     assert cross_validator(2).fit(df).avgMetrics == classic["cv"]
+
+
+def test_train_validation_split_gives_the_classic_metrics(classic, df):
+    assert train_validation_split().fit(df).validationMetrics == classic["tvs"]
+
+
+def test_fit_shows_progress_on_a_terminal(df, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    lenet(showProgress=True).fit(df)
+    final = stream.getvalue().split("\r")[-1]
+    assert "SparkNet" in final and "3/3" in final
+
+
+def test_an_active_mlflow_run_gets_a_child_run_per_fit(df, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow-skinny has no SQL store
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    with mlflow.start_run() as parent:
+        model = lenet().fit(df)
+    client = mlflow.MlflowClient()
+    [child] = client.search_runs([parent.info.experiment_id],
+                                 f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert child.info.status == "FINISHED" and child.data.params["maxIter"] == "3"
+    losses = client.get_metric_history(child.info.run_id, "loss")
+    assert [m.value for m in losses] == pytest.approx(list(model.history["loss"]))
 
 
 @pytest.mark.parametrize("params, match", [
