@@ -1,14 +1,17 @@
 """How states and weights travel between the driver and the tasks.
 
-A fit's states take one route, the driver's :class:`StateServer`: the driver's Python
-process serves each job's start state and receives the tasks' states over TCP, in
+A fit's states take one of two routes. By default the driver's :class:`StateServer`: the
+driver's Python process serves each job's start state and receives the tasks' states over TCP, in
 :mod:`~sparknet_ml.tasks.transport`'s format (each task authenticated by challenge and
 response with a key derived from the fit's random key and its partition, and allowed to put
 only its own partition's state; sealed with AES-GCM when Spark's own traffic is encrypted;
 no pickle), so states never enter a JVM and the task functions stay the same for every job
 of a fit (they ask the server which rounds to run). The server listens on
 ``spark.driver.host``, where executors already reach the driver (on Spark Connect, the
-client's address).
+client's address). With ``spark.sparknet.stateServer=false`` (a Spark Connect client the
+executors cannot reach), :class:`CarriedStates`: nothing connects to the client; each job's
+start state goes inside the task function or as a file shipped with the session's artifacts,
+and the tasks' states come back in the job's result rows (:class:`~..tasks.states.Carried`).
 
 Weights to score or validate with go inside the task function, or as a shipped file where a
 Spark Connect plan could not carry them (:func:`share_weights`).
@@ -24,7 +27,8 @@ import numpy as np
 
 from ..engine.caches import BoundedCache
 from ..engine.state import SolverState, flatten, state_size
-from ..tasks.states import FINAL, Inline, Job, Served, Shipped, task_key, weights_message
+from ..tasks.states import (FINAL, Carried, Inline, Job, Served, Shipped, read_states,
+                             task_key, weights_message)
 from ..tasks.transport import (CONNECT_TIMEOUT, HELLO_TIMEOUT, PeerError, admit, new_key,
                                receive, send)
 
@@ -218,6 +222,10 @@ class StateServer:
         self.sharing_seconds = time.perf_counter() - started
         return job
 
+    def receive(self, job: Job, table) -> None:
+        """Nothing: ``job``'s tasks sent their states to the server, not in its rows
+        ``table``."""
+
     def take(self, job: Job, name: str) -> np.ndarray | None:
         """The state vector the task of partition ``name`` (a string), or the barrier job's
         partition 0 as :data:`~sparknet_ml.tasks.states.FINAL`, sent in ``job`` (None when
@@ -237,3 +245,64 @@ class StateServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class CarriedStates:
+    """The route of a fit whose executors do not connect to this process (see module doc);
+    the interface of :class:`StateServer`.
+
+    Parameters
+    ----------
+    spark : SparkSession
+        The session whose artifacts carry start states too large for a plan.
+    like : SolverState
+        A state of the fit.
+    encrypt : bool
+        Seal the barrier tasks' mesh with AES-GCM.
+    """
+
+    def __init__(self, spark, like: SolverState, encrypt: bool = False):
+        self.sharing_seconds = 0.0
+        self._spark, self._size, self._encrypt = spark, state_size(like), encrypt
+        self._key = new_key()
+        self._job: Job | None = None
+        self._carried: Carried | None = None
+        self._states: dict[str, np.ndarray] = {}
+
+    @property
+    def served(self) -> Carried:
+        """The current job as its tasks get it (it goes into each job's task function)."""
+        return self._carried
+
+    def start_job(self, state: SolverState, first: int, stop: int) -> Job:
+        """Share ``state`` as the start of rounds ``first`` to ``stop - 1``: inside the task
+        function, or shipped in a file (the time it took is :attr:`sharing_seconds`)."""
+        started = time.perf_counter()
+        vector = flatten(state)
+        job = Job(uuid.uuid4().hex, first, stop, sum(w.size for w in state.weights), vector)
+        shared = _share(self._spark, vector, vector.nbytes, f"sparknet-state-{job.id}.bin",
+                        vector.tobytes, raw=True)
+        self._job, self._states = job, {}
+        self._carried = Carried(job.id, first, stop, job.weights, shared, self._key,
+                                self._size, self._encrypt)
+        self.sharing_seconds = time.perf_counter() - started
+        return job
+
+    def receive(self, job: Job, table) -> None:
+        """Take the states that ``job``'s result rows ``table`` carry."""
+        self._states.update(read_states(table, job))
+
+    def take(self, job: Job, name: str) -> np.ndarray | None:
+        """As :meth:`StateServer.take`, from what :meth:`receive` took."""
+        found = self._states.pop(name, None) if job is self._job else None
+        if found is not None and found.size != self._size:
+            raise RuntimeError(f"a state of {found.size} values for one of {self._size}")
+        return found
+
+    def end_job(self) -> None:
+        """Forget the job and its states (a shipped start state stays among the session's
+        artifacts until the session ends)."""
+        self._job, self._carried, self._states = None, None, {}
+
+    def close(self) -> None:
+        """Nothing to close: no socket was opened."""

@@ -11,7 +11,7 @@ from ..engine.worker import TrainSpec, named_weights
 from . import columns, session
 from .blocks import cache_blocks, check_summary, column, release_blocks
 from .checkpoint import fit_signature, load_checkpoint, save_checkpoint
-from .exchange import StateServer
+from .exchange import CarriedStates, StateServer
 from .planning import FitPlan, NetPlan, fit_seed, initial_state, plan_fit, plan_nets
 from .reporting import ProgressBar, mlflow_run
 from .rounds import RoundStats, log, run_rounds, validation_accuracy
@@ -72,7 +72,9 @@ def fit(stage, dataset, make_model):
     workers = stage.getNumWorkers() or session.partitions(dataset)
     plan = plan_fit(stage, spark, workers, bool(validation))
     fit_id = uuid.uuid4().hex
-    server = StateServer(session.callback_host(spark), state, session.encrypts_states(spark))
+    server = (StateServer(session.callback_host(spark), state, session.encrypts_states(spark))
+              if session.uses_state_server(spark)
+              else CarriedStates(spark, state, session.encrypts_states(spark)))
     cached = []
     try:
         blocks, summary = cache_blocks(dataset.filter(~column(validation)) if validation

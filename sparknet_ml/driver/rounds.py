@@ -14,7 +14,7 @@ from ..tasks.rounds import (VALIDATION_SCHEMA, JobRound, barrier_rounds_task, ro
                            validate_task)
 from ..tasks.states import FINAL, RESULTS_SCHEMA, read_summaries
 from . import session
-from .exchange import StateServer, share_weights
+from .exchange import CarriedStates, StateServer, share_weights
 from .planning import FitPlan
 
 log = logging.getLogger("sparknet_ml")
@@ -69,8 +69,9 @@ def next_stop(plan: FitPlan, start: int, round_seconds: float | None) -> int:
     return job_end(start, plan.rounds, per_job, plan.holds())
 
 
-def run_driver_round(job_df, server: StateServer, state: SolverState, r: int):
-    """Round ``r`` as one Spark job, averaged on the driver.
+def run_driver_round(frame, server: StateServer | CarriedStates, state: SolverState, r: int):
+    """Round ``r`` as one Spark job (the DataFrame ``frame(server.served)``), averaged on the
+    driver.
 
     Returns
     -------
@@ -78,7 +79,9 @@ def run_driver_round(job_df, server: StateServer, state: SolverState, r: int):
     rounds : list of one JobRound
     """
     job = server.start_job(state, r, r + 1)
-    summaries = read_summaries(job_df.toArrow())
+    table = frame(server.served).toArrow()
+    server.receive(job, table)
+    summaries = read_summaries(table)
     results = []
     for partition, summary in sorted(summaries.items()):
         returned = server.take(job, str(partition))
@@ -91,9 +94,10 @@ def run_driver_round(job_df, server: StateServer, state: SolverState, r: int):
     return state, [JobRound(summaries, samples, loss, 0.0, time.perf_counter() - averaging)]
 
 
-def run_barrier_job(spark, job_df, server: StateServer, state: SolverState, first: int,
-                    stop: int):
-    """Rounds ``first`` to ``stop - 1`` as one barrier-stage job; a failed job is run again
+def run_barrier_job(spark, frame, server: StateServer | CarriedStates, state: SolverState,
+                    first: int, stop: int):
+    """Rounds ``first`` to ``stop - 1`` as one barrier-stage job (the DataFrame
+    ``frame(server.served)``); a failed job is run again
     from the same state, as often as Spark would retry a task (``spark.task.maxFailures``,
     or F in ``local[N,F]``): Spark itself does not retry a failed barrier result stage.
 
@@ -106,7 +110,9 @@ def run_barrier_job(spark, job_df, server: StateServer, state: SolverState, firs
     while True:
         job = server.start_job(state, first, stop)  # a new job: a failed one's tasks are over
         try:
-            summary = read_summaries(job_df.toArrow())[0]
+            table = frame(server.served).toArrow()
+            server.receive(job, table)
+            summary = read_summaries(table)[0]
             final = server.take(job, FINAL)
             if summary["job"] != job.id or final is None:
                 raise RuntimeError("the job's final state did not reach the driver")
@@ -145,13 +151,12 @@ def job_end(start: int, rounds: int, rounds_per_job: int, hold_every: tuple[int,
 
 
 def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPlan,
-               server: StateServer, validate=None, start: int = 0, history=None,
-               callbacks=()) -> tuple[SolverState, list[RoundStats]]:
+               server: StateServer | CarriedStates, validate=None, start: int = 0,
+               history=None, callbacks=()) -> tuple[SolverState, list[RoundStats]]:
     """Run SparkNet rounds over the cached blocks as ``plan`` says: each round a Spark job
     that the driver averages, or several rounds per barrier-stage job whose tasks average
     among themselves (:func:`~sparknet_ml.tasks.rounds.barrier_rounds_task`; same result,
-    bit for bit). The job's DataFrame and task function are built once; each job's tasks
-    get their rounds and start state from ``server``.
+    bit for bit). Each job's tasks get their rounds and start state from ``server``.
 
     Parameters
     ----------
@@ -163,8 +168,8 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPla
     state : SolverState
         Weights and history to start from.
     plan : FitPlan
-    server : StateServer
-        The fit's state server (:mod:`.exchange`).
+    server : StateServer or CarriedStates
+        The fit's route for states (:mod:`.exchange`).
     validate : callable, optional
         Maps a state to its validation accuracy, top-1 and top-5 (or None); called every
         ``plan.validate_every`` rounds and after the last one.
@@ -183,9 +188,14 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPla
     """
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
-    task = functools.partial(barrier_rounds_task if plan.barrier else round_task, spec=spec,
-                             served=server.served, tau=plan.tau, seed=plan.seed)
-    job_df = handles.mapInArrow(task, RESULTS_SCHEMA, barrier=plan.barrier)
+    task = barrier_rounds_task if plan.barrier else round_task
+
+    def frame(served):
+        """The job's DataFrame: the same task function for every job of a fit with a state
+        server, a new one for each job whose state it carries."""
+        return handles.mapInArrow(functools.partial(task, spec=spec, served=served,
+                                                    tau=plan.tau, seed=plan.seed),
+                                  RESULTS_SCHEMA, barrier=plan.barrier)
     r, round_seconds = start, None
     while r < plan.rounds:
         stop = next_stop(plan, r, round_seconds)
@@ -195,8 +205,8 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPla
                     spark, f"SparkNet rounds {r + 1}-{stop}/{plan.rounds} (tau={plan.tau})"
                     if stop - r > 1 else f"SparkNet round {r + 1}/{plan.rounds} "
                                          f"(tau={plan.tau})"):
-                state, done = (run_barrier_job(spark, job_df, server, state, r, stop)
-                               if plan.barrier else run_driver_round(job_df, server, state, r))
+                state, done = (run_barrier_job(spark, frame, server, state, r, stop)
+                               if plan.barrier else run_driver_round(frame, server, state, r))
         finally:
             server.end_job()
         # The job's time beyond its rounds inside the tasks (sharing the state, scheduling,

@@ -49,6 +49,30 @@ ENCRYPTION = "spark.sparknet.encryption.enabled"
 own traffic is encrypted (``spark.network.crypto.enabled`` or ``spark.ssl.enabled``)."""
 
 
+STATE_SERVER = "spark.sparknet.stateServer"
+"""``false``: a Spark Connect fit opens no connection from the executors to the client (its
+state server); states go through Spark itself (:class:`~.exchange.CarriedStates`). Unset or
+``true``: the client's state server."""
+
+
+def uses_state_server(spark) -> bool:
+    """Whether the fit's states go over the driver's state server (:data:`STATE_SERVER`).
+
+    Raises
+    ------
+    ValueError
+        For a value other than true or false, or false on a classic session (whose executors
+        reach its driver already, and whose JVM would carry the states).
+    """
+    value = (setting(spark, STATE_SERVER) or "true").strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{STATE_SERVER} must be true or false, not {value!r}")
+    if value == "false" and not is_connect(spark):
+        raise ValueError(f"{STATE_SERVER}=false is for Spark Connect clients the executors "
+                         "cannot reach; a classic session's executors reach its driver")
+    return value == "true"
+
+
 def encrypts_states(spark) -> bool:
     """Whether the fit seals its state connections with AES-GCM (:data:`ENCRYPTION`)."""
     asked = setting(spark, ENCRYPTION)

@@ -22,7 +22,7 @@ from ..engine.worker import TrainSpec, divergence, held_state, train_round
 from .averaging import Averager
 from .blocks import handles_of, load_block
 from .environment import caffe_messages_to_spark, on_task_gpu
-from .states import Job, Served, summary_rows
+from .states import Carried, Job, Served, summary_rows
 from .transport import derive_key
 
 VALIDATION_SCHEMA = "top1 long, top5 long, rows long"
@@ -55,9 +55,10 @@ def summary(result: RoundResult) -> dict:
             "seconds": result.seconds}
 
 
-def round_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
+def round_task(batches, spec: TrainSpec, served: Served | Carried, tau: int, seed: int):
     """One round on the partition whose handle ``batches`` hold, from the state the driver
-    serves; the resulting state goes back to the driver, the row carries its summary."""
+    serves (or the job carries); the resulting state goes back to the driver (or in rows
+    before the summary's), the last row carries its summary."""
     spec = on_task_gpu(spec)
     with caffe_messages_to_spark():
         job = None
@@ -69,7 +70,7 @@ def round_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
                                  handle.partition)
             result = dataclasses.replace(result, seconds=time.perf_counter() - started)
             if result.state is not None:
-                served.send(job, handle.partition, result.state)
+                yield from served.send(job, handle.partition, result.state)
             yield summary_rows(handle.partition, {"job": job.id, **summary(result)})
 
 
@@ -105,10 +106,11 @@ def train_job(spec: TrainSpec, features: np.ndarray, labels: np.ndarray, partiti
     return rounds, held_state(spec, features) if held else state
 
 
-def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed: int):
+def barrier_rounds_task(batches, spec: TrainSpec, served: Served | Carried, tau: int,
+                        seed: int):
     """The rounds of the driver's current job (:func:`train_job`) in one task of a barrier
-    stage; partition 0 sends the final state to the driver and yields every round's
-    statistics."""
+    stage; partition 0 sends the final state to the driver (or yields it in rows) and yields
+    every round's statistics."""
     from pyspark import BarrierTaskContext
     context = BarrierTaskContext.get()
     spec = on_task_gpu(spec)
@@ -118,15 +120,15 @@ def barrier_rounds_task(batches, spec: TrainSpec, served: Served, tau: int, seed
         rounds, state = train_job(spec, *load_block(handle), handle.partition, job, tau, seed,
                                   averager)
     if handle.partition == 0:
-        served.send(job, 0, state, final=True)
+        yield from served.send(job, 0, state, final=True)
         yield summary_rows(0, {"job": job.id, "rounds": [job_round.to_json()
                                                          for job_round in rounds]})
 
 
-def connect_averager(context, served: Served, job: Job) -> Averager:
+def connect_averager(context, served: Served | Carried, job: Job) -> Averager:
     """The :class:`Averager` of this barrier task: every task listens on its executor's
-    host, the addresses go round through the driver's state server, and the tasks connect
-    as a mesh authenticated with the job's key."""
+    host, the addresses go round through the driver's state server (or Spark's allGather),
+    and the tasks connect as a mesh authenticated with the job's key."""
     tasks = context.getTaskInfos()
     rank = context.partitionId()
     if len(tasks) == 1:

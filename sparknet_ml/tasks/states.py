@@ -8,6 +8,11 @@
   task proves its partition with a key derived from the fit's (:func:`task_key`) and can put
   only its own partition's state. The rows a task yields carry only
   JSON summaries (:data:`RESULTS_SCHEMA`).
+- :class:`Carried`: no connection to the driver (``spark.sparknet.stateServer=false``, for
+  a Spark Connect client the executors cannot reach): the job's start state inside the task
+  function or in a shipped file, the tasks' states back in the rows they yield (in chunks of
+  :data:`STATE_CHUNK` bytes), and the barrier tasks' addresses through Spark's own
+  ``BarrierTaskContext.allGather``.
 - :class:`Inline`: weights to score or validate with, inside the task function itself.
 - :class:`Shipped`: weights, or an exported ONNX model, in a file Spark ships to every
   executor (on Spark Connect, ``SparkSession.addArtifacts(..., file=True)``), read with
@@ -22,8 +27,10 @@ import numpy as np
 from ..engine.caches import BoundedCache
 from .transport import connect, decode, derive_key, encode, receive, send
 
-RESULTS_SCHEMA = "partition long, summary string"
+RESULTS_SCHEMA = "partition long, summary string, state binary"
 FINAL = "final"  # the name of a barrier job's final state (partition 0 sends it)
+STATE_CHUNK = 4 << 20
+"""Bytes of a carried state per row (Spark Connect's Arrow batches are 4 MiB by default)."""
 
 # The start state or weights a Python worker fetched last: its tasks of one job share them.
 _FETCHED = BoundedCache(1)
@@ -89,9 +96,10 @@ class Served:
             raise RuntimeError(f"the driver's state server: {header['error']}")
         return [(host, int(port)) for host, port in header["addresses"]]
 
-    def send(self, job: Job, partition: int, flat: np.ndarray, final: bool = False) -> None:
+    def send(self, job: Job, partition: int, flat: np.ndarray, final: bool = False):
         """Send the state vector ``flat`` of ``partition`` to the driver, or with ``final``
-        (partition 0 only) a barrier job's final state."""
+        (partition 0 only) a barrier job's final state; returns the rows the task yields
+        for it (none: the driver has it)."""
         with self._connect(partition) as conn:
             send(conn, {"put": FINAL if final else partition, "job": job.id})
             header, _ = receive(conn)  # the driver takes states of its current job only
@@ -100,6 +108,56 @@ class Served:
                 header, _ = receive(conn)  # the driver's receipt: the state is stored
         if "error" in header:
             raise RuntimeError(f"the driver's state server: {header['error']}")
+        return ()
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One job of a fit whose states go through Spark itself (see the module doc): its id,
+    rounds ``first`` to ``stop - 1``, the count of weight values in its state, the start
+    state (:class:`Inline` vector or :class:`Shipped` raw float32 bytes), the fit's key and
+    state size, and whether the barrier tasks' mesh is sealed."""
+
+    id: str
+    first: int
+    stop: int
+    weights: int
+    state: object
+    key: str
+    size: int
+    encrypt: bool = False
+
+    def job(self, partition: int) -> Job:
+        """The job, its start state read once per Python worker."""
+        value = self.state.value
+        if isinstance(value, bytes):
+            value = np.frombuffer(value, np.float32)
+        if value.size != self.size:
+            raise RuntimeError(f"a start state of {value.size} values for one of {self.size}")
+        return Job(self.id, self.first, self.stop, self.weights, value)
+
+    def meet(self, job: Job, rank: int, world: int, address: tuple[str, int]) -> list:
+        """Every task's listening address of barrier ``job``, by rank, through Spark's
+        ``BarrierTaskContext.allGather``."""
+        import json
+        from pyspark import BarrierTaskContext
+        gathered = [json.loads(text) for text in
+                    BarrierTaskContext.get().allGather(json.dumps([rank, *address]))]
+        if sorted(r for r, _, _ in gathered) != list(range(world)):
+            raise RuntimeError(f"the barrier tasks gave ranks {[r for r, _, _ in gathered]}")
+        return [(host, int(port)) for _, host, port in sorted(gathered)]
+
+    def send(self, job: Job, partition: int, flat: np.ndarray, final: bool = False):
+        """The rows carrying the state vector ``flat`` of ``partition`` (with ``final``, a
+        barrier job's final state) to the driver."""
+        import json
+        import pyarrow as pa
+        data = memoryview(np.ascontiguousarray(flat, np.float32)).cast("B")
+        summary = json.dumps({"job": job.id, "state": FINAL if final else str(partition)})
+        for at in range(0, len(data), STATE_CHUNK):
+            yield pa.RecordBatch.from_pydict({
+                "partition": [partition], "summary": [summary],
+                "state": pa.array([data[at:at + STATE_CHUNK].tobytes()], pa.binary())})
 
 
 @dataclass(frozen=True)
@@ -147,12 +205,36 @@ def summary_rows(partition: int, summary: dict):
     import json
     import pyarrow as pa
     return pa.RecordBatch.from_pydict({"partition": [partition],
-                                       "summary": [json.dumps(summary)]})
+                                       "summary": [json.dumps(summary)],
+                                       "state": pa.array([None], pa.binary())})
 
 
 def read_summaries(table) -> dict[int, dict]:
     """The summaries in ``table`` (an Arrow table of :data:`RESULTS_SCHEMA` rows), by
-    partition."""
+    partition; rows carrying a state (:meth:`Carried.send`) are not summaries."""
     import json
-    return {partition: json.loads(text) for partition, text in
-            zip(table.column("partition").to_pylist(), table.column("summary").to_pylist())}
+    return {partition: json.loads(text) for partition, text, carried in
+            zip(table.column("partition").to_pylist(), table.column("summary").to_pylist(),
+                table.column("state").is_valid().to_pylist()) if not carried}
+
+
+def read_states(table, job: Job) -> dict[str, np.ndarray]:
+    """The state vectors that rows of ``table`` carry for ``job`` (:meth:`Carried.send`),
+    by name (a partition, or :data:`FINAL`)."""
+    import json
+    chunks: dict[str, list] = {}
+    states = table.column("state")
+    for k, (text, carried) in enumerate(zip(table.column("summary").to_pylist(),
+                                            states.is_valid().to_pylist())):
+        header = json.loads(text) if carried else None
+        if header is not None and header["job"] == job.id:
+            chunks.setdefault(header["state"], []).append(states[k].as_buffer())
+    found = {}
+    for name, parts in chunks.items():
+        out = np.empty(sum(p.size for p in parts) // 4, np.float32)
+        view, at = out.view(np.uint8), 0
+        for part in parts:
+            view[at:at + part.size] = np.frombuffer(part, np.uint8)
+            at += part.size
+        found[name] = out
+    return found

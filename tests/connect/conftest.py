@@ -19,6 +19,9 @@ def connect_server(tmp_path_factory):
     from .. import connect_server, sftp_server
     conf = (sftp_server.spark_conf(sftp_server.key_path(str(tmp_path_factory.getbasetemp())))
             if sftp_server.available() else {})  # its JVM reaches the tests' SFTP server
+    # a 466 MiB state carried back in a job's rows passes through the server's driver JVM
+    # (local[2]: the executor's result block and the driver's copy in one heap)
+    conf["spark.driver.memory"] = "4g"
     server = connect_server.ConnectServer(str(tmp_path_factory.mktemp("connect")), conf=conf)
     yield server
     server.stop()

@@ -230,3 +230,20 @@ def test_onnxruntime_scoring_gives_the_classic_outputs_inline_and_shipped(classi
 def test_states_travel_over_the_clients_state_server_to_the_classic_weights(df, model,
                                                                            rounds_per_job):
     same_weights(lenet(roundsPerJob=rounds_per_job).fit(df), model)
+
+
+@pytest.mark.parametrize("rounds_per_job", [1, "auto"])
+def test_states_carried_through_spark_give_the_classic_weights(df, model, rounds_per_job,
+                                                               monkeypatch):
+    """spark.sparknet.stateServer=false: no state server is opened on the client (opening
+    one fails the test); the states go in the task functions and the jobs' rows."""
+    from sparknet_ml.driver import fit
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("the client's state server was opened")
+    monkeypatch.setattr(fit, "StateServer", no_server)
+    df.sparkSession.conf.set("spark.sparknet.stateServer", "false")
+    try:
+        same_weights(lenet(roundsPerJob=rounds_per_job).fit(df), model)
+    finally:
+        df.sparkSession.conf.unset("spark.sparknet.stateServer")

@@ -6,10 +6,11 @@ import struct
 import numpy as np
 import pytest
 
-from sparknet_ml.driver.exchange import StateServer
+from sparknet_ml.driver.exchange import CarriedStates, StateServer
 from sparknet_ml.engine.state import SolverState, flatten
 from sparknet_ml.tasks import transport
-from sparknet_ml.tasks.states import _FETCHED, task_key
+from sparknet_ml.tasks import states as task_states
+from sparknet_ml.tasks.states import FINAL, _FETCHED, read_summaries, summary_rows, task_key
 
 
 def state(seed):
@@ -219,3 +220,32 @@ def test_a_recording_proxy_finds_neither_the_key_nor_any_state(encrypt):
     assert not any(k.encode() in recorded or bytes.fromhex(k) in recorded for k in keys)
     states = [flatten(state(seed)).tobytes()[:32] for seed in (0, 1)]
     assert [s in recorded for s in states] == [not encrypt] * 2
+
+
+def test_carried_states_go_in_the_task_function_and_come_back_in_the_jobs_rows(monkeypatch):
+    """spark.sparknet.stateServer=false: nothing connects to the driver. The start state
+    rides in the task function (a session without a plan limit; a Connect session ships a
+    large one as a file, tests/connect), the states come back in chunked rows."""
+    import pyarrow as pa
+    monkeypatch.setattr(task_states, "STATE_CHUNK", 12)  # bytes: several rows per state
+    carried = CarriedStates(object(), state(0))
+    job = carried.start_job(state(0), 3, 7)
+    served = carried.served
+    fetched = served.job(1)
+    assert (fetched.id, fetched.first, fetched.stop, fetched.weights) == (job.id, 3, 7, 17)
+    np.testing.assert_array_equal(fetched.state, flatten(state(0)))
+    rows = [*served.send(fetched, 1, flatten(state(1))), summary_rows(1, {"job": job.id}),
+            *served.send(fetched, 0, flatten(state(2)), final=True)]
+    assert len(rows) == 2 * -(-flatten(state(1)).nbytes // 12) + 1
+    table = pa.Table.from_batches(rows)
+    carried.receive(job, table)
+    assert read_summaries(table) == {1: {"job": job.id}}
+    np.testing.assert_array_equal(carried.take(job, "1"), flatten(state(1)))
+    np.testing.assert_array_equal(carried.take(job, FINAL), flatten(state(2)))
+    assert carried.take(job, "0") is None
+    carried.receive(job, table)
+    later = carried.start_job(state(2), 7, 8)
+    assert carried.take(job, "1") is None  # a finished job's states are gone
+    assert carried.served.id == later.id != job.id
+    carried.end_job()
+    carried.close()

@@ -64,3 +64,17 @@ def test_crash_reports_are_turned_on_unless_the_user_set_them():
     chosen = Settable(spark_python_worker_faulthandler_enabled="false")
     session.report_worker_crashes(chosen)
     assert chosen.conf.get(session.CRASH_REPORTS) is None
+
+
+class ClassicLike(ConnectLike):
+    __module__ = "pyspark.sql.session"
+
+
+def test_the_state_server_is_on_unless_a_connect_client_turns_it_off():
+    assert session.uses_state_server(ConnectLike())
+    assert not session.uses_state_server(ConnectLike(spark_sparknet_stateServer="False"))
+    assert session.uses_state_server(ClassicLike(spark_sparknet_stateServer="true"))
+    with pytest.raises(ValueError, match="stateServer=false is for Spark Connect clients"):
+        session.uses_state_server(ClassicLike(spark_sparknet_stateServer="false"))
+    with pytest.raises(ValueError, match="must be true or false, not 'off'"):
+        session.uses_state_server(ConnectLike(spark_sparknet_stateServer="off"))
