@@ -21,7 +21,6 @@ GPU and torch; elsewhere it says so and exits 0.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -223,15 +222,6 @@ def torch_rate(net, batch, gpu, tf32, data, seconds):
     return eager_and_graph_rates(loss_of, optimizer, device, batch, seconds, rate)
 
 
-def torch_rows(args, seconds):
-    """PyTorch's columns, measured in a child process (its own cuDNN, no Caffe loaded)."""
-    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child",
-                           "--gpu", str(args.gpu)] + (["--quick"] if args.quick else []),
-                          env=env, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def torch_child(args, seconds):
     import torch
     rows = {}
@@ -259,7 +249,8 @@ def main():
     if reason:
         print(f"gpu_caffe: skipped: {reason}")
         return
-    torch = torch_rows(args, seconds)
+    from _torch_step import child_result
+    torch = child_result(__file__, args.gpu, args.quick)  # PyTorch's columns
     rows = []
     for net, batch in CASES:
         data = data_for(net, batch)

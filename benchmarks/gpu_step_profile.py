@@ -17,7 +17,6 @@ Needs a CUDA + cuDNN pycaffe, a GPU, torch and CUPTI; elsewhere it says so and e
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -91,11 +90,8 @@ def main():
     if reason:
         print(f"gpu_step_profile: skipped: {reason}")
         return
-    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child", "--gpu",
-                           str(args.gpu)] + (["--quick"] if args.quick else []),
-                          env=env, capture_output=True, text=True, check=True)
-    torch = json.loads(done.stdout.strip().splitlines()[-1])
+    from _torch_step import child_result
+    torch = child_result(__file__, args.gpu, args.quick)
     rows = []
     for net, batch, tf32 in CASES:
         caffe = caffe_profile(net, batch, args.gpu, tf32, iterations_of(net, args.quick))

@@ -16,7 +16,6 @@ PyTorch's allow_tf32 flags); ``caffe_unfused_update_img_s`` is Caffe with its pe
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -192,14 +191,8 @@ def main():
     if reason:
         print(f"imagenet_torch: skipped: {reason}")
         return
-    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child", "--gpu",
-                           str(args.gpu)] + (["--quick"] if args.quick else []), env=env,
-                          capture_output=True, text=True)
-    if done.returncode:
-        print(done.stderr[-3000:])
-        raise SystemExit("imagenet_torch: the PyTorch child failed")
-    torch = json.loads(done.stdout.strip().splitlines()[-1])
+    from _torch_step import child_result
+    torch = child_result(__file__, args.gpu, args.quick)
     rows = []
     for net, batch in CASES:
         row = {"net": net, "batch": batch,
