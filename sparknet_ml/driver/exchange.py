@@ -200,13 +200,14 @@ class StateServer:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="sparknet_ml state server")
         self._thread.start()
+        host, port = self._server.server_address[:2]
+        self._served = Served(host, port, self._server.key, self._server.size, encrypt)
 
     @property
     def served(self) -> Served:
-        """Where tasks reach this server (fixed for the fit: it goes into the task
-        functions)."""
-        host, port = self._server.server_address[:2]
-        return Served(host, port, self._server.key, self._server.size, self._server.encrypt)
+        """Where tasks reach this server (one object for the fit: it goes into the task
+        function, built once)."""
+        return self._served
 
     def start_job(self, state: SolverState, first: int, stop: int) -> Job:
         """Serve ``state`` as the start of rounds ``first`` to ``stop - 1`` (the time it

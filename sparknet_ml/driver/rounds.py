@@ -188,14 +188,17 @@ def run_rounds(spark, handles, spec: TrainSpec, state: SolverState, plan: FitPla
     """
     history = list(history or [])
     began = time.perf_counter() - ((history[-1].wall_seconds or 0.0) if history else 0.0)
-    task = barrier_rounds_task if plan.barrier else round_task
+    task, built = barrier_rounds_task if plan.barrier else round_task, [None, None]
 
     def frame(served):
-        """The job's DataFrame: the same task function for every job of a fit with a state
-        server, a new one for each job whose state it carries."""
-        return handles.mapInArrow(functools.partial(task, spec=spec, served=served,
-                                                    tau=plan.tau, seed=plan.seed),
-                                  RESULTS_SCHEMA, barrier=plan.barrier)
+        """The job's DataFrame: built once per fit with a state server (its ``served`` is
+        one object; building costs tens of ms of py4j calls on classic), once per job whose
+        state it carries."""
+        if built[0] is not served:
+            built[:] = served, handles.mapInArrow(
+                functools.partial(task, spec=spec, served=served, tau=plan.tau, seed=plan.seed),
+                RESULTS_SCHEMA, barrier=plan.barrier)
+        return built[1]
     r, round_seconds = start, None
     while r < plan.rounds:
         stop = next_stop(plan, r, round_seconds)
