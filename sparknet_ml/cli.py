@@ -159,6 +159,13 @@ def _is_parquet_output(uri: str) -> bool:
 def export(args) -> int:
     """Write a saved model, or a net and its caffemodel, as an ONNX file."""
     from . import SparkNetModel
+    misplaced = ([("--no-transform", args.no_transform)] if args.net else
+                 [("--weights", args.weights), ("--input-shape", args.input_shape)])
+    for option, given in misplaced:
+        if given:
+            raise ValueError(f"{option} applies to {'--model' if args.net else '--net'} only"
+                             + (" (a --net export has no data transform: the ONNX model takes "
+                                "the net's own input)" if args.net else ""))
     paths = [p for p in (args.model, args.net, args.weights, args.out) if p]
     spark = (spark_session(args.master, "sparknet-ml export", args.conf)
              if any(storage.scheme(p) not in (None, "file") for p in paths) else None)
@@ -304,7 +311,8 @@ def _parser() -> argparse.ArgumentParser:
                                              "model's output and outputBlobs; for --net, the "
                                              "blobs no layer consumes)")
     onnx.add_argument("--no-transform", action="store_true",
-                      help="with --model: leave out the data transform (crop, mean, scale); "
+                      help="with --model only (refused with --net, whose export has no "
+                           "transform): leave out the data transform (crop, mean, scale); "
                            "the ONNX model then takes the net's own input")
     onnx.add_argument("--out", required=True, help="the .onnx file to write")
     onnx.add_argument("--overwrite", action="store_true", help="replace an existing file")

@@ -161,6 +161,10 @@ def test_cli_exports_a_saved_model_and_a_net_with_its_caffemodel(model, test_df,
 @pytest.mark.parametrize("args, message", [
     (["--net", "deploy.prototxt"], "--net needs --weights"),
     (["--model", "nowhere"], "not a saved model"),
+    (["--net", "deploy.prototxt", "--weights", "w.caffemodel", "--no-transform"],
+     "--no-transform applies to --model only (a --net export has no data transform"),
+    (["--model", "m", "--weights", "w.caffemodel"], "--weights applies to --net only"),
+    (["--model", "m", "--input-shape", "1,4,4"], "--input-shape applies to --net only"),
 ])
 def test_cli_export_errors_are_one_line(args, message, tmp_path, capsys):
     assert cli.main(["export", "--onnx", *args, "--out", str(tmp_path / "x.onnx")]) == 2
