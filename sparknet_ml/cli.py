@@ -159,13 +159,12 @@ def _is_parquet_output(uri: str) -> bool:
 def export(args) -> int:
     """Write a saved model, or a net and its caffemodel, as an ONNX file."""
     from . import SparkNetModel
-    misplaced = ([("--no-transform", args.no_transform)] if args.net else
-                 [("--weights", args.weights), ("--input-shape", args.input_shape)])
-    for option, given in misplaced:
-        if given:
-            raise ValueError(f"{option} applies to {'--model' if args.net else '--net'} only"
-                             + (" (a --net export has no data transform: the ONNX model takes "
-                                "the net's own input)" if args.net else ""))
+    if args.net and args.no_transform:
+        raise ValueError("--no-transform applies to --model only (a --net export has no data "
+                         "transform: the ONNX model takes the net's own input)")
+    for option, given in (("--weights", args.weights), ("--input-shape", args.input_shape)):
+        if args.model and given:
+            raise ValueError(f"{option} applies to --net only")
     paths = [p for p in (args.model, args.net, args.weights, args.out) if p]
     spark = (spark_session(args.master, "sparknet-ml export", args.conf)
              if any(storage.scheme(p) not in (None, "file") for p in paths) else None)

@@ -229,12 +229,5 @@ def read_states(table, job: Job) -> dict[str, np.ndarray]:
         header = json.loads(text) if carried else None
         if header is not None and header["job"] == job.id:
             chunks.setdefault(header["state"], []).append(states[k].as_buffer())
-    found = {}
-    for name, parts in chunks.items():
-        out = np.empty(sum(p.size for p in parts) // 4, np.float32)
-        view, at = out.view(np.uint8), 0
-        for part in parts:
-            view[at:at + part.size] = np.frombuffer(part, np.uint8)
-            at += part.size
-        found[name] = out
-    return found
+    return {name: np.concatenate([np.frombuffer(part, np.uint8) for part in parts]).view(
+        np.float32) for name, parts in chunks.items()}
