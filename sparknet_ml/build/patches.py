@@ -65,6 +65,52 @@ _TF32_SWITCH = """  inline static void set_mode(Brew mode) { Get().mode_ = mode;
   inline static bool tf32() { return Get().tf32_; }
 """
 
+_UPGRADE_PROTO = r"""// sparknet_ml patch pycaffe-upgrade-proto: Caffe's own upgrade of deprecated net and
+// solver formats, from serialized message to serialized message, with what was upgraded.
+static std::string MessageBytes(bp::object data) {
+  char* buffer;
+  Py_ssize_t size;
+  if (PyBytes_AsStringAndSize(data.ptr(), &buffer, &size) != 0) {
+    bp::throw_error_already_set();
+  }
+  return std::string(buffer, size);
+}
+
+static bp::object SerializedMessage(const google::protobuf::Message& message) {
+  std::string out;
+  message.SerializeToString(&out);
+  return bp::object(bp::handle<>(PyBytes_FromStringAndSize(out.data(), out.size())));
+}
+
+// (upgraded bytes, [what was upgraded], whether Caffe upgraded without problems)
+bp::tuple UpgradeNetParam(bp::object data) {
+  NetParameter param;
+  if (!param.ParseFromString(MessageBytes(data))) {
+    throw std::runtime_error("not a serialized NetParameter");
+  }
+  bp::list upgraded;
+  if (NetNeedsV0ToV1Upgrade(param)) { upgraded.append("V0 layer parameters"); }
+  if (NetNeedsDataUpgrade(param)) { upgraded.append("data transformation fields"); }
+  if (NetNeedsV1ToV2Upgrade(param)) { upgraded.append("V1 'layers'"); }
+  if (NetNeedsInputUpgrade(param)) { upgraded.append("'input' fields"); }
+  if (NetNeedsBatchNormUpgrade(param)) { upgraded.append("BatchNorm 'param'"); }
+  bool clean = UpgradeNetAsNeeded(param.name(), &param);
+  return bp::make_tuple(SerializedMessage(param), upgraded, clean);
+}
+
+bp::tuple UpgradeSolverParam(bp::object data) {
+  SolverParameter param;
+  if (!param.ParseFromString(MessageBytes(data))) {
+    throw std::runtime_error("not a serialized SolverParameter");
+  }
+  bp::list upgraded;
+  if (SolverNeedsTypeUpgrade(param)) { upgraded.append("'solver_type'"); }
+  bool clean = UpgradeSolverAsNeeded("solver", &param);
+  return bp::make_tuple(SerializedMessage(param), upgraded, clean);
+}
+
+"""
+
 # Layers whose default engine becomes cuDNN in a cuDNN build (Pooling: AVE only, by Caffe's
 # own factory rule; LRN and Convolution are edited separately).
 _CUDNN_DEFAULT_ENGINES = ("Pooling", "ReLU", "Sigmoid", "Softmax", "TanH")
@@ -652,6 +698,23 @@ PATCHES: tuple[Patch, ...] = (
                     '    .add_property("iter", &Solver<Dtype>::iter, &Solver<Dtype>::set_iter)\n',
                     '    .add_property("iter", &Solver<Dtype>::iter, &Solver<Dtype>::set_iter)\n'
                     '    .add_property("smoothed_loss", &Solver<Dtype>::smoothed_loss)\n')),
+    ),
+    Patch(
+        name="pycaffe-upgrade-proto",
+        why="Nets and caffemodels written before 2015 use Caffe's V1 'layers' format (and V0, "
+            "legacy data-transform and input fields, 3-param BatchNorm, solver_type enums); Caffe "
+            "upgrades them on read with UpgradeNetAsNeeded / UpgradeSolverAsNeeded. pycaffe gains "
+            "upgrade_net_param and upgrade_solver_param, serialized message to serialized message "
+            "with the names of the upgrades that ran, so sparknet_ml's parser reads what Caffe "
+            "reads without a second set of upgrade rules.",
+        edits=(Edit("python/caffe/_caffe.cpp", "BOOST_PYTHON_MODULE(_caffe) {\n",
+                    _UPGRADE_PROTO + "BOOST_PYTHON_MODULE(_caffe) {\n"),
+               Edit("python/caffe/_caffe.cpp",
+                    '  bp::def("layer_type_list", &LayerRegistry<Dtype>::LayerTypeList);\n',
+                    '  bp::def("layer_type_list", &LayerRegistry<Dtype>::LayerTypeList);\n'
+                    '  // sparknet_ml patch pycaffe-upgrade-proto\n'
+                    '  bp::def("upgrade_net_param", &UpgradeNetParam);\n'
+                    '  bp::def("upgrade_solver_param", &UpgradeSolverParam);\n')),
     ),
 )
 

@@ -71,17 +71,13 @@ def weights_key(weights: Weights) -> str:
 
 
 def load_weights(net, weights: Weights) -> None:
-    """Copy ``weights`` into ``net`` by layer name; every learnable layer must be covered."""
+    """Copy ``weights`` into ``net`` by layer name; every learnable layer must be covered
+    (legacy 4-D blobs of an old caffemodel are reshaped as Caffe's loader accepts them)."""
+    from ..persistence.caffemodel import conform_weights
+    conformed = conform_weights(weights, {name: [tuple(b.data.shape) for b in blobs]
+                                          for name, blobs in net.params.items()})
     for name, blobs in net.params.items():
-        if name not in weights:
-            raise ValueError(f"no weights for layer {name!r}")
-        if len(weights[name]) != len(blobs):
-            raise ValueError(f"layer {name!r} has {len(blobs)} blobs, weights give "
-                             f"{len(weights[name])}")
-        for blob, value in zip(blobs, weights[name]):
-            if tuple(blob.data.shape) != tuple(np.shape(value)):
-                raise ValueError(f"layer {name!r}: blob shape {tuple(blob.data.shape)}, "
-                                 f"weights shape {tuple(np.shape(value))}")
+        for blob, value in zip(blobs, conformed[name]):
             blob.data[...] = value
 
 

@@ -119,8 +119,7 @@ def _data_layers(net: caffe_pb2.NetParameter) -> list[caffe_pb2.LayerParameter]:
 
 
 def _data_tops(net: caffe_pb2.NetParameter) -> tuple[str, str | None]:
-    tops = list(net.input) + [top for layer in _data_layers(net) for top in layer.top]
-    tops = list(dict.fromkeys(tops))
+    tops = list(dict.fromkeys(top for layer in _data_layers(net) for top in layer.top))
     if not tops:
         raise NetSpecError(f"net {net.name!r} has no data layer "
                            f"(one of {', '.join(sorted(DATA_LAYER_TYPES))})")
@@ -179,18 +178,13 @@ def infer_input_shape(net) -> tuple[int, ...] | None:
     """Return the shape of one example of the data blob (e.g. C, H, W), or None when unknown.
 
     Read from an ``Input`` layer's ``input_param.shape``, ``DummyData`` shapes, ``MemoryData``
-    channels/height/width, ``ImageData``'s resize size (``new_height``/``new_width``), or the legacy
-    ``input_shape``/``input_dim`` net fields; the first (batch) dimension is dropped. ``Data`` and
-    ``HDF5Data`` layers do not say their shape.
+    channels/height/width, or ``ImageData``'s resize size (``new_height``/``new_width``; legacy
+    ``input_shape``/``input_dim`` net fields are an ``Input`` layer once :func:`parse_net` upgraded
+    them); the first (batch) dimension is dropped. ``Data`` and ``HDF5Data`` layers do not say
+    their shape.
     """
     net = parse_net(net)
     data_top, _ = _data_tops(net)
-    if data_top in net.input:
-        i = list(net.input).index(data_top)
-        if i < len(net.input_shape):
-            return tuple(net.input_shape[i].dim[1:])
-        if len(net.input_dim) >= 4 * i + 4:
-            return tuple(net.input_dim[4 * i + 1:4 * i + 4])
     for layer in _data_layers(net):
         if data_top in layer.top:
             shape = _example_shape(layer, list(layer.top).index(data_top))
@@ -351,11 +345,10 @@ def accuracy_top_ks(net) -> set[int]:
 
 def _with_input(net: caffe_pb2.NetParameter, tops: list[str],
                 shapes: list[list[int]]) -> caffe_pb2.NetParameter:
-    """A copy of ``net`` whose data layers and legacy inputs are one ``Input`` layer ``data``."""
+    """A copy of ``net`` whose data layers are one ``Input`` layer ``data``."""
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
-    for field in ("layer", "input", "input_shape", "input_dim"):
-        out.ClearField(field)
+    out.ClearField("layer")
     blob_shapes = [caffe_pb2.BlobShape(dim=s) for s in shapes]
     out.layer.add(name="data", type="Input", top=tops,
                   input_param=caffe_pb2.InputParameter(shape=blob_shapes))

@@ -98,7 +98,7 @@ def check_bottoms(net: caffe_pb2.NetParameter) -> None:
     NetSpecError
         Naming the first layer at fault and the missing blob.
     """
-    produced = set(net.input)
+    produced = set()
     for layer in net.layer:
         for bottom in layer.bottom:
             if bottom not in produced:
@@ -126,10 +126,6 @@ def check_blob_shape(owner: str, shape: Sequence[int]) -> None:
 
 def _stated_shapes(net: caffe_pb2.NetParameter):
     """(owner, shape) of every blob shape written in ``net``."""
-    for i, shape in enumerate(net.input_shape):
-        yield f"net input {i}", shape.dim
-    for i in range(0, len(net.input_dim), 4):
-        yield f"net input {i // 4}", net.input_dim[i:i + 4]
     for layer in net.layer:
         owner = f"layer {layer.name!r} ({layer.type})"
         if layer.type == "Input":
@@ -154,8 +150,9 @@ def _stated_shapes(net: caffe_pb2.NetParameter):
 def check_blob_shapes(net: caffe_pb2.NetParameter) -> None:
     """Raise unless every blob shape ``net`` states passes :func:`check_blob_shape`.
 
-    Checked: legacy ``input_shape`` / ``input_dim``, ``Input`` and ``DummyData`` shapes,
-    ``MemoryData`` batch shapes and ``Parameter`` shapes, in every phase.
+    Checked: ``Input`` (also legacy ``input_dim`` fields, which :func:`~sparknet_ml.net.parse_net`
+    upgrades into one) and ``DummyData`` shapes, ``MemoryData`` batch shapes and ``Parameter``
+    shapes, in every phase.
 
     Raises
     ------

@@ -129,7 +129,6 @@ class _Converter:
         self.weights = weights
         self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
         writes = Counter(t for layer in net.layer for t in layer.top)
-        writes.update(net.input)
         self.g = _Graph(writes)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -826,16 +825,12 @@ EXPORTED = frozenset(name[1:] for name in vars(_Converter) if name[1:2].isupper(
 
 
 def _input_blobs(net: caffe_pb2.NetParameter) -> list[str]:
-    inputs = list(net.input)
-    for layer in net.layer:
-        if layer.type == "Input":
-            inputs.extend(layer.top)
-    return inputs
+    return [top for layer in net.layer if layer.type == "Input" for top in layer.top]
 
 
 def net_outputs(net: caffe_pb2.NetParameter) -> list[str]:
     """The blobs no later layer consumes (Caffe's ``net.outputs``), in order."""
-    available: dict[str, None] = dict.fromkeys(net.input)
+    available: dict[str, None] = {}
     for layer in net.layer:
         for bottom in layer.bottom:
             available.pop(bottom, None)
@@ -882,7 +877,8 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
     Parameters
     ----------
     net : caffe_pb2.NetParameter
-        A deploy net: ``Input`` layers (or ``input``/``input_shape``), no data or loss layers.
+        A deploy net (from :func:`~sparknet_ml.net.parse_net`): ``Input`` layers, no data or
+        loss layers.
     weights : mapping of str to list of ndarray
         Learnable blobs by layer name, in Caffe's order and shapes.
     shapes : mapping of str to tuple of int
@@ -921,7 +917,7 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
     inputs = _input_blobs(net)
     if not inputs:
         raise NetSpecError("the net has no Input layer (export a deploy net)")
-    produced = {t for layer in net.layer for t in layer.top} | set(net.input)
+    produced = {t for layer in net.layer for t in layer.top}
     outputs = list(outputs) if outputs else net_outputs(net)
     for blob in outputs:
         if blob not in produced:

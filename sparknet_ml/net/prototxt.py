@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 from caffe.proto import caffe_pb2
@@ -131,14 +132,80 @@ def parse_net(value) -> caffe_pb2.NetParameter:
     ------
     NetSpecError
         On a syntax error (with line and column), a missing file, text or a file over
-        :data:`MAX_PROTOTXT_BYTES`, or a net in the V1 ``layers`` format.
+        :data:`MAX_PROTOTXT_BYTES`, or a deprecated format Caffe's upgrade would abort on or
+        cannot upgrade cleanly (see :func:`upgrade_net`).
+
+    Warns
+    -----
+    UpgradedFormatWarning
+        When the net was in a deprecated format and Caffe's upgrade rewrote it.
     """
-    net = _parse(value, caffe_pb2.NetParameter)
-    if net.layers:
-        raise NetSpecError(
-            f"net {net.name!r} uses the deprecated V1 'layers' field (first: {net.layers[0].name!r}); "
-            "upgrade it to 'layer' with Caffe's tools/upgrade_net_proto_text")
-    return net
+    return upgrade_net(_parse(value, caffe_pb2.NetParameter))
+
+
+class UpgradedFormatWarning(UserWarning):
+    """A net, caffemodel or solver in a deprecated Caffe format was upgraded as Caffe upgrades
+    it on read; the message names what was upgraded."""
+
+
+def _upgraded(message: Message, upgrade, what: str) -> Message:
+    """``message`` run through one of pycaffe's upgrade bindings (``upgrade_net_param`` or
+    ``upgrade_solver_param``: Caffe's ``UpgradeNetAsNeeded`` / ``UpgradeSolverAsNeeded``)."""
+    data, upgraded, clean = upgrade(message.SerializeToString())
+    if not upgraded:
+        return message
+    if not clean:
+        raise NetSpecError(f"{what}: Caffe could not upgrade its {', '.join(upgraded)} "
+                           "cleanly (its log above names the layer or field)")
+    warnings.warn(f"{what} is in a deprecated Caffe format: upgraded its {', '.join(upgraded)} "
+                  "as Caffe does on read (net_to_text gives the current form)",
+                  UpgradedFormatWarning)
+    out = type(message)()
+    out.ParseFromString(data)
+    return out
+
+
+def upgrade_net(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """``net`` in Caffe's current format, upgraded by Caffe's own ``UpgradeNetAsNeeded`` (V0
+    and V1 ``layers``, data transformation fields of V1 data layers, ``input``/``input_dim``
+    fields into an ``Input`` layer ``input``, 3-param BatchNorm), as Caffe does on reading a
+    net or a caffemodel.
+
+    Returns
+    -------
+    caffe_pb2.NetParameter
+        ``net`` itself when it needs no upgrade, else a new message.
+
+    Raises
+    ------
+    NetSpecError
+        Before Caffe sees the net, for what its upgrade aborts on: both ``layer`` and V1
+        ``layers``, V0 layers (upgrade those with Caffe 1.0's tools/upgrade_net_proto_text),
+        ``input`` fields without one shape (or four ``input_dim``) each; and when Caffe reports a
+        problem upgrading.
+
+    Warns
+    -----
+    UpgradedFormatWarning
+        Naming what was upgraded.
+    """
+    from caffe import _caffe
+    if net.layers and net.layer:
+        raise NetSpecError(f"net {net.name!r} has both 'layer' and V1 'layers' (first: "
+                           f"{net.layers[0].name!r}); Caffe upgrades only a net in one format")
+    for layer in net.layers:
+        if layer.HasField("layer"):
+            raise NetSpecError(f"net {net.name!r}: layer {layer.name or layer.layer.name!r} is in "
+                               "Caffe's V0 format (layers { layer { ... } }); upgrade it with "
+                               "Caffe 1.0's tools/upgrade_net_proto_text")
+    inputs = len(net.input)
+    if net.input_shape and len(net.input_shape) != inputs:
+        raise NetSpecError(f"net {net.name!r}: {inputs} 'input' fields and "
+                           f"{len(net.input_shape)} 'input_shape'; give one shape per input")
+    if not net.input_shape and net.input_dim and len(net.input_dim) != 4 * inputs:
+        raise NetSpecError(f"net {net.name!r}: {inputs} 'input' fields and "
+                           f"{len(net.input_dim)} 'input_dim'; give four per input")
+    return _upgraded(net, _caffe.upgrade_net_param, f"net {net.name!r}")
 
 
 def parse_solver(value) -> caffe_pb2.SolverParameter:
@@ -147,9 +214,21 @@ def parse_solver(value) -> caffe_pb2.SolverParameter:
     Returns
     -------
     caffe_pb2.SolverParameter
-        A new message.
+        A new message, upgraded by Caffe's ``UpgradeSolverAsNeeded`` when it sets the deprecated
+        ``solver_type`` enum (with an :class:`UpgradedFormatWarning`).
+
+    Raises
+    ------
+    NetSpecError
+        As :func:`parse_net`; and for both ``solver_type`` and ``type`` (Caffe aborts on it).
     """
-    return _parse(value, caffe_pb2.SolverParameter)
+    from caffe import _caffe
+    solver = _parse(value, caffe_pb2.SolverParameter)
+    if solver.HasField("solver_type") and solver.HasField("type"):
+        raise NetSpecError(f"solver sets both the deprecated solver_type "
+                           f"({caffe_pb2.SolverParameter.SolverType.Name(solver.solver_type)}) "
+                           f"and type ({solver.type!r}); keep type")
+    return _upgraded(solver, _caffe.upgrade_solver_param, "solver")
 
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")

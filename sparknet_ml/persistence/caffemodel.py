@@ -23,28 +23,63 @@ def _blob_array(blob) -> np.ndarray:
 
 
 def parse_caffemodel(data: bytes) -> Weights:
-    """Learnable blobs by layer name from caffemodel bytes.
+    """Learnable blobs by layer name from caffemodel bytes; a caffemodel in a deprecated format
+    (V1 ``layers``) is upgraded first, as Caffe does on loading it
+    (:func:`sparknet_ml.net.prototxt.upgrade_net`).
 
     Raises
     ------
     ValueError
-        When the bytes are not a NetParameter (truncated or corrupt) or a blob is inconsistent.
+        When the bytes are not a NetParameter (truncated or corrupt), a blob is inconsistent,
+        or the format is one Caffe's upgrade refuses.
     """
     from caffe.proto import caffe_pb2
     from google.protobuf.message import DecodeError
+    from ..net.prototxt import upgrade_net
     net = caffe_pb2.NetParameter()
     try:
         net.ParseFromString(data)
     except DecodeError as err:
         raise ValueError(f"not a caffemodel (truncated or corrupt): {err}") from None
+    net = upgrade_net(net)
     weights = {}
-    for layer in list(net.layer) + list(net.layers):
+    for layer in net.layer:
         if layer.blobs:
             try:
                 weights[layer.name] = [_blob_array(b) for b in layer.blobs]
             except ValueError as err:
                 raise ValueError(f"layer {layer.name!r}: {err}") from None
     return weights
+
+
+def conform_weights(weights: dict, shapes: dict[str, list[tuple[int, ...]]]) -> dict:
+    """``weights`` in the shapes Caffe gives the net's learnable blobs (legacy 4-D blobs of an
+    old caffemodel, such as ``(1, 1, 4096, 9216)`` for an InnerProduct, are reshaped as
+    Caffe's loader accepts them).
+
+    Raises
+    ------
+    ValueError
+        Naming the layer: weights missing, another number of blobs, or a blob of another shape.
+    """
+    conformed = {}
+    for layer, wanted in shapes.items():
+        blobs = weights.get(layer)
+        if blobs is None:
+            raise ValueError(f"no weights for layer {layer!r}")
+        if len(blobs) != len(wanted):
+            raise ValueError(f"layer {layer!r} has {len(wanted)} blobs, the weights give "
+                             f"{len(blobs)}")
+        conformed[layer] = []
+        for i, (blob, shape) in enumerate(zip(blobs, wanted)):
+            blob = np.asarray(blob, np.float32)
+            stripped = tuple(blob.shape[len(blob.shape) - len(shape):])
+            if blob.shape != shape and not (blob.ndim == 4 and stripped == shape
+                                            and blob.size == int(np.prod(shape))):
+                raise ValueError(f"layer {layer!r}: blob {i} of the weights has shape "
+                                 f"{list(blob.shape)}, the net's is {list(shape)}")
+            conformed[layer].append(blob.reshape(shape))
+    return conformed
 
 
 def read_caffemodel(path: str, inside: str | None = None) -> Weights:

@@ -7,42 +7,10 @@ that loads).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import storage
 
 PROBE_BATCH = 2
 """The batch the net is set up with for its shapes (the exported batch axis is free)."""
-
-
-def conform_weights(weights: dict, shapes: dict[str, list[tuple[int, ...]]]) -> dict:
-    """``weights`` in the shapes Caffe gives the net's learnable blobs (legacy 4-D blobs of an
-    old caffemodel, such as ``(1, 1, 4096, 9216)`` for an InnerProduct, are reshaped as
-    Caffe's loader accepts them).
-
-    Raises
-    ------
-    ValueError
-        Naming the layer: weights missing, another number of blobs, or a blob of another shape.
-    """
-    conformed = {}
-    for layer, wanted in shapes.items():
-        blobs = weights.get(layer)
-        if blobs is None:
-            raise ValueError(f"no weights for layer {layer!r}")
-        if len(blobs) != len(wanted):
-            raise ValueError(f"layer {layer!r} has {len(wanted)} blobs, the weights give "
-                             f"{len(blobs)}")
-        conformed[layer] = []
-        for i, (blob, shape) in enumerate(zip(blobs, wanted)):
-            blob = np.asarray(blob, np.float32)
-            stripped = tuple(blob.shape[len(blob.shape) - len(shape):])
-            if blob.shape != shape and not (blob.ndim == 4 and stripped == shape
-                                            and blob.size == int(np.prod(shape))):
-                raise ValueError(f"layer {layer!r}: blob {i} of the weights has shape "
-                                 f"{list(blob.shape)}, the net's is {list(shape)}")
-            conformed[layer].append(blob.reshape(shape))
-    return conformed
 
 
 def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
@@ -69,6 +37,7 @@ def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
     from ..engine.probe import deploy_blob_shapes, deploy_param_shapes
     from ..engine.solver import net_with_batch
     from ..net.onnx_export import to_onnx
+    from .caffemodel import conform_weights
     netlib.check_layers(netlib.parse_net(deploy_text))  # before Caffe builds an untrusted net
     net = net_with_batch(deploy_text, PROBE_BATCH)
     probed = netlib.net_to_text(net)

@@ -61,8 +61,11 @@ def test_data_layer_tops():
     two_inputs = ('layer { name: "data" type: "Input" top: "data" }\n'
                   'layer { name: "label" type: "Input" top: "label" }\n')
     assert data_layer_tops(two_inputs) == ("data", "label")
-    legacy = 'input: "x" layer { name: "r" type: "ReLU" bottom: "x" top: "r" }'
-    assert data_layer_tops(legacy) == ("x", None)
+    legacy = ('input: "x" input_dim: 1 input_dim: 1 input_dim: 2 input_dim: 2 '
+              'layer { name: "r" type: "ReLU" bottom: "x" top: "r" }')
+    assert data_layer_tops(legacy) == ("x", None)  # upgraded into an Input layer, as Caffe does
+    with pytest.raises(NetSpecError, match="has no data layer"):  # Caffe drops a shapeless input
+        data_layer_tops('input: "x" layer { name: "r" type: "ReLU" bottom: "x" top: "r" }')
     with pytest.raises(NetSpecError, match="no data layer"):
         data_layer_tops('layer { name: "r" type: "ReLU" }')
     with pytest.raises(NetSpecError, match=r"3 blobs \['data', 'label', 'extra'\]"):

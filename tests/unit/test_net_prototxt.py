@@ -9,7 +9,8 @@ from caffe.proto import caffe_pb2
 from sparknet_ml import zoo
 from sparknet_ml.net import (ALLOWED_LAYER_TYPES, DATA_LAYER_TYPES, NetSpecError, check_bottoms,
                              check_layers, check_solver, net_to_text, parse_net, parse_solver)
-from sparknet_ml.net.prototxt import check_learning_rates, divergence_hint, learning_rates
+from sparknet_ml.net.prototxt import (UpgradedFormatWarning, check_learning_rates, divergence_hint,
+                                      learning_rates)
 
 TINY = 'name: "tiny"\nlayer { name: "data" type: "Input" top: "data" }\n'
 
@@ -50,10 +51,11 @@ def test_missing_file_is_reported():
         parse_net(42)
 
 
-def test_v1_layers_are_rejected_with_upgrade_hint():
+def test_v1_layers_are_upgraded_by_caffe_with_a_warning():
     v1 = 'name: "old"\nlayers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1" }\n'
-    with pytest.raises(NetSpecError, match="V1 'layers'.*'conv1'.*upgrade_net_proto_text"):
-        parse_net(v1)
+    with pytest.warns(UpgradedFormatWarning, match="net 'old' .* upgraded its V1 'layers'"):
+        net = parse_net(v1)
+    assert [(layer.name, layer.type) for layer in net.layer] == [("conv1", "Convolution")]
 
 
 def test_net_to_text_round_trips_zoo_lenet():
