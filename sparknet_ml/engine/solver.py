@@ -242,7 +242,9 @@ def make_solver(net_text: str, solver_text: str, batch_size: int,
     net_text : str
         NetParameter prototxt whose Input layers feed ``data``/``label``.
     solver_text : str
-        SolverParameter prototxt; its net and snapshot paths are ignored.
+        SolverParameter prototxt; its net and snapshot paths and its test settings
+        (``test_iter``, ``test_interval``, ``test_state``: sparknet_ml validates on its own)
+        are ignored.
     batch_size : int
         Batch dimension given to every Input layer.
     resident : (data top, label top or None, transform or None, packed), optional
@@ -251,8 +253,8 @@ def make_solver(net_text: str, solver_text: str, batch_size: int,
     param = text_format.Parse(solver_text, caffe_pb2.SolverParameter())
     for name in _FILE_FIELDS:
         param.ClearField(name)
-    param.ClearField("test_iter")
-    param.ClearField("test_interval")
+    for name in ("test_iter", "test_interval", "test_state"):
+        param.ClearField(name)
     param.snapshot = 0
     param.average_loss = MEAN_LOSS_WINDOW
     net = net_with_batch(net_text, batch_size)

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+from sparknet_ml import cli
 from sparknet_ml import net as netlib
 from sparknet_ml.engine.solver import prototxt_file
 from sparknet_ml.net.prototxt import NetSpecError, UpgradedFormatWarning
@@ -156,3 +157,11 @@ def test_a_v1_caffemodel_loads_as_caffe_loads_it(tmp_path):
     for name, blobs in ref.params.items():
         for got, want in zip(net.params[name], blobs):
             assert np.array_equal(got.data, want.data)
+    out = str(tmp_path / "lenet.onnx")
+    with pytest.warns(UpgradedFormatWarning):
+        assert cli.main(["export", "--onnx", "--net", zoo_file("lenet_train_test_v1"),
+                         "--weights", v1_path, "--input-shape", "1,28,28", "--out", out]) == 0
+    ort = pytest.importorskip("onnxruntime")
+    (got,) = ort.InferenceSession(out).run(None, {"data": x})
+    want = ref.blobs[deploy.output_blob].data
+    assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())

@@ -333,6 +333,31 @@ def test_dsl_net_and_fine_tuning_from_a_caffemodel(train_df, test_df, model, tmp
     assert after > 0.6
 
 
+def test_v1_files_train_and_fine_tune_from_a_v1_caffemodel(spark, test_df, tmp_path):
+    """BVLC's 2014 LeNet (V1 layers, scale in data_param), a solver with the solver_type enum,
+    and a caffemodel in V1 form: all upgraded by Caffe's own rules, with warnings."""
+    from sparknet_ml.net import UpgradedFormatWarning
+    from sparknet_ml.persistence.caffemodel import read_caffemodel
+    from tests.caffe.test_upgrade import v1_caffemodel, zoo_file
+    raw = fashion_df(spark, "train", 3000, scale=1.0)  # 0..255: the upgraded transform scales
+    test_raw = fashion_df(spark, "test", 1000, scale=1.0)
+    with pytest.warns(UpgradedFormatWarning):
+        est = SparkNetEstimator(netPrototxt=zoo_file("lenet_train_test_v1"),
+                                solverPrototxt=zoo_file("nesterov_solver_v1"),
+                                inputShape=[1, 28, 28], syncInterval=10, maxIter=6, seed=3)
+        model = est.fit(raw)
+    assert accuracy(model.transform(test_raw)) > 0.6
+    model.saveCaffeModel(str(tmp_path / "v2"))
+    with open(zoo_file("lenet_train_test_v1")) as f:
+        v1_text = f.read()
+    v1_caffemodel(tmp_path / "v1.caffemodel", v1_text,
+                  read_caffemodel(str(tmp_path / "v2" / "weights.caffemodel")))
+    with pytest.warns(UpgradedFormatWarning):
+        tuned = est.copy({est.initialWeights: str(tmp_path / "v1.caffemodel"),
+                          est.maxIter: 1}).fit(raw)
+    assert accuracy(tuned.transform(test_raw)) > 0.6  # one round on, not from scratch
+
+
 def test_image_folder_trains_and_scores(spark, tmp_path):
     """Spark's image data source (struct column, BGR bytes) straight into a conv net."""
     from pyspark.sql import functions as F
