@@ -34,6 +34,13 @@ def check_features(schema: T.StructType, name: str) -> None:
                          "vector, array<float|double>, binary or an image struct")
 
 
+def holds_pixels(schema: T.StructType, name: str) -> bool:
+    """Whether the features column ``name`` stores uint8 pixels: an image struct, or binary
+    (whose rows may also be float32, decided per batch by their length)."""
+    dtype = _field(schema, name).dataType
+    return isinstance(dtype, T.BinaryType) or _is_image_struct(dtype)
+
+
 def check_label(schema: T.StructType, name: str) -> None:
     """Raise unless ``name`` is a numeric column."""
     dtype = _field(schema, name).dataType

@@ -31,7 +31,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         self._weights: Weights = {}
         self._meta: dict = {}
         self._mean_image: np.ndarray | None = None
-        self._onnx: list = []  # [(outputs, with transform), ONNX bytes] of the last export
+        self._onnx: list = []  # [(outputs, with transform, pixels), ONNX bytes] of the last export
 
     @classmethod
     def _create(cls, weights: Weights, mean_image: np.ndarray | None = None,
@@ -111,16 +111,18 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                               meta["classification"])
         return OnnxSpec(self.getBatchSize(), meta["data_top"], self.getUseGpu())
 
-    def _onnx_bytes(self, transform: bool = True) -> bytes:
+    def _onnx_bytes(self, transform: bool = True, pixels: bool = False) -> bytes:
         """This model as ONNX: the output blob, then ``outputBlobs``; with ``transform``,
-        taking stored examples (the TEST-phase transform as nodes in front of the net)."""
+        taking stored examples (the TEST-phase transform as nodes in front of the net), uint8
+        ones with ``pixels``."""
         from ..persistence.onnx_file import onnx_bytes
         meta = self._meta
         outputs = (meta["output_blob"], *self.getOutputBlobs())
-        if self._onnx[:1] != [(outputs, transform)]:  # the last export, kept for the next call
-            self._onnx = [(outputs, transform), onnx_bytes(
+        export = (outputs, transform, pixels)
+        if self._onnx[:1] != [export]:  # the last export, kept for the next call
+            self._onnx = [export, onnx_bytes(
                 meta["deploy_text"], self._weights, outputs,
-                self.inputTransform if transform else None, meta["input_shape"])]
+                self.inputTransform if transform else None, meta["input_shape"], pixels)]
         return self._onnx[1]
 
     def _transform(self, dataset):
@@ -155,7 +157,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                             self.getHandleInvalid(), tuple(dataset.columns))
         spark = dataset.sparkSession
         if onnx:
-            model = self._onnx_bytes()
+            model = self._onnx_bytes(pixels=columns.holds_pixels(
+                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False))
             key = hashlib.sha256(model).hexdigest()
             fn = functools.partial(score_batches_onnx, spec=spec, key=key,
                                    model=share_model(spark, model, key), columns=out)

@@ -838,9 +838,11 @@ def net_outputs(net: caffe_pb2.NetParameter) -> list[str]:
     return list(available)
 
 
-def _transform_nodes(g: _Graph, data: str, stored: Sequence[int], transform) -> str:
+def _transform_nodes(g: _Graph, data: str, stored: Sequence[int], transform,
+                     pixels: bool) -> str:
     """Caffe's TEST-phase DataTransformer as nodes on the stored examples ``data``
-    (N, *stored): center crop, mean image or values, scale. Returns the transformed tensor."""
+    (N, *stored; uint8 ``pixels`` cast to float after the crop): center crop, mean image or
+    values, scale. Returns the transformed tensor."""
     x = data
     window = (slice(None), slice(None), slice(None))
     if transform.crop is not None:
@@ -851,6 +853,10 @@ def _transform_nodes(g: _Graph, data: str, stored: Sequence[int], transform) -> 
         g.node("Slice", [x, *g.slice_inputs("transform", [h, w], [h + ch, w + cw], [2, 3])],
                [cropped], "transform/crop")
         x = cropped
+    if pixels:
+        cast = g.unique("transform/cast")
+        g.node("Cast", [x], [cast], "transform/cast", to=TensorProto.FLOAT)
+        x = cast
     mean = None
     if transform.mean_image is not None:
         mean = np.asarray(transform.mean_image, np.float32)[window]
@@ -871,7 +877,7 @@ def _transform_nodes(g: _Graph, data: str, stored: Sequence[int], transform) -> 
 def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarray]],
             shapes: Mapping[str, Sequence[int]], outputs: Sequence[str] | None = None,
             transform=None, stored_shape: Sequence[int] | None = None,
-            name: str | None = None) -> onnx.ModelProto:
+            name: str | None = None, pixels: bool = False) -> onnx.ModelProto:
     """The deploy ``net`` with ``weights`` as a checked ONNX model.
 
     Parameters
@@ -893,6 +899,9 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
         One stored example's shape (C, H, W), with ``transform``.
     name : str, optional
         The graph's name (default: the net's).
+    pixels : bool
+        With ``transform``: the stored examples are uint8 pixels (the model's input is uint8,
+        cast to float inside the graph: a quarter of the bytes to a GPU).
 
     Returns
     -------
@@ -924,6 +933,8 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
             raise NetSpecError(f"output blob {blob!r} is not a blob of the net")
     if transform is not None and stored_shape is None:
         raise ValueError("a transform needs the stored examples' shape (stored_shape)")
+    if pixels and transform is None:
+        raise ValueError("uint8 pixels are taken only with a transform")
 
     conv = _Converter(net, weights, shapes)
     g = conv.g
@@ -938,11 +949,11 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
                 raise NetSpecError(f"input {blob!r}: the transform gives {list(expected)} from "
                                    f"{list(stored_shape)}, the net takes {list(shape[1:])}")
             g.input(blob)  # the graph input takes the stored examples under the blob's name
-            graph_inputs.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT,
-                                                              [BATCH, *stored_shape]))
+            graph_inputs.append(helper.make_tensor_value_info(
+                blob, TensorProto.UINT8 if pixels else TensorProto.FLOAT, [BATCH, *stored_shape]))
             top = g.top(blob, "transform")
-            g.node("Identity", [_transform_nodes(g, blob, stored_shape, transform)], [top],
-                   "transform")
+            g.node("Identity", [_transform_nodes(g, blob, stored_shape, transform, pixels)],
+                   [top], "transform")
             g.tensor[blob] = top
         else:
             g.input(blob)

@@ -14,7 +14,7 @@ PROBE_BATCH = 2
 
 
 def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
-               stored_shape=None) -> bytes:
+               stored_shape=None, pixels: bool = False) -> bytes:
     """The deploy net ``deploy_text`` with ``weights`` as a serialized ONNX model.
 
     Parameters
@@ -23,7 +23,7 @@ def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
         A deploy net's prototxt (``Input`` layers, no data or loss layers).
     weights : dict
         ``{layer: [blobs]}`` (from training, or a caffemodel).
-    outputs, transform, stored_shape
+    outputs, transform, stored_shape, pixels
         As for :func:`sparknet_ml.net.onnx_export.to_onnx`.
 
     Raises
@@ -42,7 +42,8 @@ def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
     net = net_with_batch(deploy_text, PROBE_BATCH)
     probed = netlib.net_to_text(net)
     model = to_onnx(net, conform_weights(weights, deploy_param_shapes(probed)),
-                    deploy_blob_shapes(probed), outputs, transform, stored_shape)
+                    deploy_blob_shapes(probed), outputs, transform, stored_shape,
+                    pixels=pixels)
     if model.ByteSize() >= 2 ** 31:
         raise ValueError(f"the ONNX model is {model.ByteSize()} bytes, over protobuf's 2 GiB "
                          "for one file")

@@ -159,6 +159,6 @@ def score_batches_onnx(batches, spec, key: str, model, columns: OutputColumns):
     resources = context.resources()
     assigned = bool(resources.get("gpu") is not None and resources["gpu"].addresses)
     spec = dataclasses.replace(spec, gpu=task_gpu(resources), threads=context.cpus())
-    session = cached_session(spec, key, lambda: model.value, gpu_visible=assigned or None)
+    scorer = cached_session(spec, key, lambda: model.value, gpu_visible=assigned or None)
     for batch, x, invalid in columns.examples(batches, context.partitionId()):
-        yield columns.append(batch, forward(session, spec, x), invalid)
+        yield columns.append(batch, forward(scorer, spec, x), invalid)

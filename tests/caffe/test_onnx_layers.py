@@ -106,9 +106,10 @@ def fill(net, rng, params):
 
 
 def check(text, *, outputs=None, params=None, feed=normal, transform=None, stored=None,
-          batches=(3, 1), seed=0):
+          batches=(3, 1), seed=0, uint8=False):
     """Build ``text`` in pycaffe (TEST), export it, and compare every output at the batch
-    size of the prototxt and at each of ``batches`` (Caffe's net reshaped, the same model)."""
+    size of the prototxt and at each of ``batches`` (Caffe's net reshaped, the same model);
+    ``uint8``: the model takes the stored examples as uint8 pixels."""
     rng = np.random.default_rng(seed)
     caffe.set_mode_cpu()
     with prototxt_file(text) as path:
@@ -116,7 +117,7 @@ def check(text, *, outputs=None, params=None, feed=normal, transform=None, store
     weights = fill(net, rng, params or {})
     shapes = {k: b.data.shape for k, b in net.blobs.items()}
     model = to_onnx(text_format.Parse(text, caffe_pb2.NetParameter()), weights, shapes,
-                    outputs=outputs, transform=transform, stored_shape=stored)
+                    outputs=outputs, transform=transform, stored_shape=stored, pixels=uint8)
     onnx.checker.check_model(model, full_check=True)
     # Inputs take their blobs' names; outputs too, but for an input blob a layer rewrote in
     # place (its last version is then "<blob>@<layer>").
@@ -138,7 +139,7 @@ def check(text, *, outputs=None, params=None, feed=normal, transform=None, store
             shape = (batch, *shapes[blob][1:])
             if transform is not None and blob == net.inputs[0]:
                 stored_x = pixels(rng, (batch, *stored))
-                given[feed_name] = stored_x
+                given[feed_name] = stored_x.astype(np.uint8) if uint8 else stored_x
                 x = transform.apply(stored_x)
             else:
                 x = feed(rng, shape)
@@ -483,13 +484,22 @@ def test_cases_cover_every_exported_type():
 
 
 # ---- the data transform ------------------------------------------------------------------
-def test_transform_mean_values_crop_scale():
+@pytest.mark.parametrize("uint8", [False, True])
+def test_transform_mean_values_crop_scale(uint8):
     transform = Transform(scale=0.017, mean_values=(104, 117, 123), crop=(5, 5))
     text = inp("data", 2, 3, 5, 5) + lay("conv", "Convolution", "data", "conv",
                                          CONV % "num_output: 4 kernel_size: 3")
-    model = check(text, transform=transform, stored=(3, 8, 8))
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in dims] == [BATCH, 3, 8, 8]
+    model = check(text, transform=transform, stored=(3, 8, 8), uint8=uint8)
+    tensor = model.graph.input[0].type.tensor_type
+    assert [d.dim_param or d.dim_value for d in tensor.shape.dim] == [BATCH, 3, 8, 8]
+    assert tensor.elem_type == (onnx.TensorProto.UINT8 if uint8 else onnx.TensorProto.FLOAT)
+
+
+@pytest.mark.parametrize("uint8", [False, True])
+def test_transform_mean_image_no_crop(uint8):
+    mean = np.random.default_rng(3).uniform(0, 255, (1, 6, 6)).astype(np.float32)
+    text = inp("data", 2, 1, 6, 6) + lay("relu", "ReLU", "data", "relu")
+    check(text, transform=Transform(mean_image=mean), stored=(1, 6, 6), uint8=uint8)
 
 
 def test_transform_mean_image():
@@ -500,12 +510,6 @@ def test_transform_mean_image():
     check(text, transform=transform, stored=(3, 9, 8), params={"ip": [
         np.random.default_rng(2).standard_normal((4, 90)).astype(np.float32) * 0.01,
         np.zeros(4, np.float32)]})
-
-
-def test_transform_mean_image_no_crop():
-    mean = np.random.default_rng(3).uniform(0, 255, (1, 6, 6)).astype(np.float32)
-    text = inp("data", 2, 1, 6, 6) + lay("relu", "ReLU", "data", "relu")
-    check(text, transform=Transform(mean_image=mean), stored=(1, 6, 6))
 
 
 # ---- real input --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 from pyspark.ml.functions import vector_to_array  # noqa: E402
 
 from sparknet_ml import SparkNetEstimator, cli  # noqa: E402
+from sparknet_ml.data import fashion_mnist  # noqa: E402
 from sparknet_ml.net import NetSpecError  # noqa: E402
 from sparknet_ml.storage import StorageError  # noqa: E402
 
@@ -66,6 +67,24 @@ def test_onnxruntime_backend_scores_as_caffe_does(model, test_df):
     clear = top2[:, 1] - top2[:, 0] > 1e-3  # rows whose class no rounding can flip
     assert clear.sum() > 450
     assert np.array_equal(o_pred[clear], pred[clear])
+
+
+def test_onnxruntime_backend_takes_uint8_pixels_as_caffe_does(spark, model):
+    """A binary column of uint8 pixels: the scoring model takes them as uint8 (a Cast in the
+    graph); float32 rows of pixel values in such a column pass through the same model."""
+    from pyspark.errors import PythonException
+    images, _ = fashion_mnist.load("test")
+    pixels = images[:300].reshape(300, -1)
+    onnx_model = model.copy().setScoringBackend("onnxruntime")
+    for rows in (pixels, pixels.astype(np.float32)):
+        df = spark.createDataFrame([(bytearray(r.tobytes()),) for r in rows], "features binary")
+        (raw,) = scored(model, df, "rawPrediction")
+        (o_raw,) = scored(onnx_model, df, "rawPrediction")
+        close(o_raw, raw)
+    fractions = spark.createDataFrame([(bytearray((r / 255).astype(np.float32).tobytes()),)
+                                       for r in pixels[:8]], "features binary")
+    with pytest.raises(PythonException, match="exported for uint8 pixels"):
+        scored(onnx_model, fractions, "rawPrediction")
 
 
 def test_onnxruntime_backend_adds_output_blobs(model, test_df):
