@@ -31,7 +31,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         self._weights: Weights = {}
         self._meta: dict = {}
         self._mean_image: np.ndarray | None = None
-        self._onnx: list = []  # [(outputs, with transform, pixels), ONNX bytes] of the last export
+        self._onnx: list = []  # [(outputs, transform, pixels), ONNX bytes] of the last export
 
     @classmethod
     def _create(cls, weights: Weights, mean_image: np.ndarray | None = None,

@@ -14,7 +14,8 @@ from .prototxt import (NetSpecError, UpgradedFormatWarning, check_solver, net_to
                        parse_solver)
 
 __all__ = [
-    "NetSpecError", "UpgradedFormatWarning", "parse_net", "parse_solver", "check_solver", "net_to_text",
+    "NetSpecError", "UpgradedFormatWarning", "parse_net", "parse_solver", "check_solver",
+    "net_to_text",
     "ALLOWED_LAYER_TYPES", "DATA_LAYER_TYPES", "check_layers", "check_bottoms",
     "DeployNet", "accuracy_top_ks", "filter_phase", "data_layer_tops", "infer_input_shape",
     "data_transform", "ignore_label", "resizes_images", "resolve_transform", "train_net", "deploy_net",

@@ -191,7 +191,8 @@ def test_initial_weights_that_do_not_fit_the_net_fail_before_any_job(spark, df, 
                                                 'bottom: "data" top: "ip" '
                                                 'inner_product_param { num_output: 5 } }')
     fails_before_any_job(spark, df, weights_from(wrong_shape), ValueError,
-                         r"layer 'ip': blob 0 of the weights has shape \[5, 16\], the net's is \[3, 16\]")
+                         r"layer 'ip': blob 0 of the weights has shape \[5, 16\], the net's "
+                         r"is \[3, 16\]")
     unrelated = _pycaffe_caffemodel(tmp_path, 'layer { name: "other" type: "InnerProduct" '
                                               'bottom: "data" top: "o" '
                                               'inner_product_param { num_output: 3 } }')
