@@ -193,7 +193,7 @@ def _export_net(args) -> None:
     from . import net as netlib
     from .net.prototxt import read_prototxt_file
     from .persistence.caffemodel import read_caffemodel
-    from .persistence.onnx_file import onnx_bytes, write_onnx
+    from .persistence.onnx_file import onnx_model, write_onnx
     if not args.weights:
         raise ValueError("--net needs --weights (the .caffemodel)")
     text = read_prototxt_file(args.net)
@@ -203,7 +203,7 @@ def _export_net(args) -> None:
                          "--input-shape C,H,W")
     deploy = netlib.deploy_net(text, shape, 1)
     outputs = args.output_blobs.split(",") if args.output_blobs else None
-    write_onnx(args.out, onnx_bytes(netlib.net_to_text(deploy.net),
+    write_onnx(args.out, onnx_model(netlib.net_to_text(deploy.net),
                                     read_caffemodel(args.weights), outputs),
                overwrite=args.overwrite)
 

@@ -31,7 +31,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         self._weights: Weights = {}
         self._meta: dict = {}
         self._mean_image: np.ndarray | None = None
-        self._onnx: list = []  # [(outputs, transform, pixels), ONNX bytes] of the last export
+        self._onnx: list = []  # [(outputs, transform, pixels), ModelProto] of the last export
 
     @classmethod
     def _create(cls, weights: Weights, mean_image: np.ndarray | None = None,
@@ -111,16 +111,16 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                               meta["classification"])
         return OnnxSpec(self.getBatchSize(), meta["data_top"], self.getUseGpu())
 
-    def _onnx_bytes(self, transform: bool = True, pixels: bool = False) -> bytes:
-        """This model as ONNX: the output blob, then ``outputBlobs``; with ``transform``,
-        taking stored examples (the TEST-phase transform as nodes in front of the net), uint8
-        ones with ``pixels``."""
-        from ..persistence.onnx_file import onnx_bytes
+    def _onnx_model(self, transform: bool = True, pixels: bool = False):
+        """This model as an ``onnx.ModelProto``: the output blob, then ``outputBlobs``; with
+        ``transform``, taking stored examples (the TEST-phase transform as nodes in front of
+        the net), uint8 ones with ``pixels``."""
+        from ..persistence.onnx_file import onnx_model
         meta = self._meta
         outputs = (meta["output_blob"], *self.getOutputBlobs())
         export = (outputs, transform, pixels)
         if self._onnx[:1] != [export]:  # the last export, kept for the next call
-            self._onnx = [export, onnx_bytes(
+            self._onnx = [export, onnx_model(
                 meta["deploy_text"], self._weights, outputs,
                 self.inputTransform if transform else None, meta["input_shape"], pixels)]
         return self._onnx[1]
@@ -157,8 +157,9 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                             self.getHandleInvalid(), tuple(dataset.columns))
         spark = dataset.sparkSession
         if onnx:
-            model = self._onnx_bytes(pixels=columns.holds_pixels(
-                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False))
+            from ..persistence.onnx_file import serialized
+            model = serialized(self._onnx_model(pixels=columns.holds_pixels(
+                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False)))
             key = hashlib.sha256(model).hexdigest()
             fn = functools.partial(score_batches_onnx, spec=spec, key=key,
                                    model=share_model(spark, model, key), columns=out)
@@ -185,7 +186,9 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         ----------
         path : str
             The file (any storage location: hdfs://, s3a://, local ...); written beside it and
-            renamed into place, so a failed save leaves no file.
+            renamed into place, so a failed save leaves no file. A model of 2 GiB or more
+            (one protobuf message's limit) keeps its weights as ONNX external data in
+            ``<path>.data`` beside it, which onnxruntime reads with the file.
         overwrite : bool
             Replace an existing file (default: refuse).
         includeTransform : bool
@@ -200,7 +203,7 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
             written.
         """
         from ..persistence.onnx_file import write_onnx
-        write_onnx(path, self._onnx_bytes(includeTransform), overwrite)
+        write_onnx(path, self._onnx_model(includeTransform), overwrite)
 
     def saveCaffeModel(self, directory: str, overwrite: bool = False) -> None:
         """Write ``deploy.prototxt`` and ``weights.caffemodel`` that plain pycaffe loads:

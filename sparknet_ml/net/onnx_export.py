@@ -13,11 +13,14 @@ the blob's name, so graph outputs are named as in Caffe.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from caffe.proto import caffe_pb2
@@ -982,13 +985,38 @@ def to_onnx(net: caffe_pb2.NetParameter, weights: Mapping[str, Sequence[np.ndarr
 def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` after ``onnx.checker`` and strict shape inference, which raises where a shape
     it infers disagrees with Caffe's declared for an output (a defect of this module, not the
-    user's)."""
-    onnx.checker.check_model(model)
+    user's). A model over protobuf's 2 GiB is checked as ONNX external data in a temporary
+    folder (the checker takes no such message), then given its weights back."""
+    if not over_protobuf_limit(model):
+        onnx.checker.check_model(model)
+        _inferred(lambda: onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True))
+        return model
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        onnx.checker.check_model(path)
+        _inferred(lambda: onnx.shape_inference.infer_shapes_path(
+            path, os.path.join(folder, "inferred.onnx"), check_type=True, strict_mode=True,
+            data_prop=True))
+        onnx.load_external_data_for_model(model, folder)
+    return model
+
+
+def over_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is over the 2 GiB one protobuf message may hold
+    (``onnx.checker.MAXIMUM_PROTOBUF``)."""
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                          data_prop=True)
+        return model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
+    except EncodeError:  # protobuf's upb runtime cannot even size such a message
+        return True
+
+
+def _inferred(infer) -> None:
+    """Run ``infer`` (strict shape inference); its first error as an AssertionError."""
+    try:
+        infer()
     except onnx.shape_inference.InferenceError as err:
         first = str(err).split("Inference error(s): ")[-1].splitlines()[0]
         raise AssertionError(f"the exported graph's shapes disagree with Caffe's: "
                              f"{first}") from None
-    return model

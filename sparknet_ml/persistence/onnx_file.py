@@ -7,15 +7,20 @@ that loads).
 """
 from __future__ import annotations
 
+import os
+import posixpath
+import tempfile
+
 from .. import storage
 
 PROBE_BATCH = 2
 """The batch the net is set up with for its shapes (the exported batch axis is free)."""
 
 
-def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
-               stored_shape=None, pixels: bool = False) -> bytes:
-    """The deploy net ``deploy_text`` with ``weights`` as a serialized ONNX model.
+def onnx_model(deploy_text: str, weights: dict, outputs=None, transform=None,
+               stored_shape=None, pixels: bool = False):
+    """The deploy net ``deploy_text`` with ``weights`` as a checked ``onnx.ModelProto`` (of any
+    size: see :func:`write_onnx`).
 
     Parameters
     ----------
@@ -29,9 +34,9 @@ def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
     Raises
     ------
     ValueError
-        Caffe cannot build the net (its message and the layer), the weights do not fit it, a
-        layer or setting has no ONNX export (:class:`~sparknet_ml.net.NetSpecError`, naming
-        the layer), or the model is over protobuf's 2 GiB.
+        Caffe cannot build the net (its message and the layer), the weights do not fit it, or
+        a layer or setting has no ONNX export (:class:`~sparknet_ml.net.NetSpecError`, naming
+        the layer).
     """
     from .. import net as netlib
     from ..engine.probe import deploy_blob_shapes, deploy_param_shapes
@@ -41,24 +46,57 @@ def onnx_bytes(deploy_text: str, weights: dict, outputs=None, transform=None,
     netlib.check_layers(netlib.parse_net(deploy_text))  # before Caffe builds an untrusted net
     net = net_with_batch(deploy_text, PROBE_BATCH)
     probed = netlib.net_to_text(net)
-    model = to_onnx(net, conform_weights(weights, deploy_param_shapes(probed)),
-                    deploy_blob_shapes(probed), outputs, transform, stored_shape,
-                    pixels=pixels)
-    if model.ByteSize() >= 2 ** 31:
-        raise ValueError(f"the ONNX model is {model.ByteSize()} bytes, over protobuf's 2 GiB "
-                         "for one file")
+    return to_onnx(net, conform_weights(weights, deploy_param_shapes(probed)),
+                   deploy_blob_shapes(probed), outputs, transform, stored_shape, pixels=pixels)
+
+
+def serialized(model) -> bytes:
+    """``model`` (an ``onnx.ModelProto``) as one message's bytes, for onnxruntime sessions.
+
+    Raises
+    ------
+    ValueError
+        For a model of 2 GiB or more (:func:`~sparknet_ml.net.onnx_export.over_protobuf_limit`).
+    """
+    from ..net.onnx_export import over_protobuf_limit
+    if over_protobuf_limit(model):
+        raise ValueError("the ONNX model is over protobuf's 2 GiB for one message: write it as a file (saveOnnx, sparknet-ml export), which "
+                         "puts its weights beside it as ONNX external data; "
+                         "scoringBackend='onnxruntime' takes models under 2 GiB")
     return model.SerializeToString()
 
 
-def write_onnx(path: str, data: bytes, overwrite: bool = False) -> None:
-    """Write the model ``data`` to ``path`` (any storage location): staged beside it and
-    renamed into place, so that a failed write leaves no file there.
+def write_onnx(path: str, model, overwrite: bool = False) -> None:
+    """Write ``model`` (an ``onnx.ModelProto``) to ``path`` (any storage location): staged
+    beside it and renamed into place, so that a failed write leaves no file there. A model of
+    2 GiB or more (over one protobuf message) goes as ONNX external data: its weights in
+    ``<path>.data`` beside it (written first, replaced under the same rule), which the model
+    names relative to itself, so the two files load from any folder together.
 
     Raises
     ------
     StorageError
-        When ``path`` exists and ``overwrite`` is False, is a folder, or the write fails.
+        When ``path`` (or ``<path>.data`` for a large model) exists and ``overwrite`` is
+        False, is a folder, or the write fails.
     """
+    import onnx
+
+    from ..net.onnx_export import over_protobuf_limit
+    if not over_protobuf_limit(model):
+        _write(path, model.SerializeToString(), overwrite)
+        return
+    location = posixpath.basename(path) + ".data"
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, "model.onnx")
+        onnx.save_model(model, local, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=location)
+        for source, target in ((location, path + ".data"), ("model.onnx", path)):
+            with open(os.path.join(folder, source), "rb") as f:
+                _write(target, f.read(), overwrite)
+        onnx.load_external_data_for_model(model, folder)  # the caller's model, whole again
+
+
+def _write(path: str, data: bytes, overwrite: bool) -> None:
     with storage.replacing(path, overwrite, how="overwrite=True",
                            ours=lambda uri: not storage.is_dir(uri), what="a file") as staged:
         storage.write_bytes(staged, data)

@@ -1,6 +1,6 @@
 """The public model-zoo deploy files (tests/zoo_nets/SOURCES.md; V1 files included) exported to
 ONNX as ``sparknet-ml export --net`` does (deploy_net at the file's own input shape, then
-onnx_bytes), each matching pycaffe's forward within 1e-4 x max|output| with equal argmax on two
+onnx_model), each matching pycaffe's forward within 1e-4 x max|output| with equal argmax on two
 real pictures.
 
 The weights are random but scaled so that the output depends on the input: each learnable
@@ -14,7 +14,7 @@ import pytest
 
 from sparknet_ml import net as netlib
 from sparknet_ml.engine.solver import prototxt_file
-from sparknet_ml.persistence.onnx_file import onnx_bytes
+from sparknet_ml.persistence.onnx_file import onnx_model, serialized
 
 from .conftest import caffe
 from .test_onnx_nets import real_pictures
@@ -73,7 +73,7 @@ def test_zoo_deploy_file_exports_and_matches_caffe(name):
     want = net.blobs[deploy.output_blob].data.reshape(2, -1)
     bound = 1e-4 * float(np.abs(want).max())
     assert float(np.abs(want[0] - want[1]).max()) > 100 * bound  # the pictures tell apart
-    session = ort.InferenceSession(onnx_bytes(text, weights, [deploy.output_blob]),
+    session = ort.InferenceSession(serialized(onnx_model(text, weights, [deploy.output_blob])),
                                    providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"data": x})
     got = got.reshape(2, -1)

@@ -197,6 +197,7 @@ def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatc
     from sparknet_ml.driver import exchange
     from sparknet_ml.engine.caches import clear_caches
     from sparknet_ml.engine.scoring import weights_key
+    from sparknet_ml.persistence.onnx_file import serialized
     from sparknet_ml.tasks.states import Shipped
     inline = outputs(model, df)[0]
     monkeypatch.setattr(exchange, "PLAN_SHARE", 1e-6)
@@ -220,7 +221,7 @@ def test_onnxruntime_scoring_gives_the_classic_outputs_inline_and_shipped(classi
     np.testing.assert_array_equal(raw, classic["onnx_outputs"][0])
     np.testing.assert_array_equal(prediction, classic["onnx_outputs"][1])
     monkeypatch.setattr(exchange, "PLAN_SHARE", 1e-6)  # the model takes the file route
-    data = onnx._onnx_bytes()
+    data = serialized(onnx._onnx_model())
     assert isinstance(exchange.share_model(df.sparkSession, data,
                                            hashlib.sha256(data).hexdigest()), Shipped)
     np.testing.assert_array_equal(outputs(onnx, df)[0], raw)

@@ -26,6 +26,8 @@ NOT_USER_FILES = {
     "tasks/environment.py": "/proc/self/fd",
     "tasks/states.py": "weights Spark shipped to the executor (SparkFiles)",
     "driver/exchange.py": "weights in a temporary file, to be shipped to the executors",
+    "persistence/onnx_file.py": "a model over 2 GiB and its external data, in a temporary "
+                                "folder before storage writes them",
     "data/fashion_mnist.py": "the files of Debian's dataset-fashion-mnist",
     "zoo/__init__.py": "the prototxts shipped in the package",
     "cli.py": "bench: the benchmarks folder of a source checkout",
