@@ -13,7 +13,7 @@ machines without Java such as the GPU machine (``--gpu``: Caffe on GPU 0, onnxru
 CUDA provider when it has one, I/O-bound device buffers and its CUDA graph, else its CPU
 provider on every core).
 
-    python benchmarks/onnx_scoring.py [--quick] [--engine [--gpu]] [--out FILE]
+    python benchmarks/onnx_scoring.py [--quick] [--engine [--gpu] [--profile]] [--out FILE]
 """
 import argparse
 import os
@@ -92,9 +92,36 @@ def spark_rows(rows_by_net: dict, repeat: int) -> list[dict]:
     return results
 
 
-def engine_rows(rows_by_net: dict, repeat: int, gpu: bool) -> list[dict]:
+def op_shares(model: bytes, providers: list, x: np.ndarray) -> dict:
+    """onnxruntime's own profile of one run of ``x``: each operator type's share of the
+    kernel time, largest first (the top 6)."""
+    import json
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=providers)
+    feed = {session.get_inputs()[0].name: x}
+    session.run(None, feed)  # warm-up (CUDA: algorithm search)
+    session.run(None, feed)
+    path = session.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    start = max(e["ts"] for e in events if e["name"] == "model_run")  # the second run
+    kernel = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            kernel[e["args"]["op_name"]] = kernel.get(e["args"]["op_name"], 0) + e["dur"]
+    total = sum(kernel.values()) or 1
+    return {op: round(us / total, 3) for op, us in
+            sorted(kernel.items(), key=lambda item: -item[1])[:6]}
+
+
+def engine_rows(rows_by_net: dict, repeat: int, gpu: bool, profile: bool) -> list[dict]:
     """Caffe's and onnxruntime's forward passes over in-memory batches, as the tasks run them
-    (no Spark: the GPU machine has no Java)."""
+    (no Spark: the GPU machine has no Java); ``profile``: with onnxruntime's operator shares
+    (:func:`op_shares`)."""
     import onnxruntime as ort
     from sparknet_ml import net as netlib
     from sparknet_ml import zoo
@@ -138,6 +165,10 @@ def engine_rows(rows_by_net: dict, repeat: int, gpu: bool) -> list[dict]:
                    "caffe_rows_s": round(rows / caffe_s, 1),
                    "onnxruntime_rows_s": round(rows / onnx_s, 1),
                    "onnx_vs_caffe": round(caffe_s / onnx_s, 3)}
+            if profile:
+                row["onnxruntime_op_shares"] = op_shares(
+                    model, onnx_scoring.providers(onnx_spec, ort.get_available_providers(), gpu),
+                    x[:batch])
             print(row, flush=True)
             results.append(row)
     return results
@@ -148,6 +179,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
     parser.add_argument("--engine", action="store_true", help="no Spark: the engines alone")
     parser.add_argument("--gpu", action="store_true", help="with --engine: on GPU 0")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --engine: onnxruntime's kernel time by operator type")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(
         __file__)), "results", "onnx-scoring.json"))
     args = parser.parse_args()
@@ -158,7 +191,7 @@ def main():
     rows_by_net = {"lenet": (4000 if args.quick else 20000) * scale,
                    "cifar10_quick": (1000 if args.quick else 5000) * scale,
                    "caffenet": (64 if args.quick else 256) * scale}
-    results = (engine_rows(rows_by_net, repeat, args.gpu) if args.engine
+    results = (engine_rows(rows_by_net, repeat, args.gpu, args.profile) if args.engine
                else spark_rows(rows_by_net, repeat))
     print(table(results, ["where", "net", "batch", "rows", "caffe_rows_s",
                           "onnxruntime_rows_s", "onnx_vs_caffe"]))
