@@ -197,7 +197,6 @@ def test_weights_over_the_plan_share_are_shipped_as_a_file(df, model, monkeypatc
     from sparknet_ml.driver import exchange
     from sparknet_ml.engine.caches import clear_caches
     from sparknet_ml.engine.scoring import weights_key
-    from sparknet_ml.persistence.onnx_file import serialized
     from sparknet_ml.tasks.states import Shipped
     inline = outputs(model, df)[0]
     monkeypatch.setattr(exchange, "PLAN_SHARE", 1e-6)
@@ -215,6 +214,7 @@ def test_onnxruntime_scoring_gives_the_classic_outputs_inline_and_shipped(classi
                                                                           monkeypatch):
     import hashlib
     from sparknet_ml.driver import exchange
+    from sparknet_ml.persistence.onnx_file import serialized
     from sparknet_ml.tasks.states import Shipped
     onnx = model.copy().setScoringBackend("onnxruntime")
     raw, prediction, _ = outputs(onnx, df)
