@@ -107,6 +107,7 @@ class Scorer:
 
     def __init__(self, spec: OnnxSpec, model: bytes, chosen: list):
         import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail
         options = ort.SessionOptions()
         options.intra_op_num_threads = spec.threads
         options.inter_op_num_threads = 1
@@ -115,7 +116,7 @@ class Scorer:
             graphed = [(CUDA, {**chosen[0][1], "enable_cuda_graph": "1"}), *chosen[1:]]
             try:
                 self.session = ort.InferenceSession(model, options, providers=graphed)
-            except RuntimeError:  # onnxruntime refuses a graph with nodes outside CUDA
+            except Fail:  # onnxruntime refuses a graph with nodes outside its CUDA provider
                 self.cuda_graph = False
         if not self.cuda_graph:
             self.session = ort.InferenceSession(model, options, providers=chosen)
