@@ -41,7 +41,8 @@ def parse_caffemodel(data: bytes) -> Weights:
         net.ParseFromString(data)
     except DecodeError as err:
         raise ValueError(f"not a caffemodel (truncated or corrupt): {err}") from None
-    net = upgrade_net(net)
+    if net.layers:  # Caffe's other upgrades leave the blobs as they are: not worth a copy
+        net = upgrade_net(net)
     weights = {}
     for layer in net.layer:
         if layer.blobs:
