@@ -60,9 +60,10 @@ def serialized(model) -> bytes:
     """
     from ..net.onnx_export import over_protobuf_limit
     if over_protobuf_limit(model):
-        raise ValueError("the ONNX model is over protobuf's 2 GiB for one message: write it as a file (saveOnnx, sparknet-ml export), which "
-                         "puts its weights beside it as ONNX external data; "
-                         "scoringBackend='onnxruntime' takes models under 2 GiB")
+        raise ValueError("the ONNX model is over protobuf's 2 GiB for one message: write it "
+                         "as a file (saveOnnx, sparknet-ml export), which puts its weights "
+                         "beside it as ONNX external data; scoringBackend='onnxruntime' takes "
+                         "models under 2 GiB")
     return model.SerializeToString()
 
 

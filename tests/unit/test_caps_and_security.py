@@ -67,7 +67,8 @@ def test_blob_shapes_over_the_element_cap_name_layer_and_shape(layer, owner, sha
 
 
 def test_legacy_inputs_and_negative_dims_are_checked():
-    with pytest.raises(NetSpecError, match=r"layer 'input' \(Input\): shape \[1, 3, 65536, 65536\]"):
+    with pytest.raises(NetSpecError,
+                       match=r"layer 'input' \(Input\): shape \[1, 3, 65536, 65536\]"):
         check_blob_shapes(parse_net('input: "data" input_dim: 1 input_dim: 3 '
                                     'input_dim: 65536 input_dim: 65536'))
     with pytest.raises(NetSpecError, match=r"'d' \(Input\): shape \[64, -1\] has a negative"):
