@@ -87,6 +87,8 @@ def write_onnx(path: str, model, overwrite: bool = False) -> None:
         _write(path, model.SerializeToString(), overwrite)
         return
     location = posixpath.basename(path) + ".data"
+    for target in (path + ".data", path):  # before gigabytes are written
+        storage.check_replaceable(target, overwrite, _HOW, _not_a_folder, "a file")
     with tempfile.TemporaryDirectory() as folder:
         local = os.path.join(folder, "model.onnx")
         onnx.save_model(model, local, save_as_external_data=True, all_tensors_to_one_file=True,
@@ -97,7 +99,13 @@ def write_onnx(path: str, model, overwrite: bool = False) -> None:
         onnx.load_external_data_for_model(model, folder)  # the caller's model, whole again
 
 
+_HOW = "overwrite=True"
+
+
+def _not_a_folder(uri: str) -> bool:
+    return not storage.is_dir(uri)
+
+
 def _write(path: str, data: bytes, overwrite: bool) -> None:
-    with storage.replacing(path, overwrite, how="overwrite=True",
-                           ours=lambda uri: not storage.is_dir(uri), what="a file") as staged:
+    with storage.replacing(path, overwrite, _HOW, _not_a_folder, "a file") as staged:
         storage.write_bytes(staged, data)
