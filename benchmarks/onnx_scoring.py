@@ -93,8 +93,8 @@ def spark_rows(rows_by_net: dict, repeat: int) -> list[dict]:
 
 
 def op_shares(model: bytes, providers: list, x: np.ndarray) -> dict:
-    """onnxruntime's own profile of one run of ``x``: each operator type's share of the
-    kernel time, largest first (the top 6)."""
+    """onnxruntime's own profile of the second of two runs of ``x``: each operator type's
+    share of the kernel time, largest first (the top 6)."""
     import json
     import onnxruntime as ort
     options = ort.SessionOptions()
