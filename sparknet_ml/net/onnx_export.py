@@ -987,10 +987,11 @@ def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
     it infers disagrees with Caffe's declared for an output (a defect of this module, not the
     user's). A model over protobuf's 2 GiB is checked as ONNX external data in a temporary
     folder (the checker takes no such message), then given its weights back."""
-    if not over_protobuf_limit(model):
-        onnx.checker.check_model(model)
+    data = message_bytes(model)
+    if data is not None:
+        onnx.checker.check_model(data)
         _inferred(lambda: onnx.shape_inference.infer_shapes(
-            model, check_type=True, strict_mode=True, data_prop=True))
+            data, check_type=True, strict_mode=True, data_prop=True))
         return model
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.onnx")
@@ -1003,13 +1004,14 @@ def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def over_protobuf_limit(model: onnx.ModelProto) -> bool:
-    """Whether ``model`` is over the 2 GiB one protobuf message may hold
-    (``onnx.checker.MAXIMUM_PROTOBUF``)."""
+def message_bytes(model: onnx.ModelProto) -> bytes | None:
+    """``model`` serialized as one protobuf message, or None when it is over the 2 GiB one
+    message may hold (``onnx.checker.MAXIMUM_PROTOBUF``)."""
     try:
-        return model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
-    except EncodeError:  # protobuf's upb runtime cannot even size such a message
-        return True
+        data = model.SerializeToString()
+    except EncodeError:  # protobuf's upb runtime cannot serialize such a message
+        return None
+    return data if len(data) < onnx.checker.MAXIMUM_PROTOBUF else None
 
 
 def _inferred(infer) -> None:

@@ -56,15 +56,16 @@ def serialized(model) -> bytes:
     Raises
     ------
     ValueError
-        For a model of 2 GiB or more (:func:`~sparknet_ml.net.onnx_export.over_protobuf_limit`).
+        For a model of 2 GiB or more (:func:`~sparknet_ml.net.onnx_export.message_bytes`).
     """
-    from ..net.onnx_export import over_protobuf_limit
-    if over_protobuf_limit(model):
+    from ..net.onnx_export import message_bytes
+    data = message_bytes(model)
+    if data is None:
         raise ValueError("the ONNX model is over protobuf's 2 GiB for one message: write it "
                          "as a file (saveOnnx, sparknet-ml export), which puts its weights "
                          "beside it as ONNX external data; scoringBackend='onnxruntime' takes "
                          "models under 2 GiB")
-    return model.SerializeToString()
+    return data
 
 
 def write_onnx(path: str, model, overwrite: bool = False) -> None:
@@ -82,9 +83,10 @@ def write_onnx(path: str, model, overwrite: bool = False) -> None:
     """
     import onnx
 
-    from ..net.onnx_export import over_protobuf_limit
-    if not over_protobuf_limit(model):
-        _write(path, model.SerializeToString(), overwrite)
+    from ..net.onnx_export import message_bytes
+    data = message_bytes(model)
+    if data is not None:
+        _write(path, data, overwrite)
         return
     location = posixpath.basename(path) + ".data"
     for target in (path + ".data", path):  # before gigabytes are written
