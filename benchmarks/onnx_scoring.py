@@ -13,7 +13,8 @@ machines without Java such as the GPU machine (``--gpu``: Caffe on GPU 0, onnxru
 CUDA provider when it has one, I/O-bound device buffers and its CUDA graph, else its CPU
 provider on every core).
 
-    python benchmarks/onnx_scoring.py [--quick] [--engine [--gpu] [--profile]] [--out FILE]
+    python benchmarks/onnx_scoring.py [--quick] [--engine [--gpu] [--profile] [--lrn op]]
+        [--out FILE]
 """
 import argparse
 import os
@@ -118,10 +119,12 @@ def op_shares(model: bytes, providers: list, x: np.ndarray) -> dict:
             sorted(kernel.items(), key=lambda item: -item[1])[:6]}
 
 
-def engine_rows(rows_by_net: dict, repeat: int, gpu: bool, profile: bool) -> list[dict]:
+def engine_rows(rows_by_net: dict, repeat: int, gpu: bool, profile: bool,
+                lrn: str = "conv") -> list[dict]:
     """Caffe's and onnxruntime's forward passes over in-memory batches, as the tasks run them
     (no Spark: the GPU machine has no Java); ``profile``: with onnxruntime's operator shares
-    (:func:`op_shares`)."""
+    (:func:`op_shares`); ``lrn``: CaffeNet's LRN as the scoring model has it (``"conv"``,
+    the banded 1x1 convolution) or as ONNX's ``LRN`` operator (``"op"``, exported files)."""
     import onnxruntime as ort
     from sparknet_ml import net as netlib
     from sparknet_ml import zoo
@@ -148,7 +151,8 @@ def engine_rows(rows_by_net: dict, repeat: int, gpu: bool, profile: bool) -> lis
             key = scoring.weights_key(weights)
             caffe_net = scoring.cached_net(spec, key, weights, True)
             model = to_onnx(deploy.net, weights, deploy_blob_shapes(text), [deploy.output_blob],
-                            transform, shape, pixels=True).SerializeToString()
+                            transform, shape, pixels=True,
+                            banded_lrn=lrn == "conv").SerializeToString()
             threads = 1 if not gpu else os.cpu_count()
             onnx_spec = onnx_scoring.OnnxSpec(batch, "data", "true" if cuda else "false",
                                               0, threads)
@@ -161,7 +165,8 @@ def engine_rows(rows_by_net: dict, repeat: int, gpu: bool, profile: bool) -> lis
                    + (f", onnxruntime {ran_on}" + ("" if ran_on == onnx_scoring.CUDA
                                                    else f" {threads} threads") if gpu else "")
                    + (", CUDA graph" if scorer.cuda_graph else ""),
-                   "net": net, "batch": batch, "rows": rows,
+                   "net": net + (", LRN op" if lrn == "op" and net == "caffenet" else ""),
+                   "batch": batch, "rows": rows,
                    "caffe_rows_s": round(rows / caffe_s, 1),
                    "onnxruntime_rows_s": round(rows / onnx_s, 1),
                    "onnx_vs_caffe": round(caffe_s / onnx_s, 3)}
@@ -181,6 +186,9 @@ def main():
     parser.add_argument("--gpu", action="store_true", help="with --engine: on GPU 0")
     parser.add_argument("--profile", action="store_true",
                         help="with --engine: onnxruntime's kernel time by operator type")
+    parser.add_argument("--lrn", choices=("conv", "op"), default="conv",
+                        help="with --engine: CaffeNet's LRN as the scoring model has it (a "
+                             "banded 1x1 convolution) or as ONNX's LRN operator")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(
         __file__)), "results", "onnx-scoring.json"))
     args = parser.parse_args()
@@ -191,7 +199,7 @@ def main():
     rows_by_net = {"lenet": (4000 if args.quick else 20000) * scale,
                    "cifar10_quick": (1000 if args.quick else 5000) * scale,
                    "caffenet": (64 if args.quick else 256) * scale}
-    results = (engine_rows(rows_by_net, repeat, args.gpu, args.profile) if args.engine
+    results = (engine_rows(rows_by_net, repeat, args.gpu, args.profile, args.lrn) if args.engine
                else spark_rows(rows_by_net, repeat))
     print(table(results, ["where", "net", "batch", "rows", "caffe_rows_s",
                           "onnxruntime_rows_s", "onnx_vs_caffe"]))

@@ -111,18 +111,21 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                               meta["classification"])
         return OnnxSpec(self.getBatchSize(), meta["data_top"], self.getUseGpu())
 
-    def _onnx_model(self, transform: bool = True, pixels: bool = False):
+    def _onnx_model(self, transform: bool = True, pixels: bool = False,
+                    banded_lrn: bool = False):
         """This model as an ``onnx.ModelProto``: the output blob, then ``outputBlobs``; with
         ``transform``, taking stored examples (the TEST-phase transform as nodes in front of
-        the net), uint8 ones with ``pixels``."""
+        the net), uint8 ones with ``pixels``; ``banded_lrn`` as for
+        :func:`~sparknet_ml.net.onnx_export.to_onnx` (the scoring model)."""
         from ..persistence.onnx_file import onnx_model
         meta = self._meta
         outputs = (meta["output_blob"], *self.getOutputBlobs())
-        export = (outputs, transform, pixels)
+        export = (outputs, transform, pixels, banded_lrn)
         if self._onnx[:1] != [export]:  # the last export, kept for the next call
             self._onnx = [export, onnx_model(
                 meta["deploy_text"], self._weights, outputs,
-                self.inputTransform if transform else None, meta["input_shape"], pixels)]
+                self.inputTransform if transform else None, meta["input_shape"], pixels,
+                banded_lrn)]
         return self._onnx[1]
 
     def _transform(self, dataset):
@@ -159,7 +162,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         if onnx:
             from ..persistence.onnx_file import serialized
             model = serialized(self._onnx_model(pixels=columns.holds_pixels(
-                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False)))
+                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False),
+                banded_lrn=True))
             key = hashlib.sha256(model).hexdigest()
             fn = functools.partial(score_batches_onnx, spec=spec, key=key,
                                    model=share_model(spark, model, key), columns=out)

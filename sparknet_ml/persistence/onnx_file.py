@@ -18,7 +18,7 @@ PROBE_BATCH = 2
 
 
 def onnx_model(deploy_text: str, weights: dict, outputs=None, transform=None,
-               stored_shape=None, pixels: bool = False):
+               stored_shape=None, pixels: bool = False, banded_lrn: bool = False):
     """The deploy net ``deploy_text`` with ``weights`` as a checked ``onnx.ModelProto`` (of any
     size: see :func:`write_onnx`).
 
@@ -28,7 +28,7 @@ def onnx_model(deploy_text: str, weights: dict, outputs=None, transform=None,
         A deploy net's prototxt (``Input`` layers, no data or loss layers).
     weights : dict
         ``{layer: [blobs]}`` (from training, or a caffemodel).
-    outputs, transform, stored_shape, pixels
+    outputs, transform, stored_shape, pixels, banded_lrn
         As for :func:`sparknet_ml.net.onnx_export.to_onnx`.
 
     Raises
@@ -47,7 +47,8 @@ def onnx_model(deploy_text: str, weights: dict, outputs=None, transform=None,
     net = net_with_batch(deploy_text, PROBE_BATCH)
     probed = netlib.net_to_text(net)
     return to_onnx(net, conform_weights(weights, deploy_param_shapes(probed)),
-                   deploy_blob_shapes(probed), outputs, transform, stored_shape, pixels=pixels)
+                   deploy_blob_shapes(probed), outputs, transform, stored_shape, pixels=pixels,
+                   banded_lrn=banded_lrn)
 
 
 def serialized(model) -> bytes:

@@ -106,10 +106,11 @@ def fill(net, rng, params):
 
 
 def check(text, *, outputs=None, params=None, feed=normal, transform=None, stored=None,
-          batches=(3, 1), seed=0, uint8=False):
+          batches=(3, 1), seed=0, uint8=False, banded_lrn=False):
     """Build ``text`` in pycaffe (TEST), export it, and compare every output at the batch
     size of the prototxt and at each of ``batches`` (Caffe's net reshaped, the same model);
-    ``uint8``: the model takes the stored examples as uint8 pixels."""
+    ``uint8``: the model takes the stored examples as uint8 pixels; ``banded_lrn``: the
+    scoring model's LRN."""
     rng = np.random.default_rng(seed)
     caffe.set_mode_cpu()
     with prototxt_file(text) as path:
@@ -117,8 +118,10 @@ def check(text, *, outputs=None, params=None, feed=normal, transform=None, store
     weights = fill(net, rng, params or {})
     shapes = {k: b.data.shape for k, b in net.blobs.items()}
     model = to_onnx(text_format.Parse(text, caffe_pb2.NetParameter()), weights, shapes,
-                    outputs=outputs, transform=transform, stored_shape=stored, pixels=uint8)
+                    outputs=outputs, transform=transform, stored_shape=stored, pixels=uint8,
+                    banded_lrn=banded_lrn)
     onnx.checker.check_model(model, full_check=True)
+    assert not banded_lrn or "LRN" not in {node.op_type for node in model.graph.node}
     # Inputs take their blobs' names; outputs too, but for an input blob a layer rewrote in
     # place (its last version is then "<blob>@<layer>").
     assert [i.name for i in model.graph.input] == list(net.inputs)
@@ -271,6 +274,12 @@ CASES = [
     # LRN
     pytest.param(one("LRN", "lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 k: 2 }",
                      inp("data", 2, 7, 4, 5)), {"feed": times(3)}, id="lrn-across"),
+    pytest.param(one("LRN", "lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 k: 2 }",
+                     inp("data", 2, 7, 4, 5)), {"feed": times(3), "banded_lrn": True},
+                 id="lrn-across-banded"),
+    pytest.param(one("LRN", "lrn_param { local_size: 7 alpha: 0.3 beta: 0.6 k: 1.5 }",
+                     inp("data", 2, 3, 4, 5)), {"feed": times(3), "banded_lrn": True},
+                 id="lrn-across-banded-window-wider-than-channels"),
     pytest.param(one("LRN", "lrn_param { local_size: 3 alpha: 0.2 beta: 0.75 "
                      "norm_region: WITHIN_CHANNEL }"), {"feed": times(3)}, id="lrn-within"),
     pytest.param(one("LRN", "lrn_param { local_size: 5 alpha: 0.3 beta: 0.5 k: 3 "
