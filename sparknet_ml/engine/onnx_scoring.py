@@ -143,13 +143,16 @@ class Scorer:
         self._bound = (binding, rows, x, outs)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The model's outputs for ``batch`` (at most the batch size rows, ``input_type``)."""
+        """The model's outputs for ``batch`` (at most the batch size rows, ``input_type``,
+        C-contiguous)."""
         if self._bound is None:
             return self.session.run(None, {self._input.name: batch})
         binding, rows, x, outs = self._bound
         n = len(batch)
-        rows[:n] = batch
-        x.update_inplace(rows)
+        if n < self._batch:  # the last batch, padded: the bound buffer's shape is fixed
+            rows[:n] = batch
+            batch = rows
+        x.update_inplace(batch)
         self.session.run_with_iobinding(binding)
         return [value.numpy()[:n] for value in outs]
 
