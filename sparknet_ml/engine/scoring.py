@@ -70,10 +70,39 @@ def weights_key(weights: Weights) -> str:
     return digest.hexdigest()
 
 
+def conform_weights(weights: dict, shapes: dict[str, list[tuple[int, ...]]]) -> dict:
+    """``weights`` in the shapes Caffe gives the net's learnable blobs (legacy 4-D blobs of an
+    old caffemodel, such as ``(1, 1, 4096, 9216)`` for an InnerProduct, are reshaped as
+    Caffe's loader accepts them).
+
+    Raises
+    ------
+    ValueError
+        Naming the layer: weights missing, another number of blobs, or a blob of another shape.
+    """
+    conformed = {}
+    for layer, wanted in shapes.items():
+        blobs = weights.get(layer)
+        if blobs is None:
+            raise ValueError(f"no weights for layer {layer!r}")
+        if len(blobs) != len(wanted):
+            raise ValueError(f"layer {layer!r} has {len(wanted)} blobs, the weights give "
+                             f"{len(blobs)}")
+        conformed[layer] = []
+        for i, (blob, shape) in enumerate(zip(blobs, wanted)):
+            blob = np.asarray(blob, np.float32)
+            stripped = tuple(blob.shape[len(blob.shape) - len(shape):])
+            if blob.shape != shape and not (blob.ndim == 4 and stripped == shape
+                                            and blob.size == int(np.prod(shape))):
+                raise ValueError(f"layer {layer!r}: blob {i} of the weights has shape "
+                                 f"{list(blob.shape)}, the net's is {list(shape)}")
+            conformed[layer].append(blob.reshape(shape))
+    return conformed
+
+
 def load_weights(net, weights: Weights) -> None:
     """Copy ``weights`` into ``net`` by layer name; every learnable layer must be covered
     (legacy 4-D blobs of an old caffemodel are reshaped as Caffe's loader accepts them)."""
-    from ..persistence.caffemodel import conform_weights
     conformed = conform_weights(weights, {name: [tuple(b.data.shape) for b in blobs]
                                           for name, blobs in net.params.items()})
     for name, blobs in net.params.items():

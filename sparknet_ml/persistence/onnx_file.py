@@ -40,9 +40,9 @@ def onnx_model(deploy_text: str, weights: dict, outputs=None, transform=None,
     """
     from .. import net as netlib
     from ..engine.probe import deploy_blob_shapes, deploy_param_shapes
+    from ..engine.scoring import conform_weights
     from ..engine.solver import net_with_batch
     from ..net.onnx_export import to_onnx
-    from .caffemodel import conform_weights
     netlib.check_layers(netlib.parse_net(deploy_text))  # before Caffe builds an untrusted net
     net = net_with_batch(deploy_text, PROBE_BATCH)
     probed = netlib.net_to_text(net)

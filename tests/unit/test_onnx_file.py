@@ -3,7 +3,7 @@ caffemodel's legacy 4-D blobs are reshaped as Caffe's loader reshapes them."""
 import numpy as np
 import pytest
 
-from sparknet_ml.persistence.caffemodel import conform_weights
+from sparknet_ml.engine.scoring import conform_weights
 
 SHAPES = {"fc": [(10, 32), (10,)]}
 
