@@ -31,7 +31,9 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
         self._weights: Weights = {}
         self._meta: dict = {}
         self._mean_image: np.ndarray | None = None
-        self._onnx: list = []  # [(outputs, transform, pixels), ModelProto] of the last export
+        # The last export: [(outputs, transform, pixels, banded_lrn), ModelProto, its bytes
+        # once scoring has serialized it]
+        self._onnx: list = []
 
     @classmethod
     def _create(cls, weights: Weights, mean_image: np.ndarray | None = None,
@@ -125,8 +127,17 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
             self._onnx = [export, onnx_model(
                 meta["deploy_text"], self._weights, outputs,
                 self.inputTransform if transform else None, meta["input_shape"], pixels,
-                banded_lrn)]
+                banded_lrn), None]
         return self._onnx[1]
+
+    def _scoring_bytes(self, pixels: bool) -> bytes:
+        """The scoring model (:meth:`_onnx_model` with the transform and the banded LRN) as
+        bytes for onnxruntime sessions, serialized once per export, not once per call."""
+        from ..persistence.onnx_file import serialized
+        model = self._onnx_model(pixels=pixels, banded_lrn=True)
+        if self._onnx[2] is None:  # a new list: copies of this model share the old one
+            self._onnx = [*self._onnx[:2], serialized(model)]
+        return self._onnx[2]
 
     def _transform(self, dataset):
         from pyspark.ml.linalg import VectorUDT
@@ -160,10 +171,8 @@ class SparkNetModel(Model, _SparkNetParams, _ScoringSetters, MLReadable, MLWrita
                             self.getHandleInvalid(), tuple(dataset.columns))
         spark = dataset.sparkSession
         if onnx:
-            from ..persistence.onnx_file import serialized
-            model = serialized(self._onnx_model(pixels=columns.holds_pixels(
-                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False),
-                banded_lrn=True))
+            model = self._scoring_bytes(columns.holds_pixels(
+                dataset.schema, self.getFeaturesCol()) and not meta.get("resize", False))
             key = hashlib.sha256(model).hexdigest()
             fn = functools.partial(score_batches_onnx, spec=spec, key=key,
                                    model=share_model(spark, model, key), columns=out)

@@ -374,9 +374,9 @@ class _Converter:
         if p.local_size % 2 == 0:
             raise NetSpecError(f"layer {layer.name!r}: LRN local_size {p.local_size} must be "
                                "odd (as Caffe requires)")
-        if p.norm_region == p.ACROSS_CHANNELS and self.banded_lrn:
-            return self._banded_lrn(layer, x)
         if p.norm_region == p.ACROSS_CHANNELS:
+            if self.banded_lrn:
+                return self._banded_lrn(layer, x)
             return self._single(layer, "LRN", x, size=p.local_size, alpha=p.alpha, beta=p.beta,
                                 bias=p.k)
         # WITHIN_CHANNEL, as Caffe composes it: x * (1 + alpha * avgpool(x^2))^-beta, the
